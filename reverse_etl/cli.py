@@ -1,0 +1,246 @@
+"""The `reverse-etl` command: parse, call, print, exit code. Nothing else lives here.
+
+Heavy modules (duckdb, httpx, pydantic, rich) are imported inside the commands that use them,
+so `reverse-etl --help` answers at once."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+
+EXIT_OK, EXIT_UNDELIVERED, EXIT_FAILED = 0, 1, 2
+
+
+class Context:
+    def __init__(self, project_dir: str | None, as_json: bool, verbose: int) -> None:
+        self.project_dir = project_dir
+        self.as_json = as_json
+        self.verbose = verbose
+
+    def project(self) -> Any:
+        from .project import Project
+
+        return Project.open(self.project_dir)
+
+    def emit(self, obj: dict[str, Any]) -> None:
+        click.echo(json.dumps(obj, default=str))
+
+
+def command(group: click.Group, name: str, **kwargs: Any) -> Callable[[Callable[..., int | None]], Any]:
+    """A subcommand with the options every command takes, and errors turned into exit 2."""
+
+    def decorate(func: Callable[..., int | None]) -> Any:
+        @group.command(name, **kwargs)
+        @click.option("--project", "project_dir", metavar="DIR", envvar="REVERSE_ETL_PROJECT",
+                      help="The project folder (default: $REVERSE_ETL_PROJECT, else .).")
+        @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+        @click.option("-v", "--verbose", count=True, help="More detail on stderr.")
+        @wraps(func)
+        def wrapper(project_dir: str | None, as_json: bool, verbose: int, **options: Any) -> None:
+            from .errors import ProjectError, ReverseEtlError
+
+            logging.basicConfig(
+                level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+            ctx = Context(project_dir, as_json, verbose)
+            try:
+                code = func(ctx, **options)
+            except ProjectError as exc:
+                for problem in exc.problems:
+                    click.echo(f"error: {problem}", err=True)
+                if as_json:
+                    ctx.emit({"error": str(exc), "errors": [p.as_dict() for p in exc.problems]})
+                code = EXIT_FAILED
+            except ReverseEtlError as exc:
+                click.echo(f"error: {exc}", err=True)
+                if as_json:
+                    ctx.emit({"error": str(exc)})
+                code = EXIT_FAILED
+            sys.exit(code or EXIT_OK)
+
+        return wrapper
+
+    return decorate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="reverse-etl")
+def main() -> None:
+    """reverse-etl: sync warehouse models to the tools your teams use.
+
+    Each syncs/NAME.sql is a model; each run sends only what changed since the last delivery."""
+
+
+@command(main, "init")
+@click.argument("directory", type=click.Path(file_okay=False))
+def init_command(ctx: Context, directory: str) -> int:
+    """Scaffold a new project in DIRECTORY."""
+    from .scaffold import scaffold
+
+    created = scaffold(directory)
+    if ctx.as_json:
+        ctx.emit({"project": directory, "created": created})
+    else:
+        for path in created:
+            click.echo(f"created {path}")
+        click.echo(f"next: cd {directory} && reverse-etl validate")
+    return EXIT_OK
+
+
+@command(main, "validate")
+def validate_command(ctx: Context) -> int:
+    """Check config, every sync and destination; each problem names its file and line."""
+    from .validate import validate_project
+
+    problems = validate_project(ctx.project())
+    if ctx.as_json:
+        ctx.emit({"ok": not problems, "errors": [p.as_dict() for p in problems]})
+    else:
+        for problem in problems:
+            click.echo(f"error: {problem}", err=True)
+        if not problems:
+            click.echo("ok: the project is valid")
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+def _sync_names(ctx: Context, project: Any, names: tuple[str, ...], all_syncs: bool) -> list[str]:
+    if all_syncs:
+        return list(project.sync_names())
+    if not names:
+        raise click.UsageError("name one or more syncs, or pass --all")
+    return list(dict.fromkeys(names))
+
+
+@command(main, "plan")
+@click.argument("syncs", nargs=-1)
+@click.option("--all", "all_syncs", is_flag=True, help="Every sync of the project.")
+def plan_command(ctx: Context, syncs: tuple[str, ...], all_syncs: bool) -> int:
+    """Dry run: what would be added, changed, removed. Sends nothing, changes no state."""
+    from .errors import ReverseEtlError
+    from .output import plan_table
+    from .runner import plan_sync
+
+    project = ctx.project()
+    code, plans = EXIT_OK, []
+    for name in _sync_names(ctx, project, syncs, all_syncs):
+        try:
+            plan = plan_sync(project, name)
+        except ReverseEtlError as exc:
+            click.echo(f"error: {name}: {exc}", err=True)
+            plan, code = {"sync": name, "error": str(exc)}, EXIT_FAILED
+        plans.append(plan)
+        if ctx.as_json:
+            ctx.emit(plan)
+    if not ctx.as_json:
+        plan_table([p for p in plans if "error" not in p])
+    return code
+
+
+@command(main, "run")
+@click.argument("syncs", nargs=-1)
+@click.option("--all", "all_syncs", is_flag=True, help="Every sync of the project.")
+@click.option("--full-resync", is_flag=True, help="Send every valid row again (and deletes owed).")
+def run_command(ctx: Context, syncs: tuple[str, ...], all_syncs: bool, full_resync: bool) -> int:
+    """Run syncs now: send what changed since the last delivery."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .errors import ReverseEtlError
+    from .output import Progress, run_table
+    from .runner import run_sync
+
+    project = ctx.project()
+    names = _sync_names(ctx, project, syncs, all_syncs)
+    progress = Progress(enabled=not ctx.as_json and sys.stderr.isatty())
+
+    def one(name: str) -> dict[str, Any]:
+        try:
+            result = run_sync(project, name, full_resync=full_resync, on_progress=progress.update)
+        except ReverseEtlError as exc:
+            return {"sync": name, "status": "error", "error": str(exc), "_exit": EXIT_FAILED}
+        return {**result.as_dict(), "_exit": result.exit_code}
+
+    with progress, ThreadPoolExecutor(project.settings.run.max_concurrent_syncs) as pool:
+        results = []
+        for result in pool.map(one, names):
+            results.append(result)
+            if ctx.as_json:
+                ctx.emit({k: v for k, v in result.items() if k != "_exit"})
+    for result in results:
+        if result.get("error"):
+            click.echo(f"error: {result['sync']}: {result['error']}", err=True)
+    if not ctx.as_json:
+        run_table(results)
+    return max(r["_exit"] for r in results) if results else EXIT_OK
+
+
+@command(main, "runs")
+@click.argument("sync", required=False)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+def runs_command(ctx: Context, sync: str | None, limit: int) -> int:
+    """Run history, newest first."""
+    from .history import History
+    from .output import runs_table
+
+    project = ctx.project()
+    history = History(project.state_dir)
+    try:
+        runs = history.runs(sync, limit)
+    finally:
+        history.close()
+    if ctx.as_json:
+        for run in runs:
+            ctx.emit(run)
+    else:
+        runs_table(runs)
+    return EXIT_OK
+
+
+@command(main, "rejected")
+@click.argument("sync")
+def rejected_command(ctx: Context, sync: str) -> int:
+    """Records not delivered (rejected, invalid, still failing), with reasons."""
+    from .history import History
+    from .output import rejected_table
+
+    project = ctx.project()
+    project.sync(sync)  # a clear error for a sync that does not exist
+    history = History(project.state_dir)
+    try:
+        records = history.ledger(sync)
+    finally:
+        history.close()
+    if ctx.as_json:
+        for record in records:
+            ctx.emit({k: record[k] for k in ("sync", "key", "reason", "error", "attempts")})
+    else:
+        rejected_table(sync, records)
+    return EXIT_OK
+
+
+@command(main, "reset")
+@click.argument("sync")
+def reset_command(ctx: Context, sync: str) -> int:
+    """Forget what was delivered: the next run sends every row again."""
+    from .reset import reset_sync
+
+    project = ctx.project()
+    reset_sync(project, sync)
+    if ctx.as_json:
+        ctx.emit({"sync": sync, "reset": True})
+    else:
+        click.echo(f"{sync}: snapshot forgotten; the next run sends every row")
+    return EXIT_OK
+
+
+@command(main, "demo")
+def demo_command(ctx: Context) -> int:
+    """A complete run on the bundled example, against a local receiver, with no setup."""
+    from .demo import run_demo
+
+    return run_demo(ctx.project_dir, ctx.as_json, ctx.emit)

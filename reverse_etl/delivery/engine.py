@@ -1,0 +1,212 @@
+"""Send a sync's pending batches: concurrency, rate limit, retries, splitting, and the durable
+acknowledgement of each batch as soon as its answer is in."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from ..destinations.base import (
+    Batch,
+    BatchFailed,
+    Delivered,
+    Destination,
+    Record,
+    Rejected,
+    Retry,
+    Retryable,
+    SplitBatch,
+    Throttled,
+)
+from ..errors import CredentialsError
+from ..snapshot import PendingBatch, SyncState
+from .ratelimit import RateLimiter
+
+MAX_THROTTLED = 20  # 429s answered to one request in a row before its records fail for this run
+MAX_BACKOFF = 60.0
+
+
+@dataclass
+class Outcome:
+    """What happened to the records of one run."""
+
+    delivered: int = 0
+    rejected: list[tuple[str, str, int]] = field(default_factory=list)  # key, error, attempts
+    failed: list[tuple[str, str, int]] = field(default_factory=list)
+    error: str | None = None  # why the run stopped sending, if it did
+
+
+@dataclass
+class _Sent:
+    """Per-record results of one logical batch, filled in by attempts and splits."""
+
+    delivered: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str, int]] = field(default_factory=list)
+    failed: list[tuple[str, str, int]] = field(default_factory=list)
+
+
+class Delivery:
+    def __init__(
+        self,
+        *,
+        sync: str,
+        object_name: str | None,
+        adapter: Destination,
+        limiter: RateLimiter,
+        state: SyncState,
+        on_batch: Callable[[str, list[tuple[str, str, int]], list[tuple[str, str, int]]], None],
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.sync = sync
+        self.object_name = object_name
+        self.adapter = adapter
+        self.settings = adapter.settings
+        self.limiter = limiter
+        self.state = state
+        self.on_batch = on_batch  # (run bookkeeping) rejected and failed records of a batch
+        self.on_progress = on_progress
+        self.outcome = Outcome()
+        self._stop: str | None = None
+
+    def stop(self, reason: str) -> None:
+        """Take no new batches; those in flight finish and are acknowledged."""
+        if self._stop is None:
+            self._stop = reason
+
+    async def run(self, batches: list[PendingBatch]) -> Outcome:
+        slots = asyncio.Semaphore(self.settings.max_concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        unsent: list[PendingBatch] = []
+        for index, batch in enumerate(batches):
+            await slots.acquire()
+            if self._stop is not None:
+                slots.release()
+                unsent = batches[index:]
+                break
+            task = asyncio.create_task(self._process(batch))
+            tasks.add(task)
+            task.add_done_callback(lambda t: (slots.release(), tasks.discard(t)))
+        while tasks:
+            await asyncio.gather(*list(tasks), return_exceptions=True)
+        for batch in unsent:
+            keys = [key for key, _ in self.state.read(batch)]
+            failed = [(key, f"not sent: {self._stop}", 0) for key in keys]
+            self._finish(batch, _Sent(failed=failed))
+        self.outcome.error = self._stop
+        return self.outcome
+
+    async def _process(self, pending: PendingBatch) -> None:
+        records = [Record(key, fields) for key, fields in self.state.read(pending)]
+        sent = _Sent()
+        try:
+            await self._send(pending.operation, records, sent)
+        except CredentialsError as exc:
+            message = f"destination {self.adapter.name!r} refused the credentials: {exc}"
+            self.stop(message)
+            self._fail_rest(records, sent, message)
+        except Exception as exc:  # a bug in an adapter must not lose the batch's bookkeeping
+            message = f"unexpected error sending to {self.adapter.name!r}: {exc!r}"
+            self.stop(message)
+            self._fail_rest(records, sent, message)
+        self._finish(pending, sent)
+
+    def _finish(self, pending: PendingBatch, sent: _Sent) -> None:
+        if sent.delivered:
+            everything = len(sent.delivered) == pending.size
+            self.state.acknowledge(pending, None if everything else sent.delivered)
+        self.outcome.delivered += len(sent.delivered)
+        self.outcome.rejected += sent.rejected
+        self.outcome.failed += sent.failed
+        self.on_batch(pending.operation, sent.rejected, sent.failed)
+        if self.on_progress:
+            self.on_progress(len(sent.delivered) + len(sent.rejected) + len(sent.failed))
+
+    @staticmethod
+    def _fail_rest(records: list[Record], sent: _Sent, message: str) -> None:
+        done = set(sent.delivered) | {k for k, _, _ in sent.rejected} | {k for k, _, _ in sent.failed}
+        sent.failed += [(r.key, message, 1) for r in records if r.key not in done]
+
+    async def _send(self, operation: str, records: list[Record], sent: _Sent) -> None:
+        """Send records until each has a final result; split batches refused as a whole."""
+        attempts = 0  # requests for these records that failed in a retryable way
+        throttled = 0
+        while records:
+            await self.limiter.acquire()
+            batch = Batch(self.sync, self.object_name, operation, records)
+            try:
+                results = await self.adapter.send(batch)
+            except Throttled as exc:
+                self.limiter.throttled(exc.retry_after)
+                throttled += 1
+                if throttled > MAX_THROTTLED:
+                    sent.failed += _all(records, f"throttled {throttled} times: {exc}", attempts + throttled)
+                    return
+                if exc.retry_after is None:
+                    await asyncio.sleep(self._backoff(throttled))
+                continue
+            except (Retryable, httpx.TransportError) as exc:
+                attempts += 1
+                error = _describe(exc)
+                if attempts > self.settings.max_retries:
+                    sent.failed += _all(records, f"{error} (after {attempts} attempts)", attempts + throttled)
+                    return
+                delay = self._backoff(attempts)
+                if isinstance(exc, Retryable) and exc.retry_after:
+                    delay = max(delay, exc.retry_after)
+                await asyncio.sleep(delay)
+                continue
+            except SplitBatch as exc:
+                if len(records) == 1:
+                    sent.rejected.append((records[0].key, str(exc), attempts + throttled + 1))
+                    return
+                middle = len(records) // 2
+                await self._send(operation, records[:middle], sent)
+                await self._send(operation, records[middle:], sent)
+                return
+            except BatchFailed as exc:
+                sent.failed += _all(records, str(exc), attempts + throttled + 1)
+                return
+            self.limiter.succeeded()
+            if len(results) != len(records):
+                raise RuntimeError(
+                    f"adapter {self.adapter.type!r} returned {len(results)} results "
+                    f"for {len(records)} records"
+                )
+            again: list[Record] = []
+            retry_after = None
+            for record, result in zip(records, results, strict=True):
+                if isinstance(result, Delivered):
+                    sent.delivered.append(record.key)
+                elif isinstance(result, Rejected):
+                    sent.rejected.append((record.key, result.error, attempts + throttled + 1))
+                elif isinstance(result, Retry):
+                    again.append(record)
+                    retry_after = max(retry_after or 0.0, result.after or 0.0)
+                    if attempts + 1 > self.settings.max_retries:
+                        sent.failed.append((record.key, result.error, attempts + throttled + 1))
+                        again.pop()
+            records = again
+            if records:
+                attempts += 1
+                await asyncio.sleep(max(retry_after or 0.0, self._backoff(attempts)))
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter: half fixed, half random."""
+        ceiling = min(MAX_BACKOFF, self.settings.retry_backoff_seconds * 2 ** (attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _all(records: list[Record], error: str, attempts: int) -> list[tuple[str, str, int]]:
+    return [(r.key, error, attempts) for r in records]
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
+    if isinstance(exc, httpx.TransportError):
+        return f"connection failed: {exc or type(exc).__name__}"
+    return str(exc)

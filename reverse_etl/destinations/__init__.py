@@ -1,0 +1,1 @@
+"""Destination adapters: base.py holds the contract, registry.py finds adapters by `type`."""

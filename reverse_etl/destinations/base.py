@@ -1,0 +1,155 @@
+"""The destination adapter contract.
+
+An adapter declares what it can do in class attributes and turns one batch into one HTTP
+exchange (or a few). It returns exactly one result per record, in the batch's order, and raises
+only for conditions of the whole batch, typed by what the engine should do next:
+
+    Throttled        wait (Retry-After when given), slow down, send the batch again
+    Retryable        back off exponentially and send again (5xx, outage, timeout)
+    SplitBatch       the batch was refused as a whole for some record in it: split and retry
+    BatchFailed      the batch's records fail for this run; they are sent again next run
+    CredentialsError stop sending to this destination (errors.CredentialsError)
+
+httpx transport errors (timeouts, refused or dropped connections) may propagate: the engine
+treats them as Retryable.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from dataclasses import dataclass
+from typing import ClassVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import CredentialsError
+
+OPERATIONS = ("upsert", "update", "insert", "delete")
+ERROR_TEXT_LIMIT = 500
+
+
+class DestinationSettings(BaseModel):
+    """Settings every destination has; adapters subclass this with their own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    batch_size: int = Field(default=100, ge=1)
+    requests_per_second: float | None = Field(default=None, gt=0)
+    max_concurrency: int = Field(default=4, ge=1)
+    timeout_seconds: float = Field(default=30, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    retry_backoff_seconds: float = Field(default=1.0, ge=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    key: str
+    fields: str  # the record's fields as a JSON object, already encoded per the wire format
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    sync: str
+    object: str | None
+    operation: str
+    records: list[Record]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    error: str
+    after: float | None = None
+
+
+Result = Delivered | Rejected | Retry
+DELIVERED = Delivered()
+
+
+class Throttled(Exception):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Retryable(Exception):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SplitBatch(Exception):
+    pass
+
+
+class BatchFailed(Exception):
+    pass
+
+
+class Destination:
+    """Base class of every adapter."""
+
+    type: ClassVar[str]
+    settings_model: ClassVar[type[DestinationSettings]] = DestinationSettings
+    operations: ClassVar[frozenset[str]] = frozenset(OPERATIONS)
+    max_batch_size: ClassVar[int | None] = None
+
+    def __init__(self, name: str, settings: DestinationSettings, client: httpx.AsyncClient) -> None:
+        self.name = name
+        self.settings = settings
+        self.client = client
+
+    async def send(self, batch: Batch) -> list[Result]:
+        raise NotImplementedError
+
+
+def response_text(response: httpx.Response) -> str:
+    text = response.text.strip() or response.reason_phrase
+    if len(text) > ERROR_TEXT_LIMIT:
+        text = text[:ERROR_TEXT_LIMIT] + "..."
+    return f"HTTP {response.status_code}: {text}"
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds: a number of seconds, or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def raise_for_batch_status(response: httpx.Response) -> None:
+    """Map a non-2xx answer to what the engine should do with the whole batch (CONTRACT §2)."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    text = response_text(response)
+    if status == 429:
+        raise Throttled(text, retry_after_seconds(response.headers.get("Retry-After")))
+    if status >= 500:
+        raise Retryable(text, retry_after_seconds(response.headers.get("Retry-After")))
+    if status in (400, 413, 422):
+        raise SplitBatch(text)
+    if status in (401, 403):
+        raise CredentialsError(text)
+    raise BatchFailed(text)

@@ -1,0 +1,34 @@
+"""Find destination adapters by `type`: the built-in ones and those installed as plugins
+through the entry-point group `reverse_etl.destinations`."""
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+from importlib.metadata import entry_points
+
+from .base import Destination
+
+ENTRY_POINT_GROUP = "reverse_etl.destinations"
+BUILTIN = {
+    "webhook": "reverse_etl.destinations.webhook:WebhookDestination",
+}
+
+
+@cache
+def _targets() -> dict[str, str]:
+    targets = dict(BUILTIN)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        targets.setdefault(entry.name, entry.value)
+    return targets
+
+
+def known_types() -> list[str]:
+    return sorted(_targets())
+
+
+def adapter_class(type_name: str) -> type[Destination]:
+    """The adapter for `type_name`; KeyError when there is none."""
+    target = _targets()[type_name]
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)  # type: ignore[no-any-return]

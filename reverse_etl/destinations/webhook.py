@@ -1,0 +1,84 @@
+"""The generic webhook: one JSON POST per batch, in the wire format of CONTRACT §2."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+from pydantic import Field, SecretStr, field_validator
+
+from .base import (
+    DELIVERED,
+    Batch,
+    Destination,
+    DestinationSettings,
+    Rejected,
+    Result,
+    raise_for_batch_status,
+)
+
+
+class WebhookSettings(DestinationSettings):
+    url: str
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    signing_secret: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https:// (got {url!r})")
+        return url
+
+
+def encode_batch(batch: Batch) -> bytes:
+    """The request body, built around the already-encoded fields of each record."""
+    head = json.dumps(
+        {"sync": batch.sync, "object": batch.object, "operation": batch.operation},
+        separators=(",", ":"),
+    )
+    records = ",".join(
+        f'{{"key":{json.dumps(r.key)},"fields":{r.fields}}}' for r in batch.records
+    )
+    return f'{head[:-1]},"records":[{records}]}}'.encode()
+
+
+class WebhookDestination(Destination):
+    type = "webhook"
+    settings_model = WebhookSettings
+
+    async def send(self, batch: Batch) -> list[Result]:
+        settings: WebhookSettings = self.settings  # type: ignore[assignment]
+        body = encode_batch(batch)
+        headers = {name: value.get_secret_value() for name, value in settings.headers.items()}
+        headers["Content-Type"] = "application/json"
+        headers["Idempotency-Key"] = hashlib.sha256(body).hexdigest()
+        if settings.signing_secret is not None:
+            secret = settings.signing_secret.get_secret_value().encode()
+            digest = hmac.new(secret, body, hashlib.sha256).hexdigest()
+            headers["X-Reverse-ETL-Signature"] = f"sha256={digest}"
+        response = await self.client.post(settings.url, content=body, headers=headers)
+        raise_for_batch_status(response)
+        rejected = _rejected_keys(response.content)
+        return [
+            Rejected(rejected[r.key]) if r.key in rejected else DELIVERED for r in batch.records
+        ]
+
+
+def _rejected_keys(content: bytes) -> dict[str, str]:
+    """The optional `{"errors": [{"key": ..., "error": ...}]}` of a 2xx answer."""
+    if not content.strip():
+        return {}
+    try:
+        answer = json.loads(content)
+    except ValueError:
+        return {}
+    errors = answer.get("errors") if isinstance(answer, dict) else None
+    if not isinstance(errors, list):
+        return {}
+    rejected = {}
+    for item in errors:
+        if isinstance(item, dict) and "key" in item:
+            rejected[str(item["key"])] = str(item.get("error") or "rejected by the destination")
+    return rejected

@@ -1,0 +1,109 @@
+"""SQL that DuckDB evaluates to encode rows for the wire (CONTRACT §2), vectorised.
+
+`json_text(expr, type)` is an expression giving the JSON text of one value, never NULL:
+numbers as JSON numbers (decimals exact: their text, never a float), dates `YYYY-MM-DD`,
+timestamps ISO 8601 (`+00:00` for time-zone-aware ones; the connection runs in UTC), lists and
+structs as arrays and objects, UUIDs and intervals as strings, binary as base64, NaN and
+infinities as null. The row encoders below build on it, so no value passes through Python.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+_INTEGERS = {
+    "tinyint", "smallint", "integer", "bigint", "hugeint",
+    "utinyint", "usmallint", "uinteger", "ubigint", "uhugeint", "varint", "bignum",
+}
+_TIMESTAMPS = {"timestamp", "timestamp_s", "timestamp_ms", "timestamp_ns"}
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _string(expr: str) -> str:
+    return f"CAST(to_json(CAST({expr} AS VARCHAR)) AS VARCHAR)"
+
+
+def scalar_text(expr: str, dtype: Any) -> str:
+    """A value as plain text (a string key): timestamps ISO 8601, binary base64, others cast."""
+    kind = dtype.id
+    if kind in _TIMESTAMPS:
+        return f"replace(CAST({expr} AS VARCHAR), ' ', 'T')"
+    if kind == "timestamp with time zone":
+        return f"replace(CAST(CAST({expr} AS TIMESTAMP) AS VARCHAR), ' ', 'T') || '+00:00'"
+    if kind == "blob":
+        return f"to_base64({expr})"
+    return f"CAST({expr} AS VARCHAR)"
+
+
+def json_text(expr: str, dtype: Any, depth: int = 0) -> str:
+    return f"coalesce({_json_text(expr, dtype, depth)}, 'null')"
+
+
+def _json_text(expr: str, dtype: Any, depth: int) -> str:
+    kind = dtype.id
+    if str(dtype) == "JSON":
+        return f"CAST({expr} AS VARCHAR)"
+    if kind in _INTEGERS or kind == "decimal":
+        return f"CAST({expr} AS VARCHAR)"
+    if kind in ("float", "double"):
+        return f"CASE WHEN isfinite({expr}) THEN CAST({expr} AS VARCHAR) END"
+    if kind == "boolean":
+        return f"CASE WHEN {expr} THEN 'true' WHEN NOT {expr} THEN 'false' END"
+    if kind in ("list", "array"):
+        child = dict(dtype.children)["child"]
+        var = f"e{depth}"
+        inner = json_text(var, child, depth + 1)
+        return f"'[' || array_to_string(list_transform({expr}, lambda {var}: {inner}), ',') || ']'"
+    if kind == "struct":
+        parts = [
+            f"{quote_literal(json.dumps(name) + ':')} || "
+            f"{json_text(f'struct_extract({expr}, {quote_literal(name)})', child, depth)}"
+            for name, child in dtype.children
+        ]
+        body = " || ',' || ".join(parts) if parts else "''"
+        return f"CASE WHEN {expr} IS NOT NULL THEN '{{' || {body} || '}}' END"
+    if kind == "map":
+        children = dict(dtype.children)
+        var = f"e{depth}"
+        key = _string(scalar_text(f"{var}.key", children["key"]))
+        value = json_text(f"{var}.value", children["value"], depth + 1)
+        pairs = f"list_transform(map_entries({expr}), lambda {var}: {key} || ':' || {value})"
+        return f"'{{' || array_to_string({pairs}, ',') || '}}'"
+    return _string(scalar_text(expr, dtype))
+
+
+def fields_json(columns: Sequence[str], types: Sequence[Any], table: str = "") -> str:
+    """An expression giving the JSON object of a row's columns (the wire format's `fields`)."""
+    prefix = f"{table}." if table else ""
+    parts = [
+        f"{quote_literal(json.dumps(name) + ':')} || {json_text(prefix + quote_identifier(name), t)}"
+        for name, t in zip(columns, types, strict=True)
+    ]
+    return "'{' || " + " || ',' || ".join(parts) + " || '}'" if parts else "'{}'"
+
+
+def key_text(key_columns: Sequence[str], types: Sequence[Any]) -> str:
+    """The wire key: the value as text for one column, the JSON array of the values for several.
+    NULL when any key column is NULL."""
+    refs = [quote_identifier(c) for c in key_columns]
+    if len(refs) == 1:
+        return scalar_text(refs[0], types[0])
+    array = " || ',' || ".join(json_text(r, t) for r, t in zip(refs, types, strict=True))
+    any_null = " OR ".join(f"{r} IS NULL" for r in refs)
+    return f"CASE WHEN {any_null} THEN NULL ELSE '[' || {array} || ']' END"
+
+
+def row_hash(columns: Sequence[str], fingerprint: str) -> str:
+    """A 64-bit hash of a row's values, salted with the column names and types so that a renamed
+    or retyped column counts as a change."""
+    refs = ", ".join(quote_identifier(c) for c in columns)
+    return f"xor(hash({refs}), hash({quote_literal(fingerprint)}))"

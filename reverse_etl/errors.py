@@ -1,0 +1,60 @@
+"""The errors reverse-etl raises, typed by what the caller should do next.
+
+    ReverseEtlError                 anything the engine reports to a user (exit 2 from the CLI)
+    ├── ProjectError                the project's files are wrong: one Problem per file and line
+    ├── StateError                  the state folder cannot be read or written
+    ├── WarehouseError              the warehouse cannot be reached or the model failed to run
+    ├── SyncRunningError            another process is running this sync
+    └── DestinationError            the destination cannot take data
+        └── CredentialsError        it refused our credentials (401/403): stop sending to it
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the project, where it is, and what to do."""
+
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.message}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"file": self.file, "line": self.line, "message": self.message}
+
+
+class ReverseEtlError(Exception):
+    """An error a user can act on; its message says what and where."""
+
+
+class ProjectError(ReverseEtlError):
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class StateError(ReverseEtlError):
+    pass
+
+
+class WarehouseError(ReverseEtlError):
+    pass
+
+
+class SyncRunningError(ReverseEtlError):
+    pass
+
+
+class DestinationError(ReverseEtlError):
+    pass
+
+
+class CredentialsError(DestinationError):
+    pass

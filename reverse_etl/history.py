@@ -1,0 +1,199 @@
+"""Run history and the ledger of records not delivered, in SQLite.
+
+SQLite in WAL mode lets any number of processes (the daemon, a CLI in another terminal) read
+while one writes, which the per-sync DuckDB files cannot: a running sync holds its own file.
+Writes here are small: one row per run, one per record that was not delivered.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import StateError
+
+COUNTS = ("rows", "added", "changed", "removed", "unchanged", "invalid",
+          "delivered", "rejected", "failed")
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    sync TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    {", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in COUNTS)},
+    error TEXT,
+    reason TEXT,
+    full_resync INTEGER NOT NULL DEFAULT 0,
+    pid INTEGER,
+    host TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_sync ON runs (sync, started_at);
+CREATE TABLE IF NOT EXISTS ledger (
+    sync TEXT NOT NULL,
+    key TEXT,
+    reason TEXT NOT NULL,
+    error TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    run_id TEXT NOT NULL,
+    UNIQUE (sync, key)
+);
+"""
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+def _alive(pid: int | None, host: str | None) -> bool:
+    if pid is None or host != socket.gethostname():
+        return True  # cannot tell from here: trust the record
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class History:
+    def __init__(self, state_dir: Path) -> None:
+        path = state_dir / "history.sqlite"
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            self.db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StateError(f"cannot open run history {path}: {exc}") from None
+        self.db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- runs ----------------------------------------------------------------------------
+
+    def start_run(self, sync: str, full_resync: bool) -> str:
+        run_id = uuid.uuid4().hex[:16]
+        self.db.execute(
+            "INSERT INTO runs (run_id, sync, status, started_at, full_resync, pid, host) "
+            "VALUES (?, ?, 'running', ?, ?, ?, ?)",
+            (run_id, sync, time.time(), int(full_resync), os.getpid(), socket.gethostname()),
+        )
+        return run_id
+
+    def finish_run(
+        self, run_id: str, status: str, counts: dict[str, int],
+        error: str | None = None, reason: str | None = None,
+    ) -> None:
+        assignments = ", ".join(f"{c} = ?" for c in COUNTS)
+        self.db.execute(
+            f"UPDATE runs SET status = ?, finished_at = ?, error = ?, reason = ?, {assignments} "
+            "WHERE run_id = ?",
+            (status, time.time(), error, reason, *(counts.get(c, 0) for c in COUNTS), run_id),
+        )
+
+    def close_abandoned(self, sync: str) -> None:
+        """Runs of `sync` left 'running' by a process that died: record them as errors."""
+        for row in self.db.execute(
+            "SELECT run_id, pid, host FROM runs WHERE sync = ? AND status = 'running'", (sync,)
+        ).fetchall():
+            if not _alive(row["pid"], row["host"]):
+                self.db.execute(
+                    "UPDATE runs SET status = 'error', error = ? WHERE run_id = ?",
+                    (_killed(row["pid"]), row["run_id"]),
+                )
+
+    def runs(self, sync: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        where, params = ("WHERE sync = ?", [sync]) if sync else ("", [])
+        rows = self.db.execute(
+            f"SELECT * FROM runs {where} ORDER BY started_at DESC LIMIT ?", (*params, limit)
+        ).fetchall()
+        return [_run_dict(row) for row in rows]
+
+    # -- the ledger ----------------------------------------------------------------------
+
+    def replace_invalid(self, sync: str, run_id: str, chunks: Iterable[list[tuple[str | None, str]]]) -> None:
+        now = time.time()
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("DELETE FROM ledger WHERE sync = ? AND reason = 'invalid'", (sync,))
+            for chunk in chunks:
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO ledger "
+                    "(sync, key, reason, error, attempts, first_seen, last_seen, run_id) "
+                    "VALUES (?, ?, 'invalid', ?, 0, ?, ?, ?)",
+                    [(sync, key, error, now, now, run_id) for key, error in chunk],
+                )
+
+    def record_undelivered(
+        self, sync: str, run_id: str, reason: str, records: list[tuple[str, str, int]]
+    ) -> None:
+        """(key, error, attempts in this run) of records rejected or failed in this run."""
+        now = time.time()
+        self.db.executemany(
+            """INSERT INTO ledger (sync, key, reason, error, attempts, first_seen, last_seen, run_id)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (sync, key) DO UPDATE SET reason = excluded.reason,
+                error = excluded.error, last_seen = excluded.last_seen,
+                attempts = ledger.attempts + excluded.attempts, run_id = excluded.run_id""",
+            [(sync, key, reason, error, attempts, now, now, run_id)
+             for key, error, attempts in records],
+        )
+
+    def drop_resolved(self, sync: str, run_id: str) -> None:
+        """After a finished run: entries it did not renew were delivered or left the model."""
+        self.db.execute(
+            "DELETE FROM ledger WHERE sync = ? AND reason <> 'invalid' AND run_id <> ?",
+            (sync, run_id),
+        )
+
+    def ledger(self, sync: str) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT sync, key, reason, error, attempts, first_seen, last_seen FROM ledger "
+            "WHERE sync = ? ORDER BY reason, key", (sync,)
+        ).fetchall()
+        return [
+            {**dict(row), "first_seen": _iso(row["first_seen"]), "last_seen": _iso(row["last_seen"])}
+            for row in rows
+        ]
+
+    def forget(self, sync: str) -> None:
+        self.db.execute("DELETE FROM ledger WHERE sync = ?", (sync,))
+
+
+def _killed(pid: int | None) -> str:
+    return f"the run's process (pid {pid}) ended before the run finished"
+
+
+def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
+    status, error = row["status"], row["error"]
+    if status == "running" and not _alive(row["pid"], row["host"]):
+        status, error = "error", _killed(row["pid"])
+    finished = row["finished_at"]
+    result: dict[str, Any] = {"sync": row["sync"], "run_id": row["run_id"], "status": status}
+    result.update({c: row[c] for c in COUNTS})
+    result["duration_seconds"] = (
+        round(finished - row["started_at"], 3) if finished is not None else None
+    )
+    result["started_at"] = _iso(row["started_at"])
+    result["finished_at"] = _iso(finished)
+    if error:
+        result["error"] = error
+    if row["reason"]:
+        result["reason"] = row["reason"]
+    return result

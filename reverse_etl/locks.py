@@ -1,0 +1,50 @@
+"""One run of a sync at a time, across processes: an exclusive flock per sync.
+
+The lock is held by an open file, so the kernel releases it when the process dies, however it
+dies: a killed run never leaves a sync locked."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from types import TracebackType
+
+from .errors import SyncRunningError
+
+
+class SyncLock:
+    def __init__(self, state_dir: Path, sync: str) -> None:
+        self.path = state_dir / "locks" / f"{sync}.lock"
+        self.sync = sync
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise SyncRunningError(
+                f"sync {self.sync!r} is already running (pid {holder}); "
+                "wait for that run to finish"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+
+    def __enter__(self) -> SyncLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()

@@ -1,0 +1,119 @@
+"""A local webhook receiver speaking CONTRACT §2: the demo's destination, and the tests' and
+benchmarks' real HTTP server on 127.0.0.1.
+
+It keeps the latest fields of every key (deletes remove them), counts what each key received,
+and can be told to reject records (`reject(record) -> error or None`) or to answer a request
+itself (`intercept(body, headers) -> (status, headers, body) or None`), e.g. with a 429."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Reply = tuple[int, dict[str, str], bytes]
+
+
+class WebhookReceiver:
+    def __init__(
+        self,
+        reject: Callable[[dict[str, Any]], str | None] | None = None,
+        intercept: Callable[[dict[str, Any], dict[str, str]], Reply | None] | None = None,
+        delay: float = 0.0,
+        port: int = 0,
+    ) -> None:
+        self.reject = reject
+        self.intercept = intercept
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.data: dict[str, dict[str, Any]] = {}
+        self.received: Counter[str] = Counter()  # records accepted, per key
+        self.requests: list[dict[str, Any]] = []  # operation, record count, headers, status
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/ingest"
+
+    def start(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> WebhookReceiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def records_received(self) -> int:
+        with self.lock:
+            return sum(self.received.values())
+
+    def handle(self, body: dict[str, Any], headers: dict[str, str]) -> Reply:
+        if self.delay:
+            time.sleep(self.delay)
+        if self.intercept and (reply := self.intercept(body, headers)) is not None:
+            self._log(body, headers, reply[0])
+            return reply
+        errors = []
+        with self.lock:
+            for record in body["records"]:
+                error = self.reject(record) if self.reject else None
+                if error:
+                    errors.append({"key": record["key"], "error": error})
+                    continue
+                self.received[record["key"]] += 1
+                if body["operation"] == "delete":
+                    self.data.pop(record["key"], None)
+                else:
+                    self.data[record["key"]] = record["fields"]
+        self._log(body, headers, 200)
+        answer = json.dumps({"errors": errors}).encode() if errors else b""
+        return 200, {"Content-Type": "application/json"}, answer
+
+    def _log(self, body: dict[str, Any], headers: dict[str, str], status: int) -> None:
+        with self.lock:
+            self.requests.append({
+                "operation": body.get("operation"), "records": len(body.get("records", [])),
+                "keys": [r["key"] for r in body.get("records", [])], "headers": headers,
+                "status": status,
+            })
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    status, reply_headers, answer = 400, {}, b"body is not JSON"
+                else:
+                    status, reply_headers, answer = receiver.handle(body, headers)
+                self.send_response(status)
+                for name, value in reply_headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler

@@ -1,0 +1,205 @@
+"""run_sync() and plan_sync(): the flow of one sync, end to end.
+
+    model → warehouse → stage in DuckDB → diff against the snapshot → deliver pending batches
+          → acknowledge per batch → fold acknowledgements into the snapshot → run history
+
+The CLI and the daemon are thin callers of these two functions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import httpx
+
+from .delivery.engine import Delivery
+from .delivery.ratelimit import limiter_for
+from .errors import ReverseEtlError, WarehouseError
+from .history import History
+from .locks import SyncLock
+from .project import Project, Sync
+from .snapshot import DiffCounts, SyncState, snapshot_path
+from .validate import model_problem
+from .warehouses import open_warehouse
+
+ProgressCallback = Callable[[str, int, int], None]  # sync, records done, records to deliver
+
+
+@dataclass
+class RunResult:
+    sync: str
+    run_id: str
+    status: str  # success | partial | error
+    counts: DiffCounts | None
+    delivered: int = 0
+    rejected: int = 0
+    failed: int = 0
+    duration_seconds: float = 0.0
+    error: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        counts = self.counts.as_dict() if self.counts else dict.fromkeys(
+            ("rows", "added", "changed", "removed", "unchanged", "invalid"), 0)
+        result: dict[str, Any] = {"sync": self.sync, "run_id": self.run_id, "status": self.status}
+        result.update(counts)
+        result.update(delivered=self.delivered, rejected=self.rejected, failed=self.failed,
+                      duration_seconds=round(self.duration_seconds, 3))
+        if self.error:
+            result["error"] = self.error
+        return result
+
+    @property
+    def exit_code(self) -> int:
+        return {"success": 0, "partial": 1}.get(self.status, 2)
+
+
+def _open_state(project: Project, name: str, read_only: bool) -> SyncState:
+    state = project.settings.state
+    return SyncState(
+        snapshot_path(project.state_dir, name),
+        read_only=read_only,
+        memory_limit=state.memory_limit,
+        threads=state.threads,
+        temp_dir=project.state_dir / "tmp",
+    )
+
+
+def _stage(project: Project, sync: Sync, state: SyncState) -> None:
+    warehouse = open_warehouse(project.settings.warehouse, project.root)
+    warehouse.connect(state.con)
+    try:
+        state.stage(warehouse.relation(state.con, sync.model.sql), sync.primary_key,
+                    sync.file, sync.header_line("primary_key"))
+    except duckdb.Error as exc:
+        raise WarehouseError(str(model_problem(sync, exc))) from None
+
+
+def plan_sync(project: Project, name: str) -> dict[str, Any]:
+    """What a run would do now; sends nothing and changes no state."""
+    sync = project.sync(name)
+    with SyncLock(project.state_dir, name), _open_state(project, name, read_only=True) as state:
+        _stage(project, sync, state)
+        counts = state.diff(sync.header.mode, full_resync=False)
+        return {"sync": name, **counts.as_dict()}
+
+
+def run_sync(
+    project: Project,
+    name: str,
+    *,
+    full_resync: bool = False,
+    on_progress: ProgressCallback | None = None,
+    on_start: Callable[[Delivery], None] | None = None,
+) -> RunResult:
+    """Run one sync now. Raises ProjectError or SyncRunningError when it cannot start; once
+    started, every outcome (errors included) is recorded in the run history and returned."""
+    sync = project.sync(name)
+    with SyncLock(project.state_dir, name):
+        history = History(project.state_dir)
+        try:
+            history.close_abandoned(name)
+            run_id = history.start_run(name, full_resync)
+            return _run(project, sync, history, run_id, full_resync, on_progress, on_start)
+        finally:
+            history.close()
+
+
+def _run(
+    project: Project,
+    sync: Sync,
+    history: History,
+    run_id: str,
+    full_resync: bool,
+    on_progress: ProgressCallback | None,
+    on_start: Callable[[Delivery], None] | None,
+) -> RunResult:
+    started = time.monotonic()
+    result = RunResult(sync.name, run_id, "error", None)
+    try:
+        with _open_state(project, sync.name, read_only=False) as state:
+            state.fold_journal()  # acknowledgements of a run that died
+            _stage(project, sync, state)
+            result.counts = state.diff(sync.header.mode, full_resync)
+            history.replace_invalid(sync.name, run_id, state.invalid_rows())
+            if sync.header.mode != "mirror" and result.counts.removed:
+                state.forget_removed()
+            batches = state.pending_batches(sync.batch_size)
+            total = state.pending_count()
+            if on_progress:
+                on_progress(sync.name, 0, total)
+            outcome = asyncio.run(
+                _deliver(project, sync, state, history, run_id, batches, total, on_progress, on_start)
+            ) if batches else None
+            state.fold_journal()
+        history.drop_resolved(sync.name, run_id)
+        if outcome is not None:
+            result.delivered = outcome.delivered
+            result.rejected = len(outcome.rejected)
+            result.failed = len(outcome.failed)
+            result.error = outcome.error
+        undelivered = result.rejected + result.failed + result.counts.invalid
+        result.status = "error" if result.error else "partial" if undelivered else "success"
+    except ReverseEtlError as exc:
+        result.error = str(exc)
+    except BaseException as exc:
+        result.error = f"internal error: {exc!r}"
+        _finish(history, result, started)
+        raise
+    _finish(history, result, started)
+    return result
+
+
+def _finish(history: History, result: RunResult, started: float) -> None:
+    result.duration_seconds = time.monotonic() - started
+    counts = result.as_dict()
+    history.finish_run(result.run_id, result.status, counts, error=result.error)
+
+
+async def _deliver(
+    project: Project,
+    sync: Sync,
+    state: SyncState,
+    history: History,
+    run_id: str,
+    batches: list[Any],
+    total: int,
+    on_progress: ProgressCallback | None,
+    on_start: Callable[[Delivery], None] | None,
+) -> Any:
+    spec = sync.destination
+    settings = spec.settings
+    limiter = limiter_for(str(project.root), spec.name, settings.requests_per_second)
+    done = 0
+
+    def progress(records: int) -> None:
+        nonlocal done
+        done += records
+        if on_progress:
+            on_progress(sync.name, done, total)
+
+    def bookkeeping(operation: str, rejected: list[Any], failed: list[Any]) -> None:
+        if rejected:
+            history.record_undelivered(sync.name, run_id, "rejected", rejected)
+        if failed:
+            history.record_undelivered(sync.name, run_id, "failed", failed)
+
+    limits = httpx.Limits(max_connections=settings.max_concurrency,
+                          max_keepalive_connections=settings.max_concurrency)
+    async with httpx.AsyncClient(timeout=settings.timeout_seconds, limits=limits) as client:
+        delivery = Delivery(
+            sync=sync.name,
+            object_name=sync.header.object,
+            adapter=spec.adapter(spec.name, settings, client),
+            limiter=limiter,
+            state=state,
+            on_batch=bookkeeping,
+            on_progress=progress,
+        )
+        if on_start:
+            on_start(delivery)
+        return await delivery.run(batches)

@@ -1,0 +1,16 @@
+"""Warehouses: where models run. base.py holds the protocol; one module per warehouse type."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..settings import WarehouseSettings
+from .base import Warehouse
+
+
+def open_warehouse(settings: WarehouseSettings, project_root: Path) -> Warehouse:
+    if settings.type == "duckdb":
+        from .duckdb import DuckDBWarehouse
+
+        return DuckDBWarehouse(project_root / settings.path, settings.path)
+    raise NotImplementedError(settings.type)  # unreachable: settings validate the type

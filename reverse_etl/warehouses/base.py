@@ -1,0 +1,20 @@
+"""The warehouse protocol: make a model's result readable inside the engine's DuckDB connection.
+
+The engine diffs in DuckDB. A warehouse either lets DuckDB read it in place (the embedded DuckDB
+warehouse is attached read-only) or streams the model's result in as Arrow record batches; in
+neither case does a row become a Python object.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Warehouse(Protocol):
+    dialect: str
+
+    def connect(self, con: Any) -> None:
+        """Prepare `con` (a duckdb connection) to run models; raise WarehouseError if unreachable."""
+
+    def relation(self, con: Any, sql: str) -> str:
+        """SQL text usable in a FROM clause of `con` that yields the model's rows."""

@@ -1,0 +1,36 @@
+"""The embedded DuckDB warehouse: attached read-only, so models run where the data is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from ..encoding import quote_literal
+from ..errors import WarehouseError
+
+CATALOG = "__retl_warehouse"
+
+
+class DuckDBWarehouse:
+    dialect = "duckdb"
+
+    def __init__(self, path: Path, shown_as: str) -> None:
+        self.path = path
+        self.shown_as = shown_as
+
+    def connect(self, con: Any) -> None:
+        if not self.path.is_file():
+            raise WarehouseError(
+                f"warehouse file {self.shown_as} not found (config.toml [warehouse] path, "
+                f"relative to the project folder)"
+            )
+        try:
+            con.execute(f"ATTACH {quote_literal(str(self.path))} AS {CATALOG} (READ_ONLY)")
+            con.execute(f"USE {CATALOG}")  # the model's unqualified names are the warehouse's
+        except duckdb.Error as exc:
+            raise WarehouseError(f"cannot open warehouse {self.shown_as}: {exc}") from None
+
+    def relation(self, con: Any, sql: str) -> str:
+        return "(\n" + sql.strip().rstrip(";") + "\n)"

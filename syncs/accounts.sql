@@ -1,0 +1,14 @@
+-- # Accounts with their user counts, mirrored: an account that disappears is deleted.
+-- destination = "crm"
+-- primary_key = "account_id"
+-- mode = "mirror"
+-- object = "companies"
+select
+    a.account_id,
+    a.name,
+    a.region,
+    a.seats,
+    count(u.user_id) as users
+from accounts a
+left join users u using (account_id)
+group by all

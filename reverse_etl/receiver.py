@@ -60,11 +60,11 @@ class WebhookReceiver:
         with self.lock:
             return sum(self.received.values())
 
-    def handle(self, body: dict[str, Any], headers: dict[str, str]) -> Reply:
+    def handle(self, body: dict[str, Any], headers: dict[str, str], raw: bytes = b"") -> Reply:
         if self.delay:
             time.sleep(self.delay)
         if self.intercept and (reply := self.intercept(body, headers)) is not None:
-            self._log(body, headers, reply[0])
+            self._log(body, headers, reply[0], raw)
             return reply
         errors = []
         with self.lock:
@@ -78,16 +78,16 @@ class WebhookReceiver:
                     self.data.pop(record["key"], None)
                 else:
                     self.data[record["key"]] = record["fields"]
-        self._log(body, headers, 200)
+        self._log(body, headers, 200, raw)
         answer = json.dumps({"errors": errors}).encode() if errors else b""
         return 200, {"Content-Type": "application/json"}, answer
 
-    def _log(self, body: dict[str, Any], headers: dict[str, str], status: int) -> None:
+    def _log(self, body: dict[str, Any], headers: dict[str, str], status: int, raw: bytes) -> None:
         with self.lock:
             self.requests.append({
                 "operation": body.get("operation"), "records": len(body.get("records", [])),
                 "keys": [r["key"] for r in body.get("records", [])], "headers": headers,
-                "status": status,
+                "status": status, "raw": raw,
             })
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -105,7 +105,7 @@ class WebhookReceiver:
                 except ValueError:
                     status, reply_headers, answer = 400, {}, b"body is not JSON"
                 else:
-                    status, reply_headers, answer = receiver.handle(body, headers)
+                    status, reply_headers, answer = receiver.handle(body, headers, raw)
                 self.send_response(status)
                 for name, value in reply_headers.items():
                     self.send_header(name, value)

@@ -22,7 +22,7 @@ from ..destinations.base import (
     SplitBatch,
     Throttled,
 )
-from ..errors import CredentialsError
+from ..errors import CredentialsError, DestinationError
 from ..snapshot import PendingBatch, SyncState
 from .ratelimit import RateLimiter
 
@@ -108,6 +108,10 @@ class Delivery:
             message = f"destination {self.adapter.name!r} refused the credentials: {exc}"
             self.stop(message)
             self._fail_rest(records, sent, message)
+        except DestinationError as exc:
+            message = str(exc)
+            self.stop(message)
+            self._fail_rest(records, sent, message)
         except Exception as exc:  # a bug in an adapter must not lose the batch's bookkeeping
             message = f"unexpected error sending to {self.adapter.name!r}: {exc!r}"
             self.stop(message)
@@ -152,6 +156,10 @@ class Delivery:
                 attempts += 1
                 error = _describe(exc)
                 if attempts > self.settings.max_retries:
+                    if isinstance(exc, httpx.ConnectError):
+                        raise DestinationError(
+                            f"destination {self.adapter.name!r} is unreachable: {error}"
+                        ) from None
                     sent.failed += _all(records, f"{error} (after {attempts} attempts)", attempts + throttled)
                     return
                 delay = self._backoff(attempts)

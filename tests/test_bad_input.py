@@ -1,0 +1,542 @@
+"""Bad input of every kind is answered with exit code 2 and a message on stderr that names the
+file (and the line where there is one), never with a Python traceback; nothing is sent and no
+state is lost. `.command` runs the real CLI in a subprocess (what users see); `.cli` runs it in
+this process (fast) and lets a traceback escape as a test error."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+
+import duckdb
+import pytest
+
+from conftest import Outcome, ProjectFixture
+
+GOOD_SQL = "select id, email from users"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No REVERSE_ETL_* setting or token from the outer environment leaks into a test."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("REVERSE_ETL_") or name in ("CRM_TOKEN", "HOOK_URL"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def base(project: ProjectFixture, receiver) -> ProjectFixture:
+    """A valid project: a `users` table, a webhook `hook` to the receiver, a sync `good`."""
+    project.warehouse("""
+        create table users as
+        select i as id, 'user' || i || '@example.com' as email from range(1, 6) t(i)""")
+    project.webhook("hook", receiver.url)
+    project.sync("good", {"destination": "hook", "primary_key": "id"}, GOOD_SQL)
+    return project
+
+
+def write(project: ProjectFixture, relative: str, text: str) -> None:
+    path = project.root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+
+
+def assert_refused(outcome: Outcome, where: str, *fragments: str) -> str:
+    """Exit 2; stderr names `where` ("file" or "file:line") and every fragment; no traceback.
+    Returns stderr."""
+    assert outcome.exit_code == 2, (outcome.exit_code, outcome.stdout, outcome.stderr)
+    err = outcome.stderr
+    assert "Traceback" not in err and "Traceback" not in outcome.stdout, err
+    has_line = re.search(r":\d+$", where) is not None
+    pattern = r"(^|\s)" + re.escape(where) + ("" if has_line else r"(:\d+)?") + ":"
+    assert re.search(pattern, err, re.M), f"{where!r} not in:\n{err}"
+    for fragment in fragments:
+        assert fragment in err, f"{fragment!r} not in:\n{err}"
+    return err
+
+
+def validate_json(project: ProjectFixture, **kwargs) -> tuple[Outcome, dict]:
+    outcome = project.cli("validate", "--json", **kwargs)
+    assert "Traceback" not in outcome.stderr
+    [document] = outcome.json_lines()
+    return outcome, document
+
+
+def error_at(document: dict, file: str) -> list[dict]:
+    return [e for e in document["errors"] if e["file"] == file]
+
+
+# -- SQL -------------------------------------------------------------------------------------
+
+
+def test_sql_syntax_error_names_the_file_line_of_the_error(base, receiver):
+    write(base, "syncs/broken.sql", """
+        -- destination = "hook"
+        -- primary_key = "id"
+        select id,
+               email
+        from users
+        where id = = 3
+        """)
+    # the real command, as users run it: no traceback, exit 2, the file and its line 6
+    run = base.command("run", "broken")
+    err = assert_refused(run, "syncs/broken.sql:6", "SQL syntax error")
+    assert run.stdout.strip() == "" or "broken" in run.stdout
+    assert "error" in err
+    assert_refused(base.cli("validate"), "syncs/broken.sql:6", "SQL syntax error")
+    assert receiver.requests == []
+
+
+def test_sql_syntax_error_after_a_blank_line_and_comments_keeps_file_lines(base):
+    write(base, "syncs/broken.sql", """
+        -- # prose in the header
+        -- destination = "hook"
+        -- primary_key = "id"
+
+        -- an ordinary SQL comment
+        select id, email
+        frm users
+        """)
+    _, document = validate_json(base)
+    [error] = error_at(document, "syncs/broken.sql")
+    assert error["line"] == 7, error
+
+
+WRITES = {
+    "delete": ("delete from users", "DELETE"),
+    "update": ("update users set email = null", "UPDATE"),
+    "insert": ("insert into users values (9, 'x')", "INSERT"),
+    "ddl": ("drop table users", "DROP"),
+    "two statements": ("select id, email from users;\nselect id, email from users", "2 statements"),
+    "select into": ("select id, email into copy_of_users from users", "SELECT ... INTO"),
+    "delete in a cte": ("with gone as (delete from users returning *)\nselect id, email from gone",
+                        "DELETE"),
+    "insert in a cte": ("with added as (insert into users values (9, 'x') returning *)\n"
+                        "select id, email from added", "INSERT"),
+}
+
+
+@pytest.mark.parametrize("sql, kind", WRITES.values(), ids=WRITES.keys())
+def test_a_model_that_is_not_one_read_only_query_is_refused(base, receiver, sql, kind):
+    base.sync("writer", {"destination": "hook", "primary_key": "id"}, sql)
+    validate = base.cli("validate")
+    assert_refused(validate, "syncs/writer.sql:3", kind)
+    run = base.cli("run", "writer")
+    assert_refused(run, "syncs/writer.sql:3", kind)
+    assert receiver.requests == []
+    with duckdb.connect(str(base.root / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("select count(*) from users").fetchone() == (5,)
+        assert "copy_of_users" not in {r[0] for r in con.sql("show tables").fetchall()}
+
+
+def test_the_second_statement_is_reported_on_its_own_line(base):
+    write(base, "syncs/two.sql", """
+        -- destination = "hook"
+        -- primary_key = "id"
+        select id, email from users;
+
+        select id from users
+        """)
+    _, document = validate_json(base)
+    [error] = error_at(document, "syncs/two.sql")
+    assert error["line"] == 5 and "exactly one query" in error["message"], error
+
+
+def test_a_write_in_a_cte_is_reported_on_its_line(base):
+    write(base, "syncs/cte.sql", """
+        -- destination = "hook"
+        -- primary_key = "id"
+        with kept as (select id, email from users),
+             gone as (delete from users returning *)
+        select id, email from kept
+        """)
+    _, document = validate_json(base)
+    [error] = error_at(document, "syncs/cte.sql")
+    assert error["line"] == 4 and "DELETE" in error["message"], error
+
+
+def test_an_empty_model_is_refused(base):
+    write(base, "syncs/empty.sql", '-- destination = "hook"\n-- primary_key = "id"\n')
+    assert_refused(base.cli("run", "empty"), "syncs/empty.sql", "no SQL")
+
+
+# -- primary key -----------------------------------------------------------------------------
+
+
+def test_primary_key_not_among_explicit_columns(base, receiver):
+    base.sync("nokey", {"destination": "hook", "primary_key": "user_id"}, GOOD_SQL)
+    for outcome in (base.cli("validate"), base.cli("run", "nokey"), base.cli("plan", "nokey")):
+        assert_refused(outcome, "syncs/nokey.sql:2", "'user_id'", "id, email")
+    assert receiver.requests == []
+
+
+def test_composite_primary_key_with_one_missing_column(base):
+    base.sync("nokey", {"destination": "hook", "primary_key": ["id", "region"]}, GOOD_SQL)
+    assert_refused(base.cli("validate"), "syncs/nokey.sql:2", "'region'")
+
+
+def test_primary_key_not_among_star_columns_only_the_warehouse_can_tell(base, receiver):
+    base.sync("star", {"destination": "hook", "primary_key": "user_id"}, "select * from users")
+    _, document = validate_json(base)
+    [error] = error_at(document, "syncs/star.sql")
+    assert error["line"] == 2 and "'user_id'" in error["message"], error
+    assert "id, email" in error["message"]  # the columns the warehouse gave
+    run = base.cli("run", "star", "--json")
+    assert_refused(run, "syncs/star.sql:2", "'user_id'")
+    [result] = run.json_lines()
+    assert result["status"] == "error" and "user_id" in result["error"]
+    assert receiver.requests == []
+
+
+# -- destinations ----------------------------------------------------------------------------
+
+
+def test_unknown_destination_lists_the_known_ones(base, receiver):
+    base.webhook("crm", receiver.url)
+    base.sync("lost", {"primary_key": "id", "destination": "x"}, GOOD_SQL)
+    for outcome in (base.cli("validate"), base.cli("run", "lost")):
+        assert_refused(outcome, "syncs/lost.sql:2", "unknown destination 'x'",
+                       "destinations/x.toml", "crm, hook")
+    assert receiver.requests == []
+
+
+def test_unknown_destination_type_lists_the_known_types(base):
+    base.destination("crm", 'url = "https://example.com"\ntype = "salesforse"')
+    base.sync("to_crm", {"destination": "crm", "primary_key": "id"}, GOOD_SQL)
+    assert_refused(base.cli("validate"), "destinations/crm.toml:2",
+                   "unknown destination type 'salesforse'", "webhook")
+    assert_refused(base.command("run", "to_crm"), "destinations/crm.toml:2", "known types")
+
+
+def test_missing_destination_type(base):
+    base.destination("crm", 'url = "https://example.com"')
+    assert_refused(base.cli("validate"), "destinations/crm.toml", "missing key 'type'", "webhook")
+
+
+def test_missing_environment_variable_names_variable_and_line(base, receiver):
+    base.destination("crm", f"""
+        type = "webhook"
+        url = "{receiver.url}"
+        headers = {{ Authorization = "Bearer ${{CRM_TOKEN}}" }}
+        """)
+    base.sync("to_crm", {"destination": "crm", "primary_key": "id"}, GOOD_SQL)
+    run = base.command("run", "to_crm")
+    assert_refused(run, "destinations/crm.toml:3", "CRM_TOKEN", "not set")
+    assert_refused(base.cli("validate"), "destinations/crm.toml:3", "CRM_TOKEN")
+    assert receiver.requests == []
+    # once set, the same project runs and the token is sent, never shown
+    ok = base.cli("run", "to_crm", "--json", env={"CRM_TOKEN": "s3cret-token"})
+    assert ok.exit_code == 0, ok.stderr
+    assert receiver.requests[0]["headers"]["authorization"] == "Bearer s3cret-token"
+    assert "s3cret-token" not in ok.stdout + ok.stderr
+
+
+def test_variable_default_and_escape(base, receiver, monkeypatch):
+    base.destination("crm", f"""
+        type = "webhook"
+        url = "${{HOOK_URL:-{receiver.url}}}"
+        headers = {{ X-Template = "$${{NOT_A_VARIABLE}}", X-Empty = "${{UNSET_VAR:-}}" }}
+        """)
+    base.sync("to_crm", {"destination": "crm", "primary_key": "id"}, GOOD_SQL)
+    monkeypatch.delenv("NOT_A_VARIABLE", raising=False)
+    monkeypatch.delenv("UNSET_VAR", raising=False)
+    assert base.cli("validate").exit_code == 0
+    ok = base.cli("run", "to_crm")
+    assert ok.exit_code == 0, ok.stderr
+    headers = receiver.requests[0]["headers"]
+    assert headers["x-template"] == "${NOT_A_VARIABLE}"
+    assert headers["x-empty"] == ""
+    assert len(receiver.data) == 5
+
+
+def test_a_secret_from_the_environment_never_appears_in_an_error(base):
+    base.destination("crm", 'type = "webhook"\nurl = "${HOOK_URL}"')
+    base.sync("to_crm", {"destination": "crm", "primary_key": "id"}, GOOD_SQL)
+    secret = "hooks.example.com/T0KEN-abc123"  # no scheme: invalid, and a secret
+    for outcome in (base.cli("validate", env={"HOOK_URL": secret}),
+                    base.cli("run", "to_crm", "--json", env={"HOOK_URL": secret})):
+        assert_refused(outcome, "destinations/crm.toml:2", "url")
+        assert "T0KEN-abc123" not in outcome.stdout + outcome.stderr
+
+
+def test_a_bad_destination_value_names_key_and_line(base):
+    base.destination("crm", 'type = "webhook"\nurl = "https://example.com"\nbatch_size = 0')
+    assert_refused(base.cli("validate"), "destinations/crm.toml:3", "batch_size")
+
+
+# -- malformed TOML --------------------------------------------------------------------------
+
+
+def test_malformed_toml_in_config(base):
+    write(base, "config.toml", """
+        [warehouse]
+        type = "duckdb"
+        path = "warehouse.duckdb
+        """)
+    assert_refused(base.command("validate"), "config.toml:3", "invalid TOML")
+    assert_refused(base.cli("run", "good"), "config.toml:3", "invalid TOML")
+
+
+def test_malformed_toml_in_config_is_reported_by_validate_json_with_the_rest(base):
+    write(base, "config.toml", "[warehouse\n")
+    base.sync("nokey", {"destination": "hook", "primary_key": "user_id"}, GOOD_SQL)
+    outcome, document = validate_json(base)
+    assert outcome.exit_code == 2
+    assert document["ok"] is False
+    assert {(e["file"], e["line"]) for e in document["errors"]} == {
+        ("config.toml", 1), ("syncs/nokey.sql", 2)}
+
+
+def test_malformed_toml_in_a_destination(base, receiver):
+    base.destination("crm", 'type = "webhook"\nurl = https://example.com\n')
+    base.sync("to_crm", {"destination": "crm", "primary_key": "id"}, GOOD_SQL)
+    assert_refused(base.cli("validate"), "destinations/crm.toml:2", "invalid TOML")
+    assert_refused(base.cli("run", "to_crm"), "destinations/crm.toml:2", "invalid TOML")
+    assert receiver.requests == []
+
+
+def test_malformed_toml_in_a_sync_header_has_the_file_line(base):
+    write(base, "syncs/bad_header.sql", """
+        -- # what this sync is for
+        -- destination = "hook"
+        -- primary_key = [id]
+        select id, email from users
+        """)
+    assert_refused(base.cli("validate"), "syncs/bad_header.sql:3", "invalid TOML")
+    assert_refused(base.cli("run", "bad_header"), "syncs/bad_header.sql:3", "invalid TOML")
+
+
+def test_missing_header_keys_are_named(base):
+    write(base, "syncs/bare.sql", "select id, email from users\n")
+    err = assert_refused(base.cli("validate"), "syncs/bare.sql", "'destination'")
+    assert "'primary_key'" in err
+
+
+def test_bad_header_values_are_named_with_their_line(base):
+    base.sync("bad", {"destination": "hook", "primary_key": "id", "mode": "sideways",
+                      "batch_size": 0}, GOOD_SQL)
+    _, document = validate_json(base)
+    errors = error_at(document, "syncs/bad.sql")
+    assert sorted(e["line"] for e in errors) == [3, 4], errors
+    assert any("mode" in e["message"] and "upsert" in e["message"] for e in errors)
+
+
+def test_a_bad_schedule_is_reported_at_validation(base):
+    base.sync("sched", {"destination": "hook", "primary_key": "id",
+                        "schedule": "every five minutes"}, GOOD_SQL)
+    base.sync("cron", {"destination": "hook", "primary_key": "id",
+                       "schedule": "61 * * * *"}, GOOD_SQL)
+    base.sync("fine", {"destination": "hook", "primary_key": "id",
+                       "schedule": "*/15 * * * *"}, GOOD_SQL)
+    base.sync("every", {"destination": "hook", "primary_key": "id",
+                        "schedule": "every 30s"}, GOOD_SQL)
+    _, document = validate_json(base)
+    assert {(e["file"], e["line"]) for e in document["errors"]} == {
+        ("syncs/sched.sql", 3), ("syncs/cron.sql", 3)}, document
+
+
+def test_a_file_that_is_not_utf8_is_reported(base):
+    (base.root / "syncs" / "latin.sql").write_bytes(
+        b'-- destination = "hook"\n-- primary_key = "id"\nselect \'caf\xe9\' as id\n')
+    assert_refused(base.cli("validate"), "syncs/latin.sql", "UTF-8")
+    assert_refused(base.cli("run", "latin"), "syncs/latin.sql", "UTF-8")
+
+
+# -- warehouse and config.toml ---------------------------------------------------------------
+
+
+def test_missing_warehouse_file_names_path_and_config_key(base, receiver):
+    write(base, "config.toml", """
+        [warehouse]
+        path = "missing.duckdb"
+        """)
+    assert_refused(base.cli("validate"), "config.toml:2", "missing.duckdb", "[warehouse] path")
+    assert_refused(base.command("run", "good"), "good", "missing.duckdb", "[warehouse] path")
+    assert receiver.requests == []
+
+
+def test_missing_warehouse_file_is_reported_even_when_every_sync_is_broken(base):
+    write(base, "config.toml", '[warehouse]\npath = "missing.duckdb"\n')
+    base.sync("good", {"destination": "nowhere", "primary_key": "id"}, GOOD_SQL)
+    _, document = validate_json(base)
+    assert {e["file"] for e in document["errors"]} == {"config.toml", "syncs/good.sql"}
+
+
+def test_unknown_key_in_config(base):
+    write(base, "config.toml", """
+        [warehouse]
+        type = "duckdb"
+        pth = "warehouse.duckdb"
+        """)
+    assert_refused(base.cli("validate"), "config.toml:3", "unknown key 'pth'", "path")
+    assert_refused(base.cli("run", "good"), "config.toml:3", "unknown key 'pth'")
+
+
+def test_unknown_section_in_config(base):
+    write(base, "config.toml", """
+        [warehouse]
+        path = "warehouse.duckdb"
+
+        [warehose]
+        path = "elsewhere.duckdb"
+        """)
+    assert_refused(base.cli("validate"), "config.toml:4", "unknown section [warehose]")
+
+
+def test_bad_config_value_names_key_and_line(base):
+    write(base, "config.toml", "[run]\nmax_concurrent_syncs = 0\n")
+    assert_refused(base.cli("validate"), "config.toml:2", "max_concurrent_syncs")
+
+
+def test_unknown_key_in_a_sync_header(base, receiver):
+    base.sync("typo", {"destination": "hook", "primary_key": "id", "primary_keys": "id"}, GOOD_SQL)
+    assert_refused(base.cli("validate"), "syncs/typo.sql:3", "unknown key 'primary_keys'")
+    assert_refused(base.cli("run", "typo"), "syncs/typo.sql:3", "unknown key 'primary_keys'")
+    assert receiver.requests == []
+
+
+def test_unknown_key_in_a_destination(base, receiver):
+    base.destination("crm", f'type = "webhook"\nurl = "{receiver.url}"\nbatchsize = 10\n')
+    base.sync("to_crm", {"destination": "crm", "primary_key": "id"}, GOOD_SQL)
+    assert_refused(base.cli("validate"), "destinations/crm.toml:3", "unknown key 'batchsize'",
+                   "batch_size")
+    assert_refused(base.cli("run", "to_crm"), "destinations/crm.toml:3", "unknown key 'batchsize'")
+    assert receiver.requests == []
+
+
+@pytest.mark.parametrize("name, message", [
+    ("REVERSE_ETL_WAREHOUSE__PTH", "unknown key 'pth' in [warehouse]"),
+    ("REVERSE_ETL_WAREHOSE__PATH", "unknown settings section [warehose]"),
+    ("REVERSE_ETL_WAREHOUSE_PATH", "REVERSE_ETL_WAREHOUSE__PATH"),
+])
+def test_unknown_settings_environment_variable(base, receiver, name, message):
+    assert_refused(base.cli("validate", env={name: "x"}), f"${name}", message)
+    assert_refused(base.cli("run", "good", env={name: "x"}), f"${name}", message)
+    assert receiver.requests == []
+
+
+def test_bad_settings_environment_value_names_the_variable(base):
+    outcome = base.cli("validate", env={"REVERSE_ETL_STATE__THREADS": "many"})
+    assert_refused(outcome, "$REVERSE_ETL_STATE__THREADS", "threads")
+
+
+def test_environment_overrides_config_toml(base, receiver):
+    write(base, "config.toml", '[warehouse]\npath = "missing.duckdb"\n')
+    (base.root / "warehouse.duckdb").rename(base.root / "real.duckdb")
+    assert base.cli("validate").exit_code == 2
+    env = {"REVERSE_ETL_WAREHOUSE__PATH": "real.duckdb"}
+    assert base.cli("validate", env=env).exit_code == 0
+    ok = base.cli("run", "good", "--json", env=env)
+    assert ok.exit_code == 0, ok.stderr
+    assert len(receiver.data) == 5
+    # and an environment path that does not exist is named as the environment variable
+    bad = base.cli("validate", env={"REVERSE_ETL_WAREHOUSE__PATH": "nope.duckdb"})
+    assert_refused(bad, "$REVERSE_ETL_WAREHOUSE__PATH", "nope.duckdb")
+
+
+def test_a_table_missing_from_the_warehouse(base, receiver):
+    base.sync("ghost", {"destination": "hook", "primary_key": "id"},
+              "select id, email\nfrom no_such_table")
+    _, document = validate_json(base)
+    [error] = error_at(document, "syncs/ghost.sql")
+    assert error["line"] == 4 and "no_such_table" in error["message"], error
+    assert_refused(base.cli("run", "ghost"), "syncs/ghost.sql", "no_such_table")
+    assert receiver.requests == []
+
+
+def test_a_missing_table_after_a_blank_line_is_on_its_file_line(base):
+    write(base, "syncs/ghost.sql", """
+        -- destination = "hook"
+        -- primary_key = "id"
+
+        select id, email
+        from no_such_table
+        """)
+    _, document = validate_json(base)
+    [error] = error_at(document, "syncs/ghost.sql")
+    assert error["line"] == 5, error
+
+
+def test_unknown_sync_is_refused_with_the_known_ones(base):
+    assert_refused(base.cli("run", "nope"), "syncs/nope.sql", "good")
+
+
+def test_missing_project_folder(tmp_path):
+    project = ProjectFixture(tmp_path / "does-not-exist")
+    assert_refused(project.cli("validate"), str(tmp_path / "does-not-exist"), "does not exist")
+
+
+# -- validate --json: every problem at once ---------------------------------------------------
+
+
+def test_validate_json_lists_every_problem_across_files(base):
+    base.sync("bad_sql", {"destination": "hook", "primary_key": "id"}, "select id,, email from users")
+    base.sync("bad_dest", {"destination": "x", "primary_key": "id"}, GOOD_SQL)
+    base.destination("broken", 'type = "webhook"\nurl = "https://example.com"\nretries = 3\n')
+    base.sync("uses_broken", {"destination": "broken", "primary_key": "id"}, GOOD_SQL)
+    outcome = base.command("validate", "--json")
+    assert outcome.exit_code == 2
+    assert "Traceback" not in outcome.stderr
+    document = json.loads(outcome.stdout)  # exactly one JSON document, nothing else on stdout
+    assert list(document) == ["ok", "errors"] and document["ok"] is False
+    for error in document["errors"]:
+        assert list(error) == ["file", "line", "message"]
+        assert isinstance(error["line"], int) and error["message"]
+    assert {(e["file"], e["line"]) for e in document["errors"]} == {
+        ("syncs/bad_sql.sql", 3), ("syncs/bad_dest.sql", 1), ("destinations/broken.toml", 3)}
+
+
+def test_validate_json_on_a_valid_project(base):
+    outcome, document = validate_json(base)
+    assert document == {"ok": True, "errors": []}
+    assert outcome.exit_code == 0
+    human = base.cli("validate")
+    assert human.exit_code == 0 and "valid" in human.stdout and human.stderr == ""
+
+
+# -- one broken file does not stop the rest ---------------------------------------------------
+
+
+def test_run_a_good_sync_while_another_is_broken(base, receiver):
+    base.sync("broken", {"destination": "hook", "primary_key": "id"}, "delete from users")
+    base.destination("broken_dest", "type = ")
+    ok = base.cli("run", "good", "--json")
+    assert ok.exit_code == 0, ok.stderr
+    assert ok.json_lines()[0]["status"] == "success"
+    assert len(receiver.data) == 5
+
+
+def test_run_all_runs_the_good_ones_and_reports_the_broken_one(base, receiver):
+    base.sync("other", {"destination": "hook", "primary_key": "id"},
+              "select id + 100 as id, email from users")
+    base.sync("broken", {"destination": "hook", "primary_key": "id"}, "select id,, from users")
+    outcome = base.cli("run", "--all", "--json")
+    err = assert_refused(outcome, "syncs/broken.sql:3", "SQL syntax error")
+    results = {r["sync"]: r for r in outcome.json_lines()}
+    assert results["good"]["status"] == "success" and results["other"]["status"] == "success"
+    assert results["broken"]["status"] == "error"
+    assert "syncs/broken.sql:3" in results["broken"]["error"]
+    assert "good" not in err.replace("broken", "")  # only the broken one is reported
+    assert len(receiver.data) == 10
+
+
+def test_breaking_a_sync_loses_no_state(base, receiver):
+    first = base.cli("run", "good", "--json")
+    assert first.exit_code == 0 and first.json_lines()[0]["delivered"] == 5
+    sent = len(receiver.requests)
+    good = base.root / "syncs" / "good.sql"
+    text = good.read_text()
+    good.write_text(text.replace("select", "selec"))
+    assert_refused(base.cli("run", "good"), "syncs/good.sql:3", "SQL syntax error")
+    good.write_text(text.replace('"id"', '"missing"'))
+    assert_refused(base.cli("run", "good"), "syncs/good.sql:2", "'missing'")
+    assert len(receiver.requests) == sent
+    good.write_text(text)
+    again = base.cli("run", "good", "--json")
+    assert again.exit_code == 0
+    [result] = again.json_lines()
+    assert result["unchanged"] == 5 and result["delivered"] == 0
+    assert len(receiver.requests) == sent

@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 
+from .errors import ReverseEtlError
 from .output import run_table, stdout
 from .project import Project
 from .receiver import WebhookReceiver
@@ -66,10 +67,17 @@ def run_demo(project_dir: str | None, as_json: bool, emit: Callable[[dict[str, A
 
 
 def _copy_example(target: Path) -> None:
+    """Lay the example out in `target` (an empty folder, or the example project itself) with a
+    fresh warehouse and no state."""
     source = example_dir()
+    if target.is_dir() and any(target.iterdir()) and not (target / "warehouse.sql").is_file():
+        raise ReverseEtlError(
+            f"the demo needs an empty folder or the example project; {target} has other files")
     target.mkdir(parents=True, exist_ok=True)
     for name in EXAMPLE_FILES:
         src, dst = source / name, target / name
+        if dst.exists() and dst.resolve() == src.resolve():
+            continue
         if src.is_dir():
             shutil.copytree(src, dst, dirs_exist_ok=True)
         else:

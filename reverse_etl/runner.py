@@ -8,6 +8,7 @@ The CLI and the daemon are thin callers of these two functions."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from .project import Project, Sync
 from .snapshot import DiffCounts, SyncState, snapshot_path
 from .validate import model_problem
 from .warehouses import open_warehouse
+
+log = logging.getLogger("reverse_etl.runner")
 
 ProgressCallback = Callable[[str, int, int], None]  # sync, records done, records to deliver
 
@@ -65,7 +68,7 @@ def _open_state(project: Project, name: str, read_only: bool) -> SyncState:
         read_only=read_only,
         memory_limit=state.memory_limit,
         threads=state.threads,
-        temp_dir=project.state_dir / "tmp",
+        temp_dir=project.state_dir / "tmp" / name,  # DuckDB clears its temp folder on close
     )
 
 
@@ -125,7 +128,9 @@ def _run(
             state.fold_journal()  # acknowledgements of a run that died
             _stage(project, sync, state)
             result.counts = state.diff(sync.header.mode, full_resync)
-            history.replace_invalid(sync.name, run_id, state.invalid_rows())
+            log.info("%s: run %s: %s", sync.name, run_id, result.counts)
+            history.replace_invalid(
+                sync.name, run_id, state.invalid_rows() if result.counts.invalid else [])
             if sync.header.mode != "mirror" and result.counts.removed:
                 state.forget_removed()
             batches = state.pending_batches(sync.batch_size)
@@ -158,6 +163,7 @@ def _finish(history: History, result: RunResult, started: float) -> None:
     result.duration_seconds = time.monotonic() - started
     counts = result.as_dict()
     history.finish_run(result.run_id, result.status, counts, error=result.error)
+    log.info("%s: run %s finished: %s", result.sync, result.run_id, counts)
 
 
 async def _deliver(

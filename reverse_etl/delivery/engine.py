@@ -4,6 +4,7 @@ acknowledgement of each batch as soon as its answer is in."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from ..destinations.base import (
 from ..errors import CredentialsError, DestinationError
 from ..snapshot import PendingBatch, SyncState
 from .ratelimit import RateLimiter
+
+log = logging.getLogger("reverse_etl.delivery")
 
 MAX_THROTTLED = 20  # 429s answered to one request in a row before its records fail for this run
 MAX_BACKOFF = 60.0
@@ -75,6 +78,7 @@ class Delivery:
     def stop(self, reason: str) -> None:
         """Take no new batches; those in flight finish and are acknowledged."""
         if self._stop is None:
+            log.warning("%s: stopping: %s", self.sync, reason)
             self._stop = reason
 
     async def run(self, batches: list[PendingBatch]) -> Outcome:
@@ -146,6 +150,8 @@ class Delivery:
             except Throttled as exc:
                 self.limiter.throttled(exc.retry_after)
                 throttled += 1
+                log.info("%s: throttled (%s); retry after %ss, rate now %s/s", self.sync, exc,
+                         exc.retry_after, self.limiter.rate and round(self.limiter.rate, 2))
                 if throttled > MAX_THROTTLED:
                     sent.failed += _all(records, f"throttled {throttled} times: {exc}", attempts + throttled)
                     return
@@ -165,12 +171,15 @@ class Delivery:
                 delay = self._backoff(attempts)
                 if isinstance(exc, Retryable) and exc.retry_after:
                     delay = max(delay, exc.retry_after)
+                log.info("%s: %d records: %s; attempt %d, retrying in %.2fs",
+                         self.sync, len(records), error, attempts, delay)
                 await asyncio.sleep(delay)
                 continue
             except SplitBatch as exc:
                 if len(records) == 1:
                     sent.rejected.append((records[0].key, str(exc), attempts + throttled + 1))
                     return
+                log.info("%s: batch of %d refused (%s); splitting", self.sync, len(records), exc)
                 middle = len(records) // 2
                 await self._send(operation, records[:middle], sent)
                 await self._send(operation, records[middle:], sent)

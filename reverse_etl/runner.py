@@ -131,6 +131,7 @@ def _run(
             log.info("%s: run %s: %s", sync.name, run_id, result.counts)
             history.replace_invalid(
                 sync.name, run_id, state.invalid_rows() if result.counts.invalid else [])
+            state.settle_hashes()
             if sync.header.mode != "mirror" and result.counts.removed:
                 state.forget_removed()
             batches = state.pending_batches(sync.batch_size)

@@ -33,7 +33,16 @@ DELIVERED = "__retl_delivered"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state.snapshot (key VARCHAR NOT NULL, hash UBIGINT NOT NULL, fields VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS state.journal (key VARCHAR NOT NULL, op VARCHAR NOT NULL, hash UBIGINT, fields VARCHAR);
+CREATE TABLE IF NOT EXISTS state.meta (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
 """
+
+# DuckDB does not promise that hash() stays the same across versions. The hash of these values
+# identifies the hash function in use; a snapshot hashed by another one is compared by its
+# delivered fields instead (once: its hashes are then rewritten), so an upgrade resends nothing.
+_HASH_CANARY = """SELECT hash(42::INTEGER, 'reverse-etl', 12.50::DECIMAL(10, 2), 1.5::DOUBLE,
+    DATE '2024-02-29', TIMESTAMP '2024-01-02 03:04:05', TIMESTAMPTZ '2024-01-02 03:04:05+00', true,
+    NULL::VARCHAR, [1, 2], {'a': 'b'}, '00000000-0000-0000-0000-000000000001'::UUID, 'x'::BLOB,
+    42::HUGEINT, 42::BIGINT)::VARCHAR"""
 
 # What each mode sends for rows of each status (CONTRACT §1).
 _OPERATION = {"upsert": "upsert", "mirror": "upsert", "update": "update", "insert": "insert"}
@@ -150,9 +159,24 @@ class SyncState:
             UNION ALL SELECT key, hash, fields FROM state.journal WHERE op = 'put'"""
         )
 
+    def _hash_scheme(self) -> tuple[str, bool]:
+        """The current hash scheme, and whether the snapshot's hashes were made with it."""
+        current: str = self.con.execute(_HASH_CANARY).fetchone()[0]  # type: ignore[index]
+        stored = self.con.execute("SELECT value FROM state.meta WHERE name = 'hash_scheme'").fetchone()
+        if stored is not None:
+            return current, stored[0] == current
+        empty = not self.con.execute("SELECT count(*) FROM state.snapshot").fetchone()[0]  # type: ignore[index]
+        return current, empty
+
     def diff(self, mode: str, full_resync: bool) -> DiffCounts:
         """Classify each staged row and build the pending table of what to send."""
         con = self.con
+        self._scheme, trusted = self._hash_scheme()
+        self._rehash = not trusted
+        differs = "d.hash <> s.__retl_hash"
+        if not trusted:
+            fields = fields_json(self.columns, self.types, table="s")
+            differs = f"(d.hash <> s.__retl_hash AND d.fields <> {fields})"
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {DIFF} AS
             WITH dups AS (
@@ -161,7 +185,7 @@ class SyncState:
             SELECT s.rowid AS rid, s.__retl_key AS key, s.__retl_hash AS hash, dups.n AS dup_rows,
                 CASE WHEN s.__retl_key IS NULL OR dups.n IS NOT NULL THEN 'invalid'
                      WHEN d.key IS NULL THEN 'added'
-                     WHEN d.hash <> s.__retl_hash THEN 'changed'
+                     WHEN {differs} THEN 'changed'
                      ELSE 'unchanged' END AS status
             FROM {STAGED} s
             LEFT JOIN {DELIVERED} d ON d.key = s.__retl_key
@@ -206,6 +230,18 @@ class SyncState:
                 {deletes})
             ORDER BY seq"""
         )
+
+    def settle_hashes(self) -> None:
+        """Record the hash scheme; after a change of scheme, rewrite the unchanged rows' hashes."""
+        con = self.con
+        con.execute("BEGIN")
+        if self._rehash:
+            con.execute(
+                f"""UPDATE state.snapshot SET hash = d.hash FROM {DIFF} d
+                WHERE d.status = 'unchanged' AND d.key = snapshot.key AND d.hash <> snapshot.hash"""
+            )
+        con.execute("INSERT OR REPLACE INTO state.meta VALUES ('hash_scheme', ?)", [self._scheme])
+        con.execute("COMMIT")
 
     def forget_removed(self) -> None:
         """Outside mirror mode a key that left the model is counted once and forgotten."""

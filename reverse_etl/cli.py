@@ -117,6 +117,18 @@ def _sync_names(ctx: Context, project: Any, names: tuple[str, ...], all_syncs: b
     return list(dict.fromkeys(names))
 
 
+def _known_sync(project: Any, name: str) -> None:
+    """A sync with a file or with state (a sync file may be broken, or gone, yet have history)."""
+    from .errors import Problem, ProjectError
+    from .snapshot import snapshot_path
+
+    if name in project.sync_names() or snapshot_path(project.state_dir, name).exists():
+        return
+    known = ", ".join(project.sync_names()) or "none"
+    raise ProjectError([Problem(f"syncs/{name}.sql", None,
+                                f"no sync named {name!r} (syncs: {known})")])
+
+
 @command(main, "plan")
 @click.argument("syncs", nargs=-1)
 @click.option("--all", "all_syncs", is_flag=True, help="Every sync of the project.")
@@ -209,7 +221,7 @@ def rejected_command(ctx: Context, sync: str) -> int:
     from .output import rejected_table
 
     project = ctx.project()
-    project.sync(sync)  # a clear error for a sync that does not exist
+    _known_sync(project, sync)
     history = History(project.state_dir)
     try:
         records = history.ledger(sync)
@@ -230,6 +242,7 @@ def reset_command(ctx: Context, sync: str) -> int:
     from .reset import reset_sync
 
     project = ctx.project()
+    _known_sync(project, sync)
     reset_sync(project, sync)
     if ctx.as_json:
         ctx.emit({"sync": sync, "reset": True})

@@ -9,7 +9,6 @@ from .snapshot import snapshot_path
 
 
 def reset_sync(project: Project, name: str) -> None:
-    project.sync(name)  # a clear error for a sync that does not exist or does not load
     with SyncLock(project.state_dir, name):
         path = snapshot_path(project.state_dir, name)
         for leftover in (path, path.with_name(path.name + ".wal")):

@@ -33,6 +33,9 @@ class WebhookReceiver:
         self.data: dict[str, dict[str, Any]] = {}
         self.received: Counter[str] = Counter()  # records accepted, per key
         self.requests: list[dict[str, Any]] = []  # operation, record count, headers, status
+        self.arrivals: list[float] = []  # monotonic time each request arrived
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -61,6 +64,17 @@ class WebhookReceiver:
             return sum(self.received.values())
 
     def handle(self, body: dict[str, Any], headers: dict[str, str], raw: bytes = b"") -> Reply:
+        with self.lock:
+            self.arrivals.append(time.monotonic())
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return self._answer(body, headers, raw)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def _answer(self, body: dict[str, Any], headers: dict[str, str], raw: bytes) -> Reply:
         if self.delay:
             time.sleep(self.delay)
         if self.intercept and (reply := self.intercept(body, headers)) is not None:

@@ -160,3 +160,24 @@ def test_retry_after_parsing(value):
 
     seconds = retry_after_seconds(value, now=1445412478.0)  # 07:27:58 GMT that day
     assert seconds == pytest.approx(2.0)
+
+
+def test_requests_per_second_and_concurrency_are_honoured(users_project, receiver):
+    receiver.delay = 0.02
+    project = users_project(rows=600, batch_size=10, requests_per_second=20, max_concurrency=3)
+    started = time.monotonic()
+    assert project.cli("run", "users").exit_code == 0
+    elapsed = time.monotonic() - started
+    arrivals = sorted(receiver.arrivals)
+    assert len(arrivals) == 60
+    busiest = max(sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals)
+    assert busiest <= 20, f"{busiest} requests in one second with a limit of 20"
+    assert elapsed >= 2.9  # 60 requests at 20/s
+    assert receiver.max_in_flight <= 3
+
+
+def test_concurrency_is_used(users_project, receiver):
+    receiver.delay = 0.1
+    project = users_project(rows=400, batch_size=10, max_concurrency=4)
+    assert project.cli("run", "users").exit_code == 0
+    assert receiver.max_in_flight == 4

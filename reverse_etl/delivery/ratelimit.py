@@ -1,9 +1,10 @@
 """Client-side rate limiting, shared by every sync that sends to one destination in a process.
 
-Requests are spaced at least 1/rate apart, so no one-second window ever holds more than `rate`
-requests, the first second included. The limiter is thread-safe (each sync runs its own event
-loop in `run --all` and the daemon): a caller reserves a start time under a lock, then sleeps
-until it. On a 429 the rate halves (from the configured rate, or from the rate actually reached
+Requests are spaced at least 1/rate apart (with a small margin for the jitter between our clock
+and the server's), so no one-second window ever holds more than `rate` requests, the first second
+included. The limiter is thread-safe (each sync runs its own event loop in `run --all` and the
+daemon): a slot is taken under a lock at the moment the request may go, never reserved ahead, so
+a caller that wakes late cannot squeeze the gap to the next one. On a 429 the rate halves (from the configured rate, or from the rate actually reached
 when none is configured) and every caller waits out Retry-After; each success wins back a
 twentieth of the configured rate.
 """
@@ -16,6 +17,7 @@ import time
 from collections import deque
 
 _MIN_RATE = 0.1
+_MARGIN = 0.97  # aim a little under the limit: arrival jitter must not make 21 out of 20
 _WINDOW = 5.0  # seconds over which the reached rate is measured
 
 
@@ -29,21 +31,22 @@ class RateLimiter:
         self._lock = threading.Lock()
         self.throttled_count = 0
 
-    def reserve(self) -> float:
-        """Claim the next slot; the number of seconds to wait for it."""
+    def try_acquire(self) -> float:
+        """Take the slot if it is free now (0.0); otherwise the seconds until it may be."""
         with self._lock:
             now = time.monotonic()
-            start = max(now, self._next, self._paused_until)
+            free_at = max(self._next, self._paused_until)
+            if free_at > now:
+                return free_at - now
             if self.rate:
-                self._next = start + 1.0 / self.rate
-            self._recent.append(start)
-            while self._recent and self._recent[0] < start - _WINDOW:
+                self._next = now + 1.0 / (self.rate * _MARGIN)
+            self._recent.append(now)
+            while self._recent and self._recent[0] < now - _WINDOW:
                 self._recent.popleft()
-            return start - now
+            return 0.0
 
     async def acquire(self) -> None:
-        delay = self.reserve()
-        if delay > 0:
+        while (delay := self.try_acquire()) > 0:
             await asyncio.sleep(delay)
 
     def throttled(self, retry_after: float | None) -> None:

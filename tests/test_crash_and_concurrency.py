@@ -63,7 +63,7 @@ def test_a_second_run_of_a_running_sync_is_refused(users_project, receiver):
 
 def test_runs_can_be_read_while_a_sync_runs(users_project, receiver):
     receiver.delay = 0.05
-    project = users_project(rows=500, batch_size=50, max_concurrency=1)
+    project = users_project(rows=4000, batch_size=50, max_concurrency=1)  # 80 requests: > 4 s
     first = project.popen("run", "users")
     wait_for(lambda: receiver.records_received() >= 50)
     runs = project.command("runs", "--json")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError
+from sqlglot.dialects.dialect import Dialect
+from sqlglot.errors import ParseError, SqlglotError, TokenError
+from sqlglot.tokens import TokenType
 
 from .errors import Problem
 
@@ -32,6 +35,24 @@ class Model:
         names = self.tree.named_selects
         return names if len(names) == len(self.tree.selects) and all(names) else None
 
+    def line_of(self, name: str) -> int | None:
+        """The line (1 = the model's first line) where the identifier `name` (a table, column
+        or function the warehouse complained about) first appears, else None."""
+        wanted = name.strip('"').lower()
+        lines = [
+            node.meta["line"]
+            for node in self.tree.walk()
+            if isinstance(node, exp.Identifier) and node.name.lower() == wanted
+            and "line" in node.meta
+        ]
+        if lines:
+            return min(lines)
+        word = re.compile(rf"(?<![\w.]){re.escape(wanted)}(?!\w)", re.IGNORECASE)
+        for number, line in enumerate(self.sql.splitlines(), start=1):
+            if word.search(line.split("--")[0]):
+                return number
+        return None
+
 
 def parse_model(
     sql: str, dialect: str, file: str, first_line: int
@@ -41,17 +62,45 @@ def parse_model(
     def problem(line: int | None, message: str) -> tuple[None, list[Problem]]:
         return None, [Problem(file, line, message)]
 
+    def at(relative: int | None) -> int:
+        return first_line + relative - 1 if relative else first_line
+
     if not sql.strip():
-        return problem(first_line, "the model has no SQL after its header")
+        return problem(first_line, "the model has no SQL after its header: write one SELECT query")
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
-        line = first.get("line")
-        description = first.get("description") or str(exc)
-        return problem(first_line + line - 1 if line else first_line, f"SQL syntax error: {description}")
+        description = first.get("description") or str(exc).split("\n")[0]
+        incomplete = re.match(r"Required keyword: '\w+' missing for <class '(?:\w+\.)*(\w+)'>",
+                              description)
+        if incomplete:
+            description = f"incomplete {incomplete.group(1).upper()} expression"
+        near = (first.get("highlight") or "").strip()
+        if near:
+            description += f", near {near!r}"
+        return problem(at(first.get("line")), f"SQL syntax error: {description}")
+    except TokenError as exc:
+        # sqlglot's cause says `Missing <delimiter> from <line>:<offset of the opening token>`
+        found = re.search(r"Missing (.+?) from \d+:(\d+)", str(exc.__cause__ or exc))
+        if found:
+            line = sql[: int(found.group(2))].count("\n") + 1
+            return problem(at(line), f"SQL syntax error: {found.group(1)} is opened here and "
+                                     f"never closed")
+        opened = sql.rfind("/*")
+        if opened >= 0 and "*/" not in sql[opened:]:
+            return problem(at(sql[:opened].count("\n") + 1),
+                           "SQL syntax error: /* is opened here and never closed")
+        return problem(first_line, "SQL syntax error: the SQL cannot be read (is a quote or "
+                                   "a /* comment left open?)")
+    except SqlglotError as exc:
+        return problem(first_line, f"SQL syntax error: {str(exc).splitlines()[0]}")
+    if not statements:
+        return problem(first_line, "the model has no SQL statement: write one SELECT query")
     if len(statements) != 1:
-        return problem(first_line, f"a model must be exactly one query; found {len(statements)} statements")
+        return problem(at(_second_statement_line(sql, dialect)),
+                       f"a model must be exactly one query; found {len(statements)} statements "
+                       f"(remove the `;` and what follows it)")
     tree = statements[0]
     if not isinstance(tree, exp.Query):
         kind = tree.key.upper()
@@ -59,5 +108,28 @@ def parse_model(
     for node in tree.walk():
         if isinstance(node, _WRITES):
             kind = "SELECT ... INTO" if isinstance(node, exp.Into) else node.key.upper()
-            return problem(first_line, f"a model must be read-only; it contains {kind}")
+            return problem(at(_node_line(node)),
+                           f"a model must be read-only; it contains {kind}: keep only the SELECT")
     return Model(tree, sql), []
+
+
+def _node_line(node: exp.Expression) -> int | None:
+    """The first line of an identifier inside `node` (sqlglot keeps positions on those)."""
+    lines = [n.meta["line"] for n in node.walk()
+             if isinstance(n, exp.Identifier) and "line" in n.meta]
+    return min(lines) if lines else None
+
+
+def _second_statement_line(sql: str, dialect: str) -> int | None:
+    """The line where the second statement begins."""
+    try:
+        tokens = Dialect.get_or_raise(dialect).tokenize(sql)
+    except SqlglotError:
+        return None
+    after_semicolon = False
+    for token in tokens:
+        if token.token_type == TokenType.SEMICOLON:
+            after_semicolon = True
+        elif after_semicolon:
+            return token.line
+    return None

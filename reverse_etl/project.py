@@ -7,9 +7,11 @@ is a Problem naming the file and, where there is one, the line.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -17,8 +19,8 @@ from .destinations import registry
 from .destinations.base import Destination, DestinationSettings
 from .errors import Problem, ProjectError
 from .model import Model, parse_model
-from .settings import Settings, load_settings
-from .tomlfile import interpolate, line_of, parse_toml
+from .settings import Settings, WarehouseSettings, load_settings
+from .tomlfile import did_you_mean, interpolate, line_of, parse_toml, read_text, scrub
 
 SYNCS_DIR = "syncs"
 DESTINATIONS_DIR = "destinations"
@@ -48,6 +50,37 @@ class SyncHeader(BaseModel):
         if len(set(columns)) != len(columns):
             raise ValueError("names a column twice")
         return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_schedule(value)
+        return value
+
+
+_EVERY = re.compile(r"every\s+(\d+)\s*([smh])", re.IGNORECASE)
+
+
+def check_schedule(value: str) -> None:
+    """A cron expression (5 fields, UTC) or "every 30s" / "every 15m" / "every 2h"; ValueError
+    saying what is wrong otherwise."""
+    text = value.strip()
+    if text.lower().startswith("every"):
+        found = _EVERY.fullmatch(text)
+        if not found or int(found.group(1)) < 1:
+            raise ValueError(f"{value!r} is not a schedule: write e.g. \"every 30s\", "
+                             f"\"every 15m\" or \"every 2h\"")
+        return
+    if len(text.split()) != 5:
+        raise ValueError(f"{value!r} is not a schedule: write a cron expression of 5 fields "
+                         f"(minute hour day month weekday, UTC) or e.g. \"every 15m\"")
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(text, timezone="UTC")
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a valid cron expression: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -80,13 +113,18 @@ class Sync:
         return min(size, cap) if cap else size
 
     def header_line(self, key: str) -> int | None:
-        return line_of(self.text, key)
+        return line_of(split_header(self.text)[0], key)
 
 
 @dataclass
 class Project:
+    """A project folder. Broken settings (config.toml, REVERSE_ETL_* variables) do not stop
+    the project from opening, so that `validate` reports them with everything else; anything
+    that needs the settings raises ProjectError listing their problems."""
+
     root: Path
-    settings: Settings
+    _settings: Settings | None = None
+    settings_problems: list[Problem] = field(default_factory=list)
     _destinations: dict[str, DestinationSpec | list[Problem]] = field(default_factory=dict)
 
     @classmethod
@@ -95,7 +133,16 @@ class Project:
         path = Path(root or os.environ.get(PROJECT_ENV) or ".").resolve()
         if not path.is_dir():
             raise ProjectError([Problem(str(path), None, "project folder does not exist")])
-        return cls(path, load_settings(path))
+        try:
+            return cls(path, load_settings(path))
+        except ProjectError as exc:
+            return cls(path, None, exc.problems)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            raise ProjectError(self.settings_problems)
+        return self._settings
 
     @property
     def state_dir(self) -> Path:
@@ -108,10 +155,11 @@ class Project:
         return sorted(p.stem for p in (self.root / DESTINATIONS_DIR).glob("*.toml"))
 
     def sync(self, name: str) -> Sync:
-        """Load one sync and its destination; ProjectError lists what is wrong with either."""
+        """Load one sync and its destination; ProjectError lists what is wrong with either (and
+        with the settings, without which no sync runs)."""
         sync, problems = self._load_sync(name)
-        if problems or sync is None:
-            raise ProjectError(problems)
+        if problems or sync is None or self.settings_problems:
+            raise ProjectError(self.settings_problems + problems)
         return sync
 
     def destination(self, name: str) -> DestinationSpec:
@@ -122,62 +170,82 @@ class Project:
 
     def problems(self) -> list[Problem]:
         """Every problem in every file (without the warehouse checks: see validate.py)."""
-        problems: list[Problem] = []
+        return self.check()[1]
+
+    def check(self) -> tuple[list[Sync], list[Problem]]:
+        """Every sync that loads, and every problem in every file: the settings', each
+        destination's once, each sync's (without the warehouse checks: see validate.py)."""
+        problems: list[Problem] = list(self.settings_problems)
         for name in self.destination_names():
             loaded = self._destination(name)
             if isinstance(loaded, list):
                 problems += loaded
+        syncs = []
         for name in self.sync_names():
-            _, sync_problems = self._load_sync(name, report_destination=False)
+            sync, sync_problems = self._load_sync(name, report_destination=False)
             problems += sync_problems
-        return problems
+            if sync is not None:
+                syncs.append(sync)
+        return syncs, problems
 
     # -- loading -------------------------------------------------------------------------
 
-    def _load_sync(self, name: str, report_destination: bool = True) -> tuple[Sync | None, list[Problem]]:
+    def _load_sync(
+        self, name: str, report_destination: bool = True
+    ) -> tuple[Sync | None, list[Problem]]:
+        """The sync, or None and its problems; a sync whose destination file is broken is
+        None, with the destination's problems only when `report_destination`."""
         file = f"{SYNCS_DIR}/{name}.sql"
         path = self.root / file
         if not path.is_file():
-            known = ", ".join(self.sync_names()) or "none"
-            return None, [Problem(file, None, f"no sync named {name!r} (syncs: {known})")]
-        text = path.read_text(encoding="utf-8")
+            names = self.sync_names()
+            known = ", ".join(names) or "none"
+            return None, [Problem(file, None, f"no sync named {name!r}"
+                                              f"{did_you_mean(name, names)} (syncs: {known})")]
+        text, problems = read_text(path, file)
+        if text is None:
+            return None, problems
         header_text, sql, sql_line = split_header(text)
         data, problems = parse_toml(header_text, file)
-        data, missing = interpolate(data, text, file)
+        secrets: dict[str, str] = {}
+        data, missing = interpolate(data, header_text, file, secrets=secrets)
         problems += missing
         header = None
         if not problems:
             try:
                 header = SyncHeader(**data)
             except ValidationError as exc:
-                problems += [_field_problem(file, text, e) for e in exc.errors()]
+                fields = SyncHeader.model_fields
+                problems += [_field_problem(file, header_text, e, fields) for e in exc.errors()]
         model, model_problems = parse_model(sql, self.dialect, file, sql_line)
         problems += model_problems
         if header is None or model is None:
-            return None, problems
+            return None, _in_order(scrub(problems, secrets))
         columns = model.named_columns
         for column in _key_list(header.primary_key):
             if columns is not None and column not in columns:
-                problems.append(Problem(file, line_of(text, "primary_key"),
+                problems.append(Problem(file, line_of(header_text, "primary_key"),
                                         f"primary key column {column!r} is not among the model's "
                                         f"columns ({', '.join(columns)})"))
         destination = self._destination(header.destination)
         if isinstance(destination, list):
             if not (self.root / DESTINATIONS_DIR / f"{header.destination}.toml").is_file():
-                known = ", ".join(self.destination_names()) or "none"
-                problems.append(Problem(file, line_of(text, "destination"),
-                                        f"unknown destination {header.destination!r}: there is no "
-                                        f"{DESTINATIONS_DIR}/{header.destination}.toml "
-                                        f"(destinations: {known})"))
+                names = self.destination_names()
+                known = ", ".join(names) or "none"
+                problems.append(Problem(
+                    file, line_of(header_text, "destination"),
+                    f"unknown destination {header.destination!r}"
+                    f"{did_you_mean(header.destination, names)}: there is no "
+                    f"{DESTINATIONS_DIR}/{header.destination}.toml (destinations: {known})"))
             elif report_destination:
                 problems += destination
-            return None, problems
+            return None, _in_order(scrub(problems, secrets))
         if header.mode == "mirror" and "delete" not in destination.adapter.operations:
-            problems.append(Problem(file, line_of(text, "mode"),
+            problems.append(Problem(file, line_of(header_text, "mode"),
                                     f"mode 'mirror' needs deletes, which destination type "
                                     f"{destination.adapter.type!r} does not support"))
         if problems:
-            return None, problems
+            return None, _in_order(scrub(problems, secrets))
         return Sync(name, file, header, model, sql_line, text, destination), []
 
     def _destination(self, name: str) -> DestinationSpec | list[Problem]:
@@ -190,31 +258,52 @@ class Project:
         path = self.root / file
         if not path.is_file():
             return [Problem(file, None, f"no destination named {name!r}")]
-        text = path.read_text(encoding="utf-8")
+        text, problems = read_text(path, file)
+        if text is None:
+            return problems
+        secrets: dict[str, str] = {}
+        loaded = self._destination_spec(name, file, text, secrets)
+        return scrub(loaded, secrets) if isinstance(loaded, list) else loaded
+
+    def _destination_spec(
+        self, name: str, file: str, text: str, secrets: dict[str, str]
+    ) -> DestinationSpec | list[Problem]:
         data, problems = parse_toml(text, file)
-        data, missing = interpolate(data, text, file)
+        data, missing = interpolate(data, text, file, secrets=secrets)
         problems += missing
         if problems:
             return problems
+        known = ", ".join(registry.known_types())
         type_name = data.get("type")
+        if type_name is None:
+            return [Problem(file, None, f"missing key 'type' (the adapter: {known})")]
         if not isinstance(type_name, str):
-            return [Problem(file, 1, "missing key 'type' (the adapter: "
-                                     f"{', '.join(registry.known_types())})")]
+            return [Problem(file, line_of(text, "type"),
+                            f"'type' must be a string naming the adapter ({known})")]
         try:
             adapter = registry.adapter_class(type_name)
         except KeyError:
             return [Problem(file, line_of(text, "type"),
-                            f"unknown destination type {type_name!r} "
-                            f"(known types: {', '.join(registry.known_types())})")]
+                            f"unknown destination type {type_name!r}"
+                            f"{did_you_mean(type_name, registry.known_types())} "
+                            f"(known types: {known})")]
+        except Exception as exc:  # a plugin that fails to import
+            return [Problem(file, line_of(text, "type"),
+                            f"the adapter for destination type {type_name!r} cannot be loaded: "
+                            f"{exc!r}")]
+        model: type[DestinationSettings] = adapter.settings_model
         try:
-            settings = adapter.settings_model(**data)
+            settings = model(**data)
         except ValidationError as exc:
-            return [_field_problem(file, text, e) for e in exc.errors()]
+            return [_field_problem(file, text, e, model.model_fields) for e in exc.errors()]
         return DestinationSpec(name, file, settings, adapter)
 
     @property
     def dialect(self) -> str:
-        return self.settings.warehouse.type
+        """The SQL dialect of the models (the default warehouse's when the settings are
+        broken, so that validate still checks every model)."""
+        warehouse = self._settings.warehouse if self._settings else WarehouseSettings()
+        return warehouse.type
 
 
 def split_header(text: str) -> tuple[str, str, int]:
@@ -232,18 +321,26 @@ def split_header(text: str) -> tuple[str, str, int]:
     return "".join(header), sql, len(header) + 1
 
 
+def _in_order(problems: list[Problem]) -> list[Problem]:
+    """One file's problems, top to bottom (those of no particular line first)."""
+    return sorted(problems, key=lambda p: (p.file, p.line or 0))
+
+
 def _key_list(key: str | list[str]) -> list[str]:
     return [key] if isinstance(key, str) else key
 
 
-def _field_problem(file: str, text: str, error: dict) -> Problem:  # type: ignore[type-arg]
+def _field_problem(file: str, text: str, error: Any, fields: Iterable[str] = ()) -> Problem:
     location = [str(part) for part in error["loc"]]
     key = location[0] if location else ""
-    if error["type"] == "extra_forbidden":
-        message = f"unknown key {key!r}"
-    elif error["type"] == "missing":
+    fields = list(fields)
+    if error["type"] == "extra_forbidden" and len(location) == 1:
+        message = f"unknown key {key!r}{did_you_mean(key, fields)}"
+        if fields:
+            message += f" (keys: {', '.join(fields)})"
+    elif error["type"] == "missing" and len(location) == 1:
         message = f"missing required key {key!r}"
     else:
-        message = f"{'.'.join(location)}: {error['msg']}"
+        message = f"{'.'.join(location)}: {error['msg'].removeprefix('Value error, ')}"
     line = line_of(text, key) if key and error["type"] != "missing" else None
     return Problem(file, line, message)

@@ -1,16 +1,31 @@
-"""Engine settings: config.toml, overridden by REVERSE_ETL_<SECTION>__<KEY> environment variables."""
+"""Engine settings: config.toml, overridden by REVERSE_ETL_<SECTION>__<KEY> environment
+variables."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from .errors import Problem, ProjectError
-from .tomlfile import interpolate, line_of, parse_toml
+from .tomlfile import (
+    did_you_mean,
+    interpolate,
+    line_of,
+    parse_toml,
+    read_text,
+    scrub,
+    section_line,
+)
 
 ENV_PREFIX = "REVERSE_ETL_"
 CONFIG_FILE = "config.toml"
@@ -63,45 +78,137 @@ class Settings(BaseSettings):
 def load_settings(project_dir: Path) -> Settings:
     """Read config.toml (optional) and the environment; raise ProjectError naming file and line."""
     path = project_dir / CONFIG_FILE
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    text = ""
+    if path.exists():
+        read, problems = read_text(path, CONFIG_FILE)
+        if read is None:
+            raise ProjectError(problems)
+        text = read
     data, problems = parse_toml(text, CONFIG_FILE)
-    data, missing = interpolate(data, text, CONFIG_FILE)
-    problems += missing + _unknown_env_keys()
-    if problems:
-        raise ProjectError(problems)
-    try:
-        return Settings(**data)
+    secrets: dict[str, str] = {}
+    data, missing = interpolate(data, text, CONFIG_FILE, secrets=secrets)
+    problems += missing + _unknown_sections(data, text) + _unknown_env_keys()
+    sections = _sections()
+    settings = None
+    try:  # validated even when something else is wrong already, to report everything at once
+        settings = Settings(**{k: v for k, v in data.items() if k in sections})
     except ValidationError as exc:
-        raise ProjectError([_problem(error, text) for error in exc.errors()]) from None
+        problems += [_problem(e, text) for e in exc.errors()]
+    except SettingsError as exc:  # an environment value pydantic-settings cannot parse
+        problems.append(_env_problem(str(exc)))
+    if problems or settings is None:
+        # an unknown REVERSE_ETL_* key is found both by _unknown_env_keys and by pydantic
+        raise ProjectError(scrub(list(dict.fromkeys(problems)), secrets))
+    return settings
+
+
+def where_set(project_dir: Path, section: str, key: str) -> tuple[str, int | None]:
+    """Where a setting's value comes from: its environment variable, else config.toml (and
+    its line, when the key is written there)."""
+    env_name = _env_name(section, key)
+    if env_name is not None:
+        return f"${env_name}", None
+    path = project_dir / CONFIG_FILE
+    try:
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    return CONFIG_FILE, line_of(text, key, section=section) or section_line(text, section)
+
+
+def _env_name(section: str, key: str) -> str | None:
+    """The environment variable setting [section] key, if one is set (any case, as
+    pydantic-settings reads them)."""
+    wanted = f"{ENV_PREFIX}{section}__{key}".upper()
+    return next((name for name in os.environ if name.upper() == wanted), None)
+
+
+def _sections() -> dict[str, type[BaseModel]]:
+    return {name: field.annotation for name, field in Settings.model_fields.items()}  # type: ignore[misc]
+
+
+def _unknown_sections(data: dict[str, Any], text: str) -> list[Problem]:
+    """config.toml's top level holds only known sections (Settings itself ignores extras, for
+    the environment's sake)."""
+    sections = _sections()
+    known = ", ".join(f"[{name}]" for name in sections)
+    problems = []
+    for name, value in data.items():
+        if name in sections:
+            continue
+        if isinstance(value, dict):
+            problems.append(Problem(
+                CONFIG_FILE, section_line(text, name),
+                f"unknown section [{name}]{did_you_mean(name, sections)} (sections: {known})"))
+        else:
+            home = next((s for s, model in sections.items() if name in model.model_fields), None)
+            hint = f"; it belongs under [{home}]" if home else f" (sections: {known})"
+            problems.append(Problem(CONFIG_FILE, line_of(text, name),
+                                    f"unknown key {name!r} outside any section{hint}"))
+    return problems
 
 
 def _problem(error: Any, text: str) -> Problem:
     location = [str(part) for part in error["loc"]]
     section, key = (location + [""])[:2]
     dotted = ".".join(location)
+    model = _sections().get(section)
     if len(location) == 1 and error["type"] == "extra_forbidden":
         message = f"unknown section [{section}]"
     elif error["type"] == "extra_forbidden":
-        message = f"unknown key {key!r} in [{section}]"
+        message = _unknown_key(section, key, model)
     else:
-        message = f"{dotted}: {error['msg']}"
-    env_name = f"{ENV_PREFIX}{section}__{key}".upper()
-    if key and env_name in os.environ:
+        message = f"{dotted}: {error['msg'].removeprefix('Value error, ')}"
+    env_name = _env_name(section, key) if key else None
+    if env_name is not None:
         return Problem(f"${env_name}", None, message)
-    line = line_of(text, key, section=section) if key else line_of(text, section)
+    line = line_of(text, key, section=section) if key else section_line(text, section)
     return Problem(CONFIG_FILE, line, message)
 
 
+def _unknown_key(section: str, key: str, model: type[BaseModel] | None) -> str:
+    choices = list(model.model_fields) if model else []
+    return (f"unknown key {key!r} in [{section}]{did_you_mean(key, choices)} "
+            f"(keys: {', '.join(choices)})")
+
+
+def _env_problem(message: str) -> Problem:
+    """A SettingsError about a whole section set from the environment (REVERSE_ETL_<SECTION>)."""
+    found = re.search(r'field "([^"]+)"', message)
+    section = found.group(1) if found else ""
+    wanted = f"{ENV_PREFIX}{section}".upper()
+    env_name = next((n for n in os.environ if n.upper() == wanted), wanted)
+    return Problem(f"${env_name}", None,
+                   f"cannot read [{section}] from the environment ({message}); set single keys "
+                   f"with {ENV_PREFIX}{section.upper()}__<KEY> instead")
+
+
 def _unknown_env_keys() -> list[Problem]:
-    """REVERSE_ETL_<SECTION>__<KEY> naming a section or key that does not exist."""
+    """REVERSE_ETL_<SECTION>__<KEY> naming a section or key that does not exist, and the
+    one-underscore slip REVERSE_ETL_<SECTION>_<KEY>."""
+    sections = _sections()
     problems = []
     for name in os.environ:
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
+        if not name.upper().startswith(ENV_PREFIX):
             continue
-        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
-        model = Settings.model_fields.get(section)
-        if model is None:
-            problems.append(Problem(f"${name}", None, f"unknown settings section [{section}]"))
-        elif key.split("__")[0] not in model.annotation.model_fields:  # type: ignore[union-attr]
-            problems.append(Problem(f"${name}", None, f"unknown key {key!r} in [{section}]"))
+        rest = name[len(ENV_PREFIX):].lower()
+        if "__" not in rest:
+            for section, model in sections.items():
+                key = rest[len(section) + 1:]
+                if rest.startswith(section + "_") and key in model.model_fields:
+                    problems.append(Problem(
+                        f"${name}", None,
+                        f"not a setting: did you mean {ENV_PREFIX}{section.upper()}__"
+                        f"{key.upper()}? (two underscores between section and key)"))
+            continue
+        section, _, key = rest.partition("__")
+        found = sections.get(section)
+        if found is None:
+            problems.append(Problem(
+                f"${name}", None,
+                f"unknown settings section [{section}]{did_you_mean(section, sections)} "
+                f"(sections: {', '.join(sections)})"))
+        elif key.split("__")[0] not in found.model_fields:
+            problems.append(Problem(f"${name}", None,
+                                    _unknown_key(section, key.split("__")[0], found)))
     return problems

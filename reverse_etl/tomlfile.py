@@ -6,16 +6,36 @@ back to the default when NAME is unset; `$${` writes a literal `${`.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from .errors import Problem
 
 _VARIABLE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _TOML_POSITION = re.compile(r"\(at line (\d+), column \d+\)")
+
+
+def read_text(path: Path, file: str) -> tuple[str | None, list[Problem]]:
+    """A project file's text; a file that cannot be read, or is not UTF-8, is a Problem."""
+    try:
+        return path.read_text(encoding="utf-8"), []
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        return None, [Problem(file, line, f"the file is not UTF-8 text ({exc.reason} at byte "
+                                          f"{exc.start}); save it as UTF-8")]
+    except OSError as exc:
+        return None, [Problem(file, None, f"cannot read the file: {exc.strerror or exc}")]
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' when a choice is close to `name`, else ''."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def parse_toml(text: str, file: str, first_line: int = 1) -> tuple[dict[str, Any], list[Problem]]:
@@ -31,9 +51,17 @@ def parse_toml(text: str, file: str, first_line: int = 1) -> tuple[dict[str, Any
 
 
 def interpolate(
-    data: Any, text: str, file: str, first_line: int = 1, env: Mapping[str, str] | None = None
+    data: Any,
+    text: str,
+    file: str,
+    first_line: int = 1,
+    env: Mapping[str, str] | None = None,
+    secrets: dict[str, str] | None = None,
 ) -> tuple[Any, list[Problem]]:
-    """Replace ${VAR} in every string of `data` (recursively); report each missing variable."""
+    """Replace ${VAR} in every string of `data` (recursively); report each missing variable.
+
+    `secrets`, when given, collects each value taken from the environment and the reference it
+    replaced, so that messages can be scrubbed of them (see `scrub`)."""
     environ = os.environ if env is None else env
     problems: list[Problem] = []
 
@@ -43,6 +71,8 @@ def interpolate(
             if escaped:
                 return match.group(0)[1:]
             if name in environ:
+                if secrets is not None and environ[name]:
+                    secrets[environ[name]] = "${" + name + "}"
                 return environ[name]
             if default is not None:
                 return default
@@ -66,6 +96,17 @@ def interpolate(
     return walk(data, ""), problems
 
 
+def scrub(problems: list[Problem], secrets: Mapping[str, str]) -> list[Problem]:
+    """The problems with every value taken from the environment replaced by its ${NAME}:
+    secret values never appear in errors."""
+    values = sorted((v for v in secrets if len(v) >= 3), key=len, reverse=True)
+    if not values:
+        return problems
+    pattern = re.compile("|".join(re.escape(v) for v in values))
+    return [Problem(p.file, p.line, pattern.sub(lambda m: secrets[m.group(0)], p.message))
+            for p in problems]
+
+
 def line_of(text: str, needle: str, first_line: int = 1, section: str | None = None) -> int | None:
     """The line where `needle` first appears (as a key when it is a bare name), else None."""
     in_section = section is None
@@ -79,5 +120,17 @@ def line_of(text: str, needle: str, first_line: int = 1, section: str | None = N
         if not in_section:
             continue
         if key.match(line) or (not needle.isidentifier() and needle in line):
+            return first_line + number
+    return None
+
+
+def section_line(text: str, section: str, first_line: int = 1) -> int | None:
+    """The line of a `[section]` (or `[section.sub]`, `[[section]]`) header, else of a dotted
+    key `section.x = ...`."""
+    quoted = rf"[\"']?{re.escape(section)}[\"']?"
+    header = re.compile(rf"^\s*(--\s?)?\[+\s*{quoted}\s*[\].]")
+    dotted = re.compile(rf"^\s*(--\s?)?{quoted}\s*\.")
+    for number, line in enumerate(text.splitlines()):
+        if header.match(line) or dotted.match(line):
             return first_line + number
     return None

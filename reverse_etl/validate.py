@@ -8,46 +8,74 @@ import duckdb
 
 from .errors import Problem, ReverseEtlError
 from .project import Project, Sync
+from .settings import where_set
 from .warehouses import open_warehouse
 
 _DUCKDB_LINE = re.compile(r"LINE (\d+):")
+# The name a DuckDB Catalog/Binder error is about: `Table with name x does not exist`,
+# `Referenced column "x" not found`, `Scalar Function with name x does not exist`, ...
+_DUCKDB_NAME = re.compile(r'with name "?([^\s"!]+)"?|column "([^"]+)"|(?:Table|table) "([^"]+)"')
+_HINTS = ("Candidate bindings:", "Did you mean")
 
 
 def model_problem(sync: Sync, exc: Exception) -> Problem:
     """A warehouse's complaint about a model, placed on the model's line in the sync file.
-    The model runs wrapped as `SELECT * FROM (\\n<sql>\\n)`, hence the offset of one line."""
+
+    The model runs wrapped as `SELECT * FROM (\\n<sql, stripped>\\n)`, so DuckDB's `LINE n`
+    is line n - 1 of the stripped SQL; without one, the line is where the name the error is
+    about (a missing table, column or function) appears in the model."""
     message = str(exc).strip()
+    lines = message.split("\n")
+    sql = sync.model.sql
+    leading = sql[: len(sql) - len(sql.lstrip())].count("\n")
     found = _DUCKDB_LINE.search(message)
-    line = sync.sql_line + int(found.group(1)) - 2 if found else sync.sql_line
-    first = message.split("\n")[0]
-    return Problem(sync.file, max(line, sync.sql_line), f"the model fails in the warehouse: {first}")
+    named = _DUCKDB_NAME.search(lines[0])
+    if found:
+        line = sync.sql_line + leading + int(found.group(1)) - 2
+    elif named and (relative := sync.model.line_of(next(g for g in named.groups() if g))):
+        line = sync.sql_line + relative - 1
+    else:
+        line = sync.sql_line
+    hints = [h.strip() for h in lines[1:]
+             if h.strip().startswith(_HINTS) and "pg_" not in h and "duckdb_" not in h]
+    text = " ".join([lines[0], *hints])
+    return Problem(sync.file, max(line, sync.sql_line), f"the model fails in the warehouse: {text}")
 
 
 def validate_project(project: Project) -> list[Problem]:
-    problems = project.problems()
-    broken = {p.file for p in problems}
-    syncs = [project.sync(n) for n in project.sync_names() if f"syncs/{n}.sql" not in broken]
-    if not syncs:
+    """Every problem: settings, each destination, each sync, and each loadable model run
+    against the warehouse (its columns, the primary key among them)."""
+    syncs, problems = project.check()
+    if project.settings_problems or not project.sync_names():
         return problems
     warehouse = open_warehouse(project.settings.warehouse, project.root)
     con = duckdb.connect(":memory:")
     try:
-        warehouse.connect(con)
-    except ReverseEtlError as exc:
-        return problems + [Problem("config.toml", None, str(exc))]
-    try:
+        try:
+            warehouse.connect(con)
+        except ReverseEtlError as exc:
+            key = "path" if project.settings.warehouse.type == "duckdb" else "dsn"
+            file, line = where_set(project.root, "warehouse", key)
+            return problems + [Problem(file, line, str(exc))]
         for sync in syncs:
-            try:
-                columns = con.sql(f"SELECT * FROM {warehouse.relation(con, sync.model.sql)}").columns
-            except duckdb.Error as exc:
-                problems.append(model_problem(sync, exc))
-                continue
-            for key in sync.primary_key:
-                if key not in columns:
-                    problems.append(Problem(
-                        sync.file, sync.header_line("primary_key"),
-                        f"primary key column {key!r} is not among the model's columns "
-                        f"({', '.join(columns)})"))
+            problems += _warehouse_problems(con, warehouse, sync)
     finally:
         con.close()
     return problems
+
+
+def _warehouse_problems(con: duckdb.DuckDBPyConnection, warehouse: object,
+                        sync: Sync) -> list[Problem]:
+    try:
+        relation = warehouse.relation(con, sync.model.sql)  # type: ignore[attr-defined]
+        # LIMIT 0: the model is planned and bound (tables, columns, types) but not run
+        columns = con.sql(f"SELECT * FROM {relation} LIMIT 0").columns
+    except duckdb.Error as exc:
+        return [model_problem(sync, exc)]
+    return [
+        Problem(sync.file, sync.header_line("primary_key"),
+                f"primary key column {key!r} is not among the model's columns "
+                f"({', '.join(columns)})")
+        for key in sync.primary_key
+        if key not in columns
+    ]

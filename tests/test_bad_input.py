@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+from collections.abc import Iterator
 
 import duckdb
 import pytest
-
 from conftest import Outcome, ProjectFixture
+
+from reverse_etl.receiver import WebhookReceiver
 
 GOOD_SQL = "select id, email from users"
 
@@ -25,6 +27,23 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("REVERSE_ETL_") or name in ("CRM_TOKEN", "HOOK_URL"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="module")
+def _one_receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as server:
+        yield server
+
+
+@pytest.fixture
+def receiver(_one_receiver: WebhookReceiver) -> WebhookReceiver:
+    """One receiver for the module, emptied before each test (stopping a receiver takes half a
+    second: that, per test, was most of this file's time)."""
+    with _one_receiver.lock:
+        _one_receiver.requests.clear()
+        _one_receiver.data.clear()
+        _one_receiver.received.clear()
+    return _one_receiver
 
 
 @pytest.fixture
@@ -82,10 +101,7 @@ def test_sql_syntax_error_names_the_file_line_of_the_error(base, receiver):
         where id = = 3
         """)
     # the real command, as users run it: no traceback, exit 2, the file and its line 6
-    run = base.command("run", "broken")
-    err = assert_refused(run, "syncs/broken.sql:6", "SQL syntax error")
-    assert run.stdout.strip() == "" or "broken" in run.stdout
-    assert "error" in err
+    assert_refused(base.command("run", "broken"), "syncs/broken.sql:6", "SQL syntax error")
     assert_refused(base.cli("validate"), "syncs/broken.sql:6", "SQL syntax error")
     assert receiver.requests == []
 
@@ -105,31 +121,43 @@ def test_sql_syntax_error_after_a_blank_line_and_comments_keeps_file_lines(base)
     assert error["line"] == 7, error
 
 
-WRITES = {
-    "delete": ("delete from users", "DELETE"),
-    "update": ("update users set email = null", "UPDATE"),
-    "insert": ("insert into users values (9, 'x')", "INSERT"),
-    "ddl": ("drop table users", "DROP"),
-    "two statements": ("select id, email from users;\nselect id, email from users", "2 statements"),
-    "select into": ("select id, email into copy_of_users from users", "SELECT ... INTO"),
+@pytest.mark.parametrize("sql, line, what", [
+    ("select id,\n  'unclosed\nfrom users", 4, "'"),
+    ('select id,\n  "unclosed\nfrom users', 4, '"'),
+    ("select id, email\nfrom users\n/* a comment left open", 5, "/*"),
+], ids=["string", "identifier", "comment"])
+def test_an_unclosed_quote_or_comment_is_a_syntax_error_on_its_line(base, sql, line, what):
+    base.sync("open", {"destination": "hook", "primary_key": "id"}, sql)
+    assert_refused(base.cli("run", "open"), f"syncs/open.sql:{line}", "SQL syntax error",
+                   f"{what} is opened here and never closed")
+
+
+WRITES = {  # the SQL (from line 3 of the file), what the message names, the line it names
+    "delete": ("delete from users", "DELETE", 3),
+    "update": ("update users set email = null", "UPDATE", 3),
+    "insert": ("insert into users values (9, 'x')", "INSERT", 3),
+    "ddl": ("drop table users", "DROP", 3),
+    "two statements": ("select id, email from users;\nselect id, email from users",
+                       "found 2 statements", 4),
+    "select into": ("select id, email\ninto copy_of_users from users", "SELECT ... INTO", 4),
     "delete in a cte": ("with gone as (delete from users returning *)\nselect id, email from gone",
-                        "DELETE"),
-    "insert in a cte": ("with added as (insert into users values (9, 'x') returning *)\n"
-                        "select id, email from added", "INSERT"),
+                        "DELETE", 3),
+    "insert in a cte": ("with kept as (select 1)\n, added as (insert into users values (9, 'x') "
+                        "returning *)\nselect id, email from added", "INSERT", 4),
 }
 
 
-@pytest.mark.parametrize("sql, kind", WRITES.values(), ids=WRITES.keys())
-def test_a_model_that_is_not_one_read_only_query_is_refused(base, receiver, sql, kind):
+@pytest.mark.parametrize("sql, kind, line", WRITES.values(), ids=WRITES.keys())
+def test_a_model_that_is_not_one_read_only_query_is_refused(base, receiver, sql, kind, line):
     base.sync("writer", {"destination": "hook", "primary_key": "id"}, sql)
     validate = base.cli("validate")
-    assert_refused(validate, "syncs/writer.sql:3", kind)
+    assert_refused(validate, f"syncs/writer.sql:{line}", kind)
     run = base.cli("run", "writer")
-    assert_refused(run, "syncs/writer.sql:3", kind)
+    assert_refused(run, f"syncs/writer.sql:{line}", kind)
     assert receiver.requests == []
     with duckdb.connect(str(base.root / "warehouse.duckdb"), read_only=True) as con:
-        assert con.sql("select count(*) from users").fetchone() == (5,)
-        assert "copy_of_users" not in {r[0] for r in con.sql("show tables").fetchall()}
+        assert con.execute("select count(*) from users").fetchone() == (5,)
+        assert "copy_of_users" not in {r[0] for r in con.execute("show tables").fetchall()}
 
 
 def test_the_second_statement_is_reported_on_its_own_line(base):
@@ -260,6 +288,7 @@ def test_a_secret_from_the_environment_never_appears_in_an_error(base):
                     base.cli("run", "to_crm", "--json", env={"HOOK_URL": secret})):
         assert_refused(outcome, "destinations/crm.toml:2", "url")
         assert "T0KEN-abc123" not in outcome.stdout + outcome.stderr
+        assert "${HOOK_URL}" in outcome.stderr  # named by its reference instead
 
 
 def test_a_bad_destination_value_names_key_and_line(base):
@@ -421,6 +450,27 @@ def test_unknown_settings_environment_variable(base, receiver, name, message):
 def test_bad_settings_environment_value_names_the_variable(base):
     outcome = base.cli("validate", env={"REVERSE_ETL_STATE__THREADS": "many"})
     assert_refused(outcome, "$REVERSE_ETL_STATE__THREADS", "threads")
+    # a whole section in one variable must be JSON; anything else is named, not a traceback
+    outcome = base.cli("run", "good", env={"REVERSE_ETL_WAREHOUSE": "warehouse.duckdb"})
+    assert_refused(outcome, "$REVERSE_ETL_WAREHOUSE", "REVERSE_ETL_WAREHOUSE__<KEY>")
+
+
+def test_a_key_outside_any_section_in_config(base):
+    write(base, "config.toml", 'path = "warehouse.duckdb"\n')
+    assert_refused(base.cli("validate"), "config.toml:1", "unknown key 'path'", "[warehouse]")
+
+
+def test_variables_in_config_toml(base):
+    write(base, "config.toml", """
+        [warehouse]
+        path = "${WAREHOUSE_FILE:-warehouse.duckdb}"
+        [state]
+        path = "${STATE_DIR}"
+        """)
+    assert_refused(base.cli("validate"), "config.toml:4", "STATE_DIR", "not set")
+    ok = base.cli("run", "good", env={"STATE_DIR": "elsewhere"})
+    assert ok.exit_code == 0, ok.stderr
+    assert (base.root / "elsewhere").is_dir() and not (base.root / ".reverse_etl").exists()
 
 
 def test_environment_overrides_config_toml(base, receiver):
@@ -473,7 +523,8 @@ def test_missing_project_folder(tmp_path):
 
 
 def test_validate_json_lists_every_problem_across_files(base):
-    base.sync("bad_sql", {"destination": "hook", "primary_key": "id"}, "select id,, email from users")
+    base.sync("bad_sql", {"destination": "hook", "primary_key": "id"},
+              "select id, email\nfrom users where")
     base.sync("bad_dest", {"destination": "x", "primary_key": "id"}, GOOD_SQL)
     base.destination("broken", 'type = "webhook"\nurl = "https://example.com"\nretries = 3\n')
     base.sync("uses_broken", {"destination": "broken", "primary_key": "id"}, GOOD_SQL)
@@ -486,7 +537,7 @@ def test_validate_json_lists_every_problem_across_files(base):
         assert list(error) == ["file", "line", "message"]
         assert isinstance(error["line"], int) and error["message"]
     assert {(e["file"], e["line"]) for e in document["errors"]} == {
-        ("syncs/bad_sql.sql", 3), ("syncs/bad_dest.sql", 1), ("destinations/broken.toml", 3)}
+        ("syncs/bad_sql.sql", 4), ("syncs/bad_dest.sql", 1), ("destinations/broken.toml", 3)}
 
 
 def test_validate_json_on_a_valid_project(base):
@@ -512,7 +563,7 @@ def test_run_a_good_sync_while_another_is_broken(base, receiver):
 def test_run_all_runs_the_good_ones_and_reports_the_broken_one(base, receiver):
     base.sync("other", {"destination": "hook", "primary_key": "id"},
               "select id + 100 as id, email from users")
-    base.sync("broken", {"destination": "hook", "primary_key": "id"}, "select id,, from users")
+    base.sync("broken", {"destination": "hook", "primary_key": "id"}, "select id, email frm users")
     outcome = base.cli("run", "--all", "--json")
     err = assert_refused(outcome, "syncs/broken.sql:3", "SQL syntax error")
     results = {r["sync"]: r for r in outcome.json_lines()}

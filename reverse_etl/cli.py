@@ -96,9 +96,13 @@ def init_command(ctx: Context, directory: str) -> int:
 @command(main, "validate")
 def validate_command(ctx: Context) -> int:
     """Check config, every sync and destination; each problem names its file and line."""
+    from .errors import ProjectError
     from .validate import validate_project
 
-    problems = validate_project(ctx.project())
+    try:
+        problems = validate_project(ctx.project())
+    except ProjectError as exc:  # e.g. no such project folder: still the validate shape
+        problems = exc.problems
     if ctx.as_json:
         ctx.emit({"ok": not problems, "errors": [p.as_dict() for p in problems]})
     else:
@@ -144,7 +148,8 @@ def plan_command(ctx: Context, syncs: tuple[str, ...], all_syncs: bool) -> int:
         try:
             plan = plan_sync(project, name)
         except ReverseEtlError as exc:
-            click.echo(f"error: {name}: {exc}", err=True)
+            for line in str(exc).splitlines():
+                click.echo(f"error: {name}: {line}", err=True)
             plan, code = {"sync": name, "error": str(exc)}, EXIT_FAILED
         plans.append(plan)
         if ctx.as_json:
@@ -185,7 +190,8 @@ def run_command(ctx: Context, syncs: tuple[str, ...], all_syncs: bool, full_resy
                 ctx.emit({k: v for k, v in result.items() if k != "_exit"})
     for result in results:
         if result.get("error"):
-            click.echo(f"error: {result['sync']}: {result['error']}", err=True)
+            for line in result["error"].splitlines():
+                click.echo(f"error: {result['sync']}: {line}", err=True)
     if not ctx.as_json:
         run_table(results)
     return max(r["_exit"] for r in results) if results else EXIT_OK

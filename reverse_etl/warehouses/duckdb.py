@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,12 @@ from ..encoding import quote_literal
 from ..errors import WarehouseError
 
 CATALOG = "__retl_warehouse"
+
+
+def _path_source() -> str:
+    if "REVERSE_ETL_WAREHOUSE__PATH" in os.environ:
+        return "$REVERSE_ETL_WAREHOUSE__PATH"
+    return "config.toml [warehouse] path"
 
 
 class DuckDBWarehouse:
@@ -23,7 +30,7 @@ class DuckDBWarehouse:
     def connect(self, con: Any) -> None:
         if not self.path.is_file():
             raise WarehouseError(
-                f"warehouse file {self.shown_as} not found (config.toml [warehouse] path, "
+                f"warehouse file {self.shown_as} not found (set by {_path_source()}, "
                 f"relative to the project folder)"
             )
         try:

@@ -32,13 +32,20 @@ class Context:
         click.echo(json.dumps(obj, default=str))
 
 
-def command(group: click.Group, name: str, **kwargs: Any) -> Callable[[Callable[..., int | None]], Any]:
+def command(
+    group: click.Group, name: str, **kwargs: Any
+) -> Callable[[Callable[..., int | None]], Any]:
     """A subcommand with the options every command takes, and errors turned into exit 2."""
 
     def decorate(func: Callable[..., int | None]) -> Any:
         @group.command(name, **kwargs)
-        @click.option("--project", "project_dir", metavar="DIR", envvar="REVERSE_ETL_PROJECT",
-                      help="The project folder (default: $REVERSE_ETL_PROJECT, else .).")
+        @click.option(
+            "--project",
+            "project_dir",
+            metavar="DIR",
+            envvar="REVERSE_ETL_PROJECT",
+            help="The project folder (default: $REVERSE_ETL_PROJECT, else .).",
+        )
         @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
         @click.option("-v", "--verbose", count=True, help="More detail on stderr.")
         @wraps(func)
@@ -46,8 +53,14 @@ def command(group: click.Group, name: str, **kwargs: Any) -> Callable[[Callable[
             from .errors import ProjectError, ReverseEtlError
 
             logging.basicConfig(
-                level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
-                format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+                level=logging.DEBUG
+                if verbose > 1
+                else logging.INFO
+                if verbose
+                else logging.WARNING,
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                stream=sys.stderr,
+            )
             ctx = Context(project_dir, as_json, verbose)
             try:
                 code = func(ctx, **options)
@@ -129,8 +142,9 @@ def _known_sync(project: Any, name: str) -> None:
     if name in project.sync_names() or snapshot_path(project.state_dir, name).exists():
         return
     known = ", ".join(project.sync_names()) or "none"
-    raise ProjectError([Problem(f"syncs/{name}.sql", None,
-                                f"no sync named {name!r} (syncs: {known})")])
+    raise ProjectError(
+        [Problem(f"syncs/{name}.sql", None, f"no sync named {name!r} (syncs: {known})")]
+    )
 
 
 @command(main, "plan")

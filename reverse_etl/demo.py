@@ -37,7 +37,9 @@ def example_dir() -> Path:
 
 
 def run_demo(project_dir: str | None, as_json: bool, emit: Callable[[dict[str, Any]], None]) -> int:
-    target = Path(project_dir) if project_dir else Path(tempfile.mkdtemp(prefix="reverse-etl-demo-"))
+    target = (
+        Path(project_dir) if project_dir else Path(tempfile.mkdtemp(prefix="reverse-etl-demo-"))
+    )
     _copy_example(target)
     say = (lambda *_: None) if as_json else stdout.print
     say(f"[bold]reverse-etl demo[/bold] in {target}")
@@ -45,8 +47,12 @@ def run_demo(project_dir: str | None, as_json: bool, emit: Callable[[dict[str, A
         os.environ["CRM_WEBHOOK_URL"] = receiver.url
         project = Project.open(target)
         worst = 0
-        for round_, title in enumerate(("first run: every row is new",
-                                        "second run, after changing 3 users, adding 2, deleting 1")):
+        for round_, title in enumerate(
+            (
+                "first run: every row is new",
+                "second run, after changing 3 users, adding 2, deleting 1",
+            )
+        ):
             if round_ == 1:
                 with duckdb.connect(str(target / "warehouse.duckdb")) as con:
                     con.execute(CHANGES)
@@ -72,7 +78,8 @@ def _copy_example(target: Path) -> None:
     source = example_dir()
     if target.is_dir() and any(target.iterdir()) and not (target / "warehouse.sql").is_file():
         raise ReverseEtlError(
-            f"the demo needs an empty folder or the example project; {target} has other files")
+            f"the demo needs an empty folder or the example project; {target} has other files"
+        )
     target.mkdir(parents=True, exist_ok=True)
     for name in EXAMPLE_FILES:
         src, dst = source / name, target / name

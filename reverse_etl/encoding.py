@@ -14,8 +14,18 @@ from collections.abc import Sequence
 from typing import Any
 
 _INTEGERS = {
-    "tinyint", "smallint", "integer", "bigint", "hugeint",
-    "utinyint", "usmallint", "uinteger", "ubigint", "uhugeint", "varint", "bignum",
+    "tinyint",
+    "smallint",
+    "integer",
+    "bigint",
+    "hugeint",
+    "utinyint",
+    "usmallint",
+    "uinteger",
+    "ubigint",
+    "uhugeint",
+    "varint",
+    "bignum",
 }
 _TIMESTAMPS = {"timestamp", "timestamp_s", "timestamp_ms", "timestamp_ns"}
 
@@ -85,7 +95,9 @@ def fields_json(columns: Sequence[str], types: Sequence[Any], table: str = "") -
     """An expression giving the JSON object of a row's columns (the wire format's `fields`)."""
     prefix = f"{table}." if table else ""
     parts = [
-        f"{quote_literal(json.dumps(name) + ':')} || {json_text(prefix + quote_identifier(name), t)}"
+        quote_literal(json.dumps(name) + ":")
+        + " || "
+        + json_text(prefix + quote_identifier(name), t)
         for name, t in zip(columns, types, strict=True)
     ]
     return "'{' || " + " || ',' || ".join(parts) + " || '}'" if parts else "'{}'"

@@ -1,12 +1,12 @@
 """The errors reverse-etl raises, typed by what the caller should do next.
 
-    ReverseEtlError                 anything the engine reports to a user (exit 2 from the CLI)
-    ├── ProjectError                the project's files are wrong: one Problem per file and line
-    ├── StateError                  the state folder cannot be read or written
-    ├── WarehouseError              the warehouse cannot be reached or the model failed to run
-    ├── SyncRunningError            another process is running this sync
-    └── DestinationError            the destination cannot take data
-        └── CredentialsError        it refused our credentials (401/403): stop sending to it
+ReverseEtlError                 anything the engine reports to a user (exit 2 from the CLI)
+├── ProjectError                the project's files are wrong: one Problem per file and line
+├── StateError                  the state folder cannot be read or written
+├── WarehouseError              the warehouse cannot be reached or the model failed to run
+├── SyncRunningError            another process is running this sync
+└── DestinationError            the destination cannot take data
+    └── CredentialsError        it refused our credentials (401/403): stop sending to it
 """
 
 from __future__ import annotations

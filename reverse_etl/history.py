@@ -19,8 +19,17 @@ from typing import Any
 
 from .errors import StateError
 
-COUNTS = ("rows", "added", "changed", "removed", "unchanged", "invalid",
-          "delivered", "rejected", "failed")
+COUNTS = (
+    "rows",
+    "added",
+    "changed",
+    "removed",
+    "unchanged",
+    "invalid",
+    "delivered",
+    "rejected",
+    "failed",
+)
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
@@ -97,8 +106,12 @@ class History:
         return run_id
 
     def finish_run(
-        self, run_id: str, status: str, counts: dict[str, int],
-        error: str | None = None, reason: str | None = None,
+        self,
+        run_id: str,
+        status: str,
+        counts: dict[str, int],
+        error: str | None = None,
+        reason: str | None = None,
     ) -> None:
         assignments = ", ".join(f"{c} = ?" for c in COUNTS)
         self.db.execute(
@@ -127,7 +140,9 @@ class History:
 
     # -- the ledger ----------------------------------------------------------------------
 
-    def replace_invalid(self, sync: str, run_id: str, chunks: Iterable[list[tuple[str | None, str]]]) -> None:
+    def replace_invalid(
+        self, sync: str, run_id: str, chunks: Iterable[list[tuple[str | None, str]]]
+    ) -> None:
         now = time.time()
         with self.db:
             self.db.execute("BEGIN")
@@ -146,13 +161,16 @@ class History:
         """(key, error, attempts in this run) of records rejected or failed in this run."""
         now = time.time()
         self.db.executemany(
-            """INSERT INTO ledger (sync, key, reason, error, attempts, first_seen, last_seen, run_id)
+            """INSERT INTO ledger
+                (sync, key, reason, error, attempts, first_seen, last_seen, run_id)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (sync, key) DO UPDATE SET reason = excluded.reason,
                 error = excluded.error, last_seen = excluded.last_seen,
                 attempts = ledger.attempts + excluded.attempts, run_id = excluded.run_id""",
-            [(sync, key, reason, error, attempts, now, now, run_id)
-             for key, error, attempts in records],
+            [
+                (sync, key, reason, error, attempts, now, now, run_id)
+                for key, error, attempts in records
+            ],
         )
 
     def drop_resolved(self, sync: str, run_id: str) -> None:
@@ -165,10 +183,15 @@ class History:
     def ledger(self, sync: str) -> list[dict[str, Any]]:
         rows = self.db.execute(
             "SELECT sync, key, reason, error, attempts, first_seen, last_seen FROM ledger "
-            "WHERE sync = ? ORDER BY reason, key", (sync,)
+            "WHERE sync = ? ORDER BY reason, key",
+            (sync,),
         ).fetchall()
         return [
-            {**dict(row), "first_seen": _iso(row["first_seen"]), "last_seen": _iso(row["last_seen"])}
+            {
+                **dict(row),
+                "first_seen": _iso(row["first_seen"]),
+                "last_seen": _iso(row["last_seen"]),
+            }
             for row in rows
         ]
 

@@ -28,8 +28,7 @@ class SyncLock:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise SyncRunningError(
-                f"sync {self.sync!r} is already running (pid {holder}); "
-                "wait for that run to finish"
+                f"sync {self.sync!r} is already running (pid {holder}); wait for that run to finish"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
@@ -45,6 +44,9 @@ class SyncLock:
         return self
 
     def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.release()

@@ -16,8 +16,24 @@ from .errors import Problem
 # Nodes that write or change something, wherever they appear (a CTE included).
 _WRITES: tuple[type[exp.Expression], ...] = tuple(
     getattr(exp, name)
-    for name in ("Insert", "Update", "Delete", "Merge", "Create", "Drop", "Alter", "Command",
-                 "Into", "Copy", "Pragma", "Set", "Use", "TruncateTable", "Attach", "Detach")
+    for name in (
+        "Insert",
+        "Update",
+        "Delete",
+        "Merge",
+        "Create",
+        "Drop",
+        "Alter",
+        "Command",
+        "Into",
+        "Copy",
+        "Pragma",
+        "Set",
+        "Use",
+        "TruncateTable",
+        "Attach",
+        "Detach",
+    )
     if hasattr(exp, name)
 )
 
@@ -42,7 +58,8 @@ class Model:
         lines = [
             node.meta["line"]
             for node in self.tree.walk()
-            if isinstance(node, exp.Identifier) and node.name.lower() == wanted
+            if isinstance(node, exp.Identifier)
+            and node.name.lower() == wanted
             and "line" in node.meta
         ]
         if lines:
@@ -72,8 +89,9 @@ def parse_model(
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
         description = first.get("description") or str(exc).split("\n")[0]
-        incomplete = re.match(r"Required keyword: '\w+' missing for <class '(?:\w+\.)*(\w+)'>",
-                              description)
+        incomplete = re.match(
+            r"Required keyword: '\w+' missing for <class '(?:\w+\.)*(\w+)'>", description
+        )
         if incomplete:
             description = f"incomplete {incomplete.group(1).upper()} expression"
         near = (first.get("highlight") or "").strip()
@@ -85,22 +103,29 @@ def parse_model(
         found = re.search(r"Missing (.+?) from \d+:(\d+)", str(exc.__cause__ or exc))
         if found:
             line = sql[: int(found.group(2))].count("\n") + 1
-            return problem(at(line), f"SQL syntax error: {found.group(1)} is opened here and "
-                                     f"never closed")
+            return problem(
+                at(line), f"SQL syntax error: {found.group(1)} is opened here and never closed"
+            )
         opened = sql.rfind("/*")
         if opened >= 0 and "*/" not in sql[opened:]:
-            return problem(at(sql[:opened].count("\n") + 1),
-                           "SQL syntax error: /* is opened here and never closed")
-        return problem(first_line, "SQL syntax error: the SQL cannot be read (is a quote or "
-                                   "a /* comment left open?)")
+            return problem(
+                at(sql[:opened].count("\n") + 1),
+                "SQL syntax error: /* is opened here and never closed",
+            )
+        return problem(
+            first_line,
+            "SQL syntax error: the SQL cannot be read (is a quote or a /* comment left open?)",
+        )
     except SqlglotError as exc:
         return problem(first_line, f"SQL syntax error: {str(exc).splitlines()[0]}")
     if not statements:
         return problem(first_line, "the model has no SQL statement: write one SELECT query")
     if len(statements) != 1:
-        return problem(at(_second_statement_line(sql, dialect)),
-                       f"a model must be exactly one query; found {len(statements)} statements "
-                       f"(remove the `;` and what follows it)")
+        return problem(
+            at(_second_statement_line(sql, dialect)),
+            f"a model must be exactly one query; found {len(statements)} statements "
+            f"(remove the `;` and what follows it)",
+        )
     tree = statements[0]
     if not isinstance(tree, exp.Query):
         kind = tree.key.upper()
@@ -108,15 +133,18 @@ def parse_model(
     for node in tree.walk():
         if isinstance(node, _WRITES):
             kind = "SELECT ... INTO" if isinstance(node, exp.Into) else node.key.upper()
-            return problem(at(_node_line(node)),
-                           f"a model must be read-only; it contains {kind}: keep only the SELECT")
+            return problem(
+                at(_node_line(node)),
+                f"a model must be read-only; it contains {kind}: keep only the SELECT",
+            )
     return Model(tree, sql), []
 
 
 def _node_line(node: exp.Expression) -> int | None:
     """The first line of an identifier inside `node` (sqlglot keeps positions on those)."""
-    lines = [n.meta["line"] for n in node.walk()
-             if isinstance(n, exp.Identifier) and "line" in n.meta]
+    lines = [
+        n.meta["line"] for n in node.walk() if isinstance(n, exp.Identifier) and "line" in n.meta
+    ]
     return min(lines) if lines else None
 
 

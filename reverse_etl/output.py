@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any
 
@@ -16,8 +17,6 @@ from rich.progress import (
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
-import sys
-
 # Piped output gets a width that fits the tables instead of the 80 columns Rich assumes.
 stdout = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 stderr = Console(stderr=True, highlight=False)
@@ -30,11 +29,19 @@ class Progress:
         self.enabled = enabled
         self._lock = threading.Lock()
         self._tasks: dict[str, TaskID] = {}
-        self._bar = RichProgress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} records/s"), TimeElapsedColumn(),
-            console=stderr, transient=False,
-        ) if enabled else None
+        self._bar = (
+            RichProgress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} records/s"),
+                TimeElapsedColumn(),
+                console=stderr,
+                transient=False,
+            )
+            if enabled
+            else None
+        )
 
     def __enter__(self) -> Progress:
         if self._bar:
@@ -89,12 +96,28 @@ def run_table(results: list[dict[str, Any]]) -> None:
 
 
 def runs_table(runs: list[dict[str, Any]]) -> None:
-    columns = ["started_at", "sync", "status", "rows", "added", "changed", "removed",
-               "delivered", "rejected", "failed", "invalid", "seconds"]
+    columns = [
+        "started_at",
+        "sync",
+        "status",
+        "rows",
+        "added",
+        "changed",
+        "removed",
+        "delivered",
+        "rejected",
+        "failed",
+        "invalid",
+        "seconds",
+    ]
     table = _table("run history (newest first)", columns)
     for run in runs:
-        table.add_row(*(_cell(c, run.get("duration_seconds") if c == "seconds" else run.get(c))
-                        for c in columns))
+        table.add_row(
+            *(
+                _cell(c, run.get("duration_seconds") if c == "seconds" else run.get(c))
+                for c in columns
+            )
+        )
     stdout.print(table)
     for run in runs:
         if run.get("error"):

@@ -69,12 +69,15 @@ def check_schedule(value: str) -> None:
     if text.lower().startswith("every"):
         found = _EVERY.fullmatch(text)
         if not found or int(found.group(1)) < 1:
-            raise ValueError(f"{value!r} is not a schedule: write e.g. \"every 30s\", "
-                             f"\"every 15m\" or \"every 2h\"")
+            raise ValueError(
+                f'{value!r} is not a schedule: write e.g. "every 30s", "every 15m" or "every 2h"'
+            )
         return
     if len(text.split()) != 5:
-        raise ValueError(f"{value!r} is not a schedule: write a cron expression of 5 fields "
-                         f"(minute hour day month weekday, UTC) or e.g. \"every 15m\"")
+        raise ValueError(
+            f"{value!r} is not a schedule: write a cron expression of 5 fields "
+            f'(minute hour day month weekday, UTC) or e.g. "every 15m"'
+        )
     from apscheduler.triggers.cron import CronTrigger
 
     try:
@@ -200,8 +203,13 @@ class Project:
         if not path.is_file():
             names = self.sync_names()
             known = ", ".join(names) or "none"
-            return None, [Problem(file, None, f"no sync named {name!r}"
-                                              f"{did_you_mean(name, names)} (syncs: {known})")]
+            return None, [
+                Problem(
+                    file,
+                    None,
+                    f"no sync named {name!r}{did_you_mean(name, names)} (syncs: {known})",
+                )
+            ]
         text, problems = read_text(path, file)
         if text is None:
             return None, problems
@@ -224,26 +232,40 @@ class Project:
         columns = model.named_columns
         for column in _key_list(header.primary_key):
             if columns is not None and column not in columns:
-                problems.append(Problem(file, line_of(header_text, "primary_key"),
-                                        f"primary key column {column!r} is not among the model's "
-                                        f"columns ({', '.join(columns)})"))
+                problems.append(
+                    Problem(
+                        file,
+                        line_of(header_text, "primary_key"),
+                        f"primary key column {column!r} is not among the model's "
+                        f"columns ({', '.join(columns)})",
+                    )
+                )
         destination = self._destination(header.destination)
         if isinstance(destination, list):
             if not (self.root / DESTINATIONS_DIR / f"{header.destination}.toml").is_file():
                 names = self.destination_names()
                 known = ", ".join(names) or "none"
-                problems.append(Problem(
-                    file, line_of(header_text, "destination"),
-                    f"unknown destination {header.destination!r}"
-                    f"{did_you_mean(header.destination, names)}: there is no "
-                    f"{DESTINATIONS_DIR}/{header.destination}.toml (destinations: {known})"))
+                problems.append(
+                    Problem(
+                        file,
+                        line_of(header_text, "destination"),
+                        f"unknown destination {header.destination!r}"
+                        f"{did_you_mean(header.destination, names)}: there is no "
+                        f"{DESTINATIONS_DIR}/{header.destination}.toml (destinations: {known})",
+                    )
+                )
             elif report_destination:
                 problems += destination
             return None, _in_order(scrub(problems, secrets))
         if header.mode == "mirror" and "delete" not in destination.adapter.operations:
-            problems.append(Problem(file, line_of(header_text, "mode"),
-                                    f"mode 'mirror' needs deletes, which destination type "
-                                    f"{destination.adapter.type!r} does not support"))
+            problems.append(
+                Problem(
+                    file,
+                    line_of(header_text, "mode"),
+                    f"mode 'mirror' needs deletes, which destination type "
+                    f"{destination.adapter.type!r} does not support",
+                )
+            )
         if problems:
             return None, _in_order(scrub(problems, secrets))
         return Sync(name, file, header, model, sql_line, text, destination), []
@@ -278,19 +300,33 @@ class Project:
         if type_name is None:
             return [Problem(file, None, f"missing key 'type' (the adapter: {known})")]
         if not isinstance(type_name, str):
-            return [Problem(file, line_of(text, "type"),
-                            f"'type' must be a string naming the adapter ({known})")]
+            return [
+                Problem(
+                    file,
+                    line_of(text, "type"),
+                    f"'type' must be a string naming the adapter ({known})",
+                )
+            ]
         try:
             adapter = registry.adapter_class(type_name)
         except KeyError:
-            return [Problem(file, line_of(text, "type"),
-                            f"unknown destination type {type_name!r}"
-                            f"{did_you_mean(type_name, registry.known_types())} "
-                            f"(known types: {known})")]
+            return [
+                Problem(
+                    file,
+                    line_of(text, "type"),
+                    f"unknown destination type {type_name!r}"
+                    f"{did_you_mean(type_name, registry.known_types())} "
+                    f"(known types: {known})",
+                )
+            ]
         except Exception as exc:  # a plugin that fails to import
-            return [Problem(file, line_of(text, "type"),
-                            f"the adapter for destination type {type_name!r} cannot be loaded: "
-                            f"{exc!r}")]
+            return [
+                Problem(
+                    file,
+                    line_of(text, "type"),
+                    f"the adapter for destination type {type_name!r} cannot be loaded: {exc!r}",
+                )
+            ]
         model: type[DestinationSettings] = adapter.settings_model
         try:
             settings = model(**data)
@@ -317,7 +353,7 @@ def split_header(text: str) -> tuple[str, str, int]:
             break
         body = line[2:]
         header.append(body[1:] if body.startswith(" ") else body)
-    sql = "".join(lines[len(header):])
+    sql = "".join(lines[len(header) :])
     return "".join(header), sql, len(header) + 1
 
 

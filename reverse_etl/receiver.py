@@ -39,12 +39,13 @@ class WebhookReceiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/ingest"
+        port = self.server.server_address[1]
+        return f"http://127.0.0.1:{port}/ingest"
 
     def start(self) -> WebhookReceiver:
         self._thread.start()
@@ -99,11 +100,16 @@ class WebhookReceiver:
 
     def _log(self, body: dict[str, Any], headers: dict[str, str], status: int, raw: bytes) -> None:
         with self.lock:
-            self.requests.append({
-                "operation": body.get("operation"), "records": len(body.get("records", [])),
-                "keys": [r["key"] for r in body.get("records", [])], "headers": headers,
-                "status": status, "raw": raw,
-            })
+            self.requests.append(
+                {
+                    "operation": body.get("operation"),
+                    "records": len(body.get("records", [])),
+                    "keys": [r["key"] for r in body.get("records", [])],
+                    "headers": headers,
+                    "status": status,
+                    "raw": raw,
+                }
+            )
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
@@ -115,6 +121,7 @@ class WebhookReceiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                reply_headers: dict[str, str]
                 try:
                     body = json.loads(raw)
                 except ValueError:

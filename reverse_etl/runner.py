@@ -46,12 +46,19 @@ class RunResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        counts = self.counts.as_dict() if self.counts else dict.fromkeys(
-            ("rows", "added", "changed", "removed", "unchanged", "invalid"), 0)
+        counts = (
+            self.counts.as_dict()
+            if self.counts
+            else dict.fromkeys(("rows", "added", "changed", "removed", "unchanged", "invalid"), 0)
+        )
         result: dict[str, Any] = {"sync": self.sync, "run_id": self.run_id, "status": self.status}
         result.update(counts)
-        result.update(delivered=self.delivered, rejected=self.rejected, failed=self.failed,
-                      duration_seconds=round(self.duration_seconds, 3))
+        result.update(
+            delivered=self.delivered,
+            rejected=self.rejected,
+            failed=self.failed,
+            duration_seconds=round(self.duration_seconds, 3),
+        )
         if self.error:
             result["error"] = self.error
         return result
@@ -76,8 +83,12 @@ def _stage(project: Project, sync: Sync, state: SyncState) -> None:
     warehouse = open_warehouse(project.settings.warehouse, project.root)
     warehouse.connect(state.con)
     try:
-        state.stage(warehouse.relation(state.con, sync.model.sql), sync.primary_key,
-                    sync.file, sync.header_line("primary_key"))
+        state.stage(
+            warehouse.relation(state.con, sync.model.sql),
+            sync.primary_key,
+            sync.file,
+            sync.header_line("primary_key"),
+        )
     except duckdb.Error as exc:
         raise WarehouseError(str(model_problem(sync, exc))) from None
 
@@ -130,7 +141,8 @@ def _run(
             result.counts = state.diff(sync.header.mode, full_resync)
             log.info("%s: run %s: %s", sync.name, run_id, result.counts)
             history.replace_invalid(
-                sync.name, run_id, state.invalid_rows() if result.counts.invalid else [])
+                sync.name, run_id, state.invalid_rows() if result.counts.invalid else []
+            )
             state.settle_hashes()
             if sync.header.mode != "mirror" and result.counts.removed:
                 state.forget_removed()
@@ -138,9 +150,15 @@ def _run(
             total = state.pending_count()
             if on_progress:
                 on_progress(sync.name, 0, total)
-            outcome = asyncio.run(
-                _deliver(project, sync, state, history, run_id, batches, total, on_progress, on_start)
-            ) if batches else None
+            outcome = (
+                asyncio.run(
+                    _deliver(
+                        project, sync, state, history, run_id, batches, total, on_progress, on_start
+                    )
+                )
+                if batches
+                else None
+            )
             state.fold_journal()
         history.drop_resolved(sync.name, run_id)
         if outcome is not None:
@@ -195,8 +213,9 @@ async def _deliver(
         if failed:
             history.record_undelivered(sync.name, run_id, "failed", failed)
 
-    limits = httpx.Limits(max_connections=settings.max_concurrency,
-                          max_keepalive_connections=settings.max_concurrency)
+    limits = httpx.Limits(
+        max_connections=settings.max_concurrency, max_keepalive_connections=settings.max_concurrency
+    )
     async with httpx.AsyncClient(timeout=settings.timeout_seconds, limits=limits) as client:
         delivery = Delivery(
             sync=sync.name,

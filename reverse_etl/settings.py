@@ -137,14 +137,23 @@ def _unknown_sections(data: dict[str, Any], text: str) -> list[Problem]:
         if name in sections:
             continue
         if isinstance(value, dict):
-            problems.append(Problem(
-                CONFIG_FILE, section_line(text, name),
-                f"unknown section [{name}]{did_you_mean(name, sections)} (sections: {known})"))
+            problems.append(
+                Problem(
+                    CONFIG_FILE,
+                    section_line(text, name),
+                    f"unknown section [{name}]{did_you_mean(name, sections)} (sections: {known})",
+                )
+            )
         else:
             home = next((s for s, model in sections.items() if name in model.model_fields), None)
             hint = f"; it belongs under [{home}]" if home else f" (sections: {known})"
-            problems.append(Problem(CONFIG_FILE, line_of(text, name),
-                                    f"unknown key {name!r} outside any section{hint}"))
+            problems.append(
+                Problem(
+                    CONFIG_FILE,
+                    line_of(text, name),
+                    f"unknown key {name!r} outside any section{hint}",
+                )
+            )
     return problems
 
 
@@ -168,8 +177,10 @@ def _problem(error: Any, text: str) -> Problem:
 
 def _unknown_key(section: str, key: str, model: type[BaseModel] | None) -> str:
     choices = list(model.model_fields) if model else []
-    return (f"unknown key {key!r} in [{section}]{did_you_mean(key, choices)} "
-            f"(keys: {', '.join(choices)})")
+    return (
+        f"unknown key {key!r} in [{section}]{did_you_mean(key, choices)} "
+        f"(keys: {', '.join(choices)})"
+    )
 
 
 def _env_problem(message: str) -> Problem:
@@ -178,9 +189,12 @@ def _env_problem(message: str) -> Problem:
     section = found.group(1) if found else ""
     wanted = f"{ENV_PREFIX}{section}".upper()
     env_name = next((n for n in os.environ if n.upper() == wanted), wanted)
-    return Problem(f"${env_name}", None,
-                   f"cannot read [{section}] from the environment ({message}); set single keys "
-                   f"with {ENV_PREFIX}{section.upper()}__<KEY> instead")
+    return Problem(
+        f"${env_name}",
+        None,
+        f"cannot read [{section}] from the environment ({message}); set single keys "
+        f"with {ENV_PREFIX}{section.upper()}__<KEY> instead",
+    )
 
 
 def _unknown_env_keys() -> list[Problem]:
@@ -191,24 +205,33 @@ def _unknown_env_keys() -> list[Problem]:
     for name in os.environ:
         if not name.upper().startswith(ENV_PREFIX):
             continue
-        rest = name[len(ENV_PREFIX):].lower()
+        rest = name[len(ENV_PREFIX) :].lower()
         if "__" not in rest:
             for section, model in sections.items():
-                key = rest[len(section) + 1:]
+                key = rest[len(section) + 1 :]
                 if rest.startswith(section + "_") and key in model.model_fields:
-                    problems.append(Problem(
-                        f"${name}", None,
-                        f"not a setting: did you mean {ENV_PREFIX}{section.upper()}__"
-                        f"{key.upper()}? (two underscores between section and key)"))
+                    problems.append(
+                        Problem(
+                            f"${name}",
+                            None,
+                            f"not a setting: did you mean {ENV_PREFIX}{section.upper()}__"
+                            f"{key.upper()}? (two underscores between section and key)",
+                        )
+                    )
             continue
         section, _, key = rest.partition("__")
         found = sections.get(section)
         if found is None:
-            problems.append(Problem(
-                f"${name}", None,
-                f"unknown settings section [{section}]{did_you_mean(section, sections)} "
-                f"(sections: {', '.join(sections)})"))
+            problems.append(
+                Problem(
+                    f"${name}",
+                    None,
+                    f"unknown settings section [{section}]{did_you_mean(section, sections)} "
+                    f"(sections: {', '.join(sections)})",
+                )
+            )
         elif key.split("__")[0] not in found.model_fields:
-            problems.append(Problem(f"${name}", None,
-                                    _unknown_key(section, key.split("__")[0], found)))
+            problems.append(
+                Problem(f"${name}", None, _unknown_key(section, key.split("__")[0], found))
+            )
     return problems

@@ -31,8 +31,10 @@ PENDING = "__retl_pending"
 DELIVERED = "__retl_delivered"
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS state.snapshot (key VARCHAR NOT NULL, hash UBIGINT NOT NULL, fields VARCHAR NOT NULL);
-CREATE TABLE IF NOT EXISTS state.journal (key VARCHAR NOT NULL, op VARCHAR NOT NULL, hash UBIGINT, fields VARCHAR);
+CREATE TABLE IF NOT EXISTS state.snapshot (
+    key VARCHAR NOT NULL, hash UBIGINT NOT NULL, fields VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS state.journal (
+    key VARCHAR NOT NULL, op VARCHAR NOT NULL, hash UBIGINT, fields VARCHAR);
 CREATE TABLE IF NOT EXISTS state.meta (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
 """
 
@@ -128,23 +130,33 @@ class SyncState:
         con.execute("BEGIN")
         con.execute("DELETE FROM state.snapshot WHERE key IN (SELECT key FROM state.journal)")
         con.execute(
-            "INSERT INTO state.snapshot SELECT key, hash, fields FROM state.journal WHERE op = 'put'"
+            "INSERT INTO state.snapshot "
+            "SELECT key, hash, fields FROM state.journal WHERE op = 'put'"
         )
         con.execute("DELETE FROM state.journal")
         con.execute("COMMIT")
 
     # -- staging and diff --------------------------------------------------------------
 
-    def stage(self, relation: str, primary_key: Sequence[str], file: str, key_line: int | None) -> None:
+    def stage(
+        self, relation: str, primary_key: Sequence[str], file: str, key_line: int | None
+    ) -> None:
         """Run the model into a temporary table with each row's wire key and hash."""
         con = self.con
         rel = con.sql(f"SELECT * FROM {relation}")
         self.columns, self.types = list(rel.columns), list(rel.types)
         missing = [c for c in primary_key if c not in self.columns]
         if missing:
-            raise ProjectError([Problem(file, key_line,
-                f"primary key column {missing[0]!r} is not among the model's columns "
-                f"({', '.join(self.columns)})")])
+            raise ProjectError(
+                [
+                    Problem(
+                        file,
+                        key_line,
+                        f"primary key column {missing[0]!r} is not among the model's columns "
+                        f"({', '.join(self.columns)})",
+                    )
+                ]
+            )
         key_types = [self.types[self.columns.index(c)] for c in primary_key]
         fingerprint = ";".join(f"{c}:{t}" for c, t in zip(self.columns, self.types, strict=True))
         con.execute(
@@ -162,7 +174,9 @@ class SyncState:
     def _hash_scheme(self) -> tuple[str, bool]:
         """The current hash scheme, and whether the snapshot's hashes were made with it."""
         current: str = self.con.execute(_HASH_CANARY).fetchone()[0]  # type: ignore[index]
-        stored = self.con.execute("SELECT value FROM state.meta WHERE name = 'hash_scheme'").fetchone()
+        stored = self.con.execute(
+            "SELECT value FROM state.meta WHERE name = 'hash_scheme'"
+        ).fetchone()
         if stored is not None:
             return current, stored[0] == current
         empty = not self.con.execute("SELECT count(*) FROM state.snapshot").fetchone()[0]  # type: ignore[index]
@@ -219,7 +233,8 @@ class SyncState:
         operation = quote_literal(_OPERATION[mode])
         deletes = (
             "UNION ALL SELECT 'delete', key, hash, fields FROM __retl_removed"
-            if mode == "mirror" else ""
+            if mode == "mirror"
+            else ""
         )
         self.con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {PENDING} AS

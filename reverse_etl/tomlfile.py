@@ -26,8 +26,13 @@ def read_text(path: Path, file: str) -> tuple[str | None, list[Problem]]:
         return path.read_text(encoding="utf-8"), []
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        return None, [Problem(file, line, f"the file is not UTF-8 text ({exc.reason} at byte "
-                                          f"{exc.start}); save it as UTF-8")]
+        return None, [
+            Problem(
+                file,
+                line,
+                f"the file is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8",
+            )
+        ]
     except OSError as exc:
         return None, [Problem(file, None, f"cannot read the file: {exc.strerror or exc}")]
 
@@ -103,8 +108,10 @@ def scrub(problems: list[Problem], secrets: Mapping[str, str]) -> list[Problem]:
     if not values:
         return problems
     pattern = re.compile("|".join(re.escape(v) for v in values))
-    return [Problem(p.file, p.line, pattern.sub(lambda m: secrets[m.group(0)], p.message))
-            for p in problems]
+    return [
+        Problem(p.file, p.line, pattern.sub(lambda m: secrets[m.group(0)], p.message))
+        for p in problems
+    ]
 
 
 def line_of(text: str, needle: str, first_line: int = 1, section: str | None = None) -> int | None:

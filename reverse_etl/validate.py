@@ -36,8 +36,11 @@ def model_problem(sync: Sync, exc: Exception) -> Problem:
         line = sync.sql_line + relative - 1
     else:
         line = sync.sql_line
-    hints = [h.strip() for h in lines[1:]
-             if h.strip().startswith(_HINTS) and "pg_" not in h and "duckdb_" not in h]
+    hints = [
+        h.strip()
+        for h in lines[1:]
+        if h.strip().startswith(_HINTS) and "pg_" not in h and "duckdb_" not in h
+    ]
     text = " ".join([lines[0], *hints])
     return Problem(sync.file, max(line, sync.sql_line), f"the model fails in the warehouse: {text}")
 
@@ -64,8 +67,9 @@ def validate_project(project: Project) -> list[Problem]:
     return problems
 
 
-def _warehouse_problems(con: duckdb.DuckDBPyConnection, warehouse: object,
-                        sync: Sync) -> list[Problem]:
+def _warehouse_problems(
+    con: duckdb.DuckDBPyConnection, warehouse: object, sync: Sync
+) -> list[Problem]:
     try:
         relation = warehouse.relation(con, sync.model.sql)  # type: ignore[attr-defined]
         # LIMIT 0: the model is planned and bound (tables, columns, types) but not run
@@ -73,9 +77,11 @@ def _warehouse_problems(con: duckdb.DuckDBPyConnection, warehouse: object,
     except duckdb.Error as exc:
         return [model_problem(sync, exc)]
     return [
-        Problem(sync.file, sync.header_line("primary_key"),
-                f"primary key column {key!r} is not among the model's columns "
-                f"({', '.join(columns)})")
+        Problem(
+            sync.file,
+            sync.header_line("primary_key"),
+            f"primary key column {key!r} is not among the model's columns ({', '.join(columns)})",
+        )
         for key in sync.primary_key
         if key not in columns
     ]

@@ -33,7 +33,9 @@ class Outcome:
 
 def toml_value(value: Any) -> str:
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+        return (
+            "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+        )
     return json.dumps(value)
 
 
@@ -67,23 +69,30 @@ class ProjectFixture:
     def cli(self, *args: str, env: dict[str, str] | None = None) -> Outcome:
         """The CLI in this process (fast); stdout and stderr kept apart."""
         runner = CliRunner()
-        result = runner.invoke(main, [*args, "--project", str(self.root)], env=env,
-                               catch_exceptions=False)
+        result = runner.invoke(
+            main, [*args, "--project", str(self.root)], env=env, catch_exceptions=False
+        )
         return Outcome(result.exit_code, result.stdout, result.stderr)
 
-    def command(self, *args: str, env: dict[str, str] | None = None,
-                timeout: float = 120) -> Outcome:
+    def command(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    ) -> Outcome:
         """The CLI as a real subprocess, the way users and schedulers run it."""
         proc = subprocess.run(
             [sys.executable, "-m", "reverse_etl", *args, "--project", str(self.root)],
-            capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **(env or {})},
         )
         return Outcome(proc.returncode, proc.stdout, proc.stderr)
 
     def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "reverse_etl", *args, "--project", str(self.root)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             env={**os.environ, **(env or {})},
         )
 
@@ -103,19 +112,25 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture
-def users_project(project: ProjectFixture, receiver: WebhookReceiver) -> Callable[..., ProjectFixture]:
+def users_project(
+    project: ProjectFixture, receiver: WebhookReceiver
+) -> Callable[..., ProjectFixture]:
     """A project with a `users` table of n rows and a sync `users` to the receiver."""
 
-    def make(rows: int = 100, mode: str = "upsert", batch_size: int = 100,
-             **destination: Any) -> ProjectFixture:
+    def make(
+        rows: int = 100, mode: str = "upsert", batch_size: int = 100, **destination: Any
+    ) -> ProjectFixture:
         project.warehouse(f"""
             create or replace table users as
             select i as id, 'user' || i || '@example.com' as email, i % 3 as tier,
                    (i * 1.5)::decimal(10, 2) as score
             from range(1, {rows} + 1) t(i)""")
         project.webhook("hook", receiver.url, batch_size=batch_size, **destination)
-        project.sync("users", {"destination": "hook", "primary_key": "id", "mode": mode},
-                     "select id, email, tier, score from users")
+        project.sync(
+            "users",
+            {"destination": "hook", "primary_key": "id", "mode": mode},
+            "select id, email, tier, score from users",
+        )
         return project
 
     return make

@@ -92,14 +92,18 @@ def error_at(document: dict, file: str) -> list[dict]:
 
 
 def test_sql_syntax_error_names_the_file_line_of_the_error(base, receiver):
-    write(base, "syncs/broken.sql", """
+    write(
+        base,
+        "syncs/broken.sql",
+        """
         -- destination = "hook"
         -- primary_key = "id"
         select id,
                email
         from users
         where id = = 3
-        """)
+        """,
+    )
     # the real command, as users run it: no traceback, exit 2, the file and its line 6
     assert_refused(base.command("run", "broken"), "syncs/broken.sql:6", "SQL syntax error")
     assert_refused(base.cli("validate"), "syncs/broken.sql:6", "SQL syntax error")
@@ -107,7 +111,10 @@ def test_sql_syntax_error_names_the_file_line_of_the_error(base, receiver):
 
 
 def test_sql_syntax_error_after_a_blank_line_and_comments_keeps_file_lines(base):
-    write(base, "syncs/broken.sql", """
+    write(
+        base,
+        "syncs/broken.sql",
+        """
         -- # prose in the header
         -- destination = "hook"
         -- primary_key = "id"
@@ -115,21 +122,30 @@ def test_sql_syntax_error_after_a_blank_line_and_comments_keeps_file_lines(base)
         -- an ordinary SQL comment
         select id, email
         frm users
-        """)
+        """,
+    )
     _, document = validate_json(base)
     [error] = error_at(document, "syncs/broken.sql")
     assert error["line"] == 7, error
 
 
-@pytest.mark.parametrize("sql, line, what", [
-    ("select id,\n  'unclosed\nfrom users", 4, "'"),
-    ('select id,\n  "unclosed\nfrom users', 4, '"'),
-    ("select id, email\nfrom users\n/* a comment left open", 5, "/*"),
-], ids=["string", "identifier", "comment"])
+@pytest.mark.parametrize(
+    "sql, line, what",
+    [
+        ("select id,\n  'unclosed\nfrom users", 4, "'"),
+        ('select id,\n  "unclosed\nfrom users', 4, '"'),
+        ("select id, email\nfrom users\n/* a comment left open", 5, "/*"),
+    ],
+    ids=["string", "identifier", "comment"],
+)
 def test_an_unclosed_quote_or_comment_is_a_syntax_error_on_its_line(base, sql, line, what):
     base.sync("open", {"destination": "hook", "primary_key": "id"}, sql)
-    assert_refused(base.cli("run", "open"), f"syncs/open.sql:{line}", "SQL syntax error",
-                   f"{what} is opened here and never closed")
+    assert_refused(
+        base.cli("run", "open"),
+        f"syncs/open.sql:{line}",
+        "SQL syntax error",
+        f"{what} is opened here and never closed",
+    )
 
 
 WRITES = {  # the SQL (from line 3 of the file), what the message names, the line it names
@@ -137,13 +153,23 @@ WRITES = {  # the SQL (from line 3 of the file), what the message names, the lin
     "update": ("update users set email = null", "UPDATE", 3),
     "insert": ("insert into users values (9, 'x')", "INSERT", 3),
     "ddl": ("drop table users", "DROP", 3),
-    "two statements": ("select id, email from users;\nselect id, email from users",
-                       "found 2 statements", 4),
+    "two statements": (
+        "select id, email from users;\nselect id, email from users",
+        "found 2 statements",
+        4,
+    ),
     "select into": ("select id, email\ninto copy_of_users from users", "SELECT ... INTO", 4),
-    "delete in a cte": ("with gone as (delete from users returning *)\nselect id, email from gone",
-                        "DELETE", 3),
-    "insert in a cte": ("with kept as (select 1)\n, added as (insert into users values (9, 'x') "
-                        "returning *)\nselect id, email from added", "INSERT", 4),
+    "delete in a cte": (
+        "with gone as (delete from users returning *)\nselect id, email from gone",
+        "DELETE",
+        3,
+    ),
+    "insert in a cte": (
+        "with kept as (select 1)\n, added as (insert into users values (9, 'x') "
+        "returning *)\nselect id, email from added",
+        "INSERT",
+        4,
+    ),
 }
 
 
@@ -161,26 +187,34 @@ def test_a_model_that_is_not_one_read_only_query_is_refused(base, receiver, sql,
 
 
 def test_the_second_statement_is_reported_on_its_own_line(base):
-    write(base, "syncs/two.sql", """
+    write(
+        base,
+        "syncs/two.sql",
+        """
         -- destination = "hook"
         -- primary_key = "id"
         select id, email from users;
 
         select id from users
-        """)
+        """,
+    )
     _, document = validate_json(base)
     [error] = error_at(document, "syncs/two.sql")
     assert error["line"] == 5 and "exactly one query" in error["message"], error
 
 
 def test_a_write_in_a_cte_is_reported_on_its_line(base):
-    write(base, "syncs/cte.sql", """
+    write(
+        base,
+        "syncs/cte.sql",
+        """
         -- destination = "hook"
         -- primary_key = "id"
         with kept as (select id, email from users),
              gone as (delete from users returning *)
         select id, email from kept
-        """)
+        """,
+    )
     _, document = validate_json(base)
     [error] = error_at(document, "syncs/cte.sql")
     assert error["line"] == 4 and "DELETE" in error["message"], error
@@ -226,16 +260,25 @@ def test_unknown_destination_lists_the_known_ones(base, receiver):
     base.webhook("crm", receiver.url)
     base.sync("lost", {"primary_key": "id", "destination": "x"}, GOOD_SQL)
     for outcome in (base.cli("validate"), base.cli("run", "lost")):
-        assert_refused(outcome, "syncs/lost.sql:2", "unknown destination 'x'",
-                       "destinations/x.toml", "crm, hook")
+        assert_refused(
+            outcome,
+            "syncs/lost.sql:2",
+            "unknown destination 'x'",
+            "destinations/x.toml",
+            "crm, hook",
+        )
     assert receiver.requests == []
 
 
 def test_unknown_destination_type_lists_the_known_types(base):
     base.destination("crm", 'url = "https://example.com"\ntype = "salesforse"')
     base.sync("to_crm", {"destination": "crm", "primary_key": "id"}, GOOD_SQL)
-    assert_refused(base.cli("validate"), "destinations/crm.toml:2",
-                   "unknown destination type 'salesforse'", "webhook")
+    assert_refused(
+        base.cli("validate"),
+        "destinations/crm.toml:2",
+        "unknown destination type 'salesforse'",
+        "webhook",
+    )
     assert_refused(base.command("run", "to_crm"), "destinations/crm.toml:2", "known types")
 
 
@@ -245,11 +288,14 @@ def test_missing_destination_type(base):
 
 
 def test_missing_environment_variable_names_variable_and_line(base, receiver):
-    base.destination("crm", f"""
+    base.destination(
+        "crm",
+        f"""
         type = "webhook"
         url = "{receiver.url}"
         headers = {{ Authorization = "Bearer ${{CRM_TOKEN}}" }}
-        """)
+        """,
+    )
     base.sync("to_crm", {"destination": "crm", "primary_key": "id"}, GOOD_SQL)
     run = base.command("run", "to_crm")
     assert_refused(run, "destinations/crm.toml:3", "CRM_TOKEN", "not set")
@@ -263,11 +309,14 @@ def test_missing_environment_variable_names_variable_and_line(base, receiver):
 
 
 def test_variable_default_and_escape(base, receiver, monkeypatch):
-    base.destination("crm", f"""
+    base.destination(
+        "crm",
+        f"""
         type = "webhook"
         url = "${{HOOK_URL:-{receiver.url}}}"
         headers = {{ X-Template = "$${{NOT_A_VARIABLE}}", X-Empty = "${{UNSET_VAR:-}}" }}
-        """)
+        """,
+    )
     base.sync("to_crm", {"destination": "crm", "primary_key": "id"}, GOOD_SQL)
     monkeypatch.delenv("NOT_A_VARIABLE", raising=False)
     monkeypatch.delenv("UNSET_VAR", raising=False)
@@ -284,8 +333,10 @@ def test_a_secret_from_the_environment_never_appears_in_an_error(base):
     base.destination("crm", 'type = "webhook"\nurl = "${HOOK_URL}"')
     base.sync("to_crm", {"destination": "crm", "primary_key": "id"}, GOOD_SQL)
     secret = "hooks.example.com/T0KEN-abc123"  # no scheme: invalid, and a secret
-    for outcome in (base.cli("validate", env={"HOOK_URL": secret}),
-                    base.cli("run", "to_crm", "--json", env={"HOOK_URL": secret})):
+    for outcome in (
+        base.cli("validate", env={"HOOK_URL": secret}),
+        base.cli("run", "to_crm", "--json", env={"HOOK_URL": secret}),
+    ):
         assert_refused(outcome, "destinations/crm.toml:2", "url")
         assert "T0KEN-abc123" not in outcome.stdout + outcome.stderr
 
@@ -299,11 +350,15 @@ def test_a_bad_destination_value_names_key_and_line(base):
 
 
 def test_malformed_toml_in_config(base):
-    write(base, "config.toml", """
+    write(
+        base,
+        "config.toml",
+        """
         [warehouse]
         type = "duckdb"
         path = "warehouse.duckdb
-        """)
+        """,
+    )
     assert_refused(base.command("validate"), "config.toml:3", "invalid TOML")
     assert_refused(base.cli("run", "good"), "config.toml:3", "invalid TOML")
 
@@ -315,7 +370,9 @@ def test_malformed_toml_in_config_is_reported_by_validate_json_with_the_rest(bas
     assert outcome.exit_code == 2
     assert document["ok"] is False
     assert {(e["file"], e["line"]) for e in document["errors"]} == {
-        ("config.toml", 1), ("syncs/nokey.sql", 2)}
+        ("config.toml", 1),
+        ("syncs/nokey.sql", 2),
+    }
 
 
 def test_malformed_toml_in_a_destination(base, receiver):
@@ -327,12 +384,16 @@ def test_malformed_toml_in_a_destination(base, receiver):
 
 
 def test_malformed_toml_in_a_sync_header_has_the_file_line(base):
-    write(base, "syncs/bad_header.sql", """
+    write(
+        base,
+        "syncs/bad_header.sql",
+        """
         -- # what this sync is for
         -- destination = "hook"
         -- primary_key = [id]
         select id, email from users
-        """)
+        """,
+    )
     assert_refused(base.cli("validate"), "syncs/bad_header.sql:3", "invalid TOML")
     assert_refused(base.cli("run", "bad_header"), "syncs/bad_header.sql:3", "invalid TOML")
 
@@ -344,8 +405,11 @@ def test_missing_header_keys_are_named(base):
 
 
 def test_bad_header_values_are_named_with_their_line(base):
-    base.sync("bad", {"destination": "hook", "primary_key": "id", "mode": "sideways",
-                      "batch_size": 0}, GOOD_SQL)
+    base.sync(
+        "bad",
+        {"destination": "hook", "primary_key": "id", "mode": "sideways", "batch_size": 0},
+        GOOD_SQL,
+    )
     _, document = validate_json(base)
     errors = error_at(document, "syncs/bad.sql")
     assert sorted(e["line"] for e in errors) == [3, 4], errors
@@ -353,22 +417,31 @@ def test_bad_header_values_are_named_with_their_line(base):
 
 
 def test_a_bad_schedule_is_reported_at_validation(base):
-    base.sync("sched", {"destination": "hook", "primary_key": "id",
-                        "schedule": "every five minutes"}, GOOD_SQL)
-    base.sync("cron", {"destination": "hook", "primary_key": "id",
-                       "schedule": "61 * * * *"}, GOOD_SQL)
-    base.sync("fine", {"destination": "hook", "primary_key": "id",
-                       "schedule": "*/15 * * * *"}, GOOD_SQL)
-    base.sync("every", {"destination": "hook", "primary_key": "id",
-                        "schedule": "every 30s"}, GOOD_SQL)
+    base.sync(
+        "sched",
+        {"destination": "hook", "primary_key": "id", "schedule": "every five minutes"},
+        GOOD_SQL,
+    )
+    base.sync(
+        "cron", {"destination": "hook", "primary_key": "id", "schedule": "61 * * * *"}, GOOD_SQL
+    )
+    base.sync(
+        "fine", {"destination": "hook", "primary_key": "id", "schedule": "*/15 * * * *"}, GOOD_SQL
+    )
+    base.sync(
+        "every", {"destination": "hook", "primary_key": "id", "schedule": "every 30s"}, GOOD_SQL
+    )
     _, document = validate_json(base)
     assert {(e["file"], e["line"]) for e in document["errors"]} == {
-        ("syncs/sched.sql", 3), ("syncs/cron.sql", 3)}, document
+        ("syncs/sched.sql", 3),
+        ("syncs/cron.sql", 3),
+    }, document
 
 
 def test_a_file_that_is_not_utf8_is_reported(base):
     (base.root / "syncs" / "latin.sql").write_bytes(
-        b'-- destination = "hook"\n-- primary_key = "id"\nselect \'caf\xe9\' as id\n')
+        b'-- destination = "hook"\n-- primary_key = "id"\nselect \'caf\xe9\' as id\n'
+    )
     assert_refused(base.cli("validate"), "syncs/latin.sql", "UTF-8")
     assert_refused(base.cli("run", "latin"), "syncs/latin.sql", "UTF-8")
 
@@ -377,10 +450,14 @@ def test_a_file_that_is_not_utf8_is_reported(base):
 
 
 def test_missing_warehouse_file_names_path_and_config_key(base, receiver):
-    write(base, "config.toml", """
+    write(
+        base,
+        "config.toml",
+        """
         [warehouse]
         path = "missing.duckdb"
-        """)
+        """,
+    )
     assert_refused(base.cli("validate"), "config.toml:2", "missing.duckdb", "[warehouse] path")
     assert_refused(base.command("run", "good"), "good", "missing.duckdb", "[warehouse] path")
     assert receiver.requests == []
@@ -394,23 +471,31 @@ def test_missing_warehouse_file_is_reported_even_when_every_sync_is_broken(base)
 
 
 def test_unknown_key_in_config(base):
-    write(base, "config.toml", """
+    write(
+        base,
+        "config.toml",
+        """
         [warehouse]
         type = "duckdb"
         pth = "warehouse.duckdb"
-        """)
+        """,
+    )
     assert_refused(base.cli("validate"), "config.toml:3", "unknown key 'pth'", "path")
     assert_refused(base.cli("run", "good"), "config.toml:3", "unknown key 'pth'")
 
 
 def test_unknown_section_in_config(base):
-    write(base, "config.toml", """
+    write(
+        base,
+        "config.toml",
+        """
         [warehouse]
         path = "warehouse.duckdb"
 
         [warehose]
         path = "elsewhere.duckdb"
-        """)
+        """,
+    )
     assert_refused(base.cli("validate"), "config.toml:4", "unknown section [warehose]")
 
 
@@ -429,17 +514,21 @@ def test_unknown_key_in_a_sync_header(base, receiver):
 def test_unknown_key_in_a_destination(base, receiver):
     base.destination("crm", f'type = "webhook"\nurl = "{receiver.url}"\nbatchsize = 10\n')
     base.sync("to_crm", {"destination": "crm", "primary_key": "id"}, GOOD_SQL)
-    assert_refused(base.cli("validate"), "destinations/crm.toml:3", "unknown key 'batchsize'",
-                   "batch_size")
+    assert_refused(
+        base.cli("validate"), "destinations/crm.toml:3", "unknown key 'batchsize'", "batch_size"
+    )
     assert_refused(base.cli("run", "to_crm"), "destinations/crm.toml:3", "unknown key 'batchsize'")
     assert receiver.requests == []
 
 
-@pytest.mark.parametrize("name, message", [
-    ("REVERSE_ETL_WAREHOUSE__PTH", "unknown key 'pth' in [warehouse]"),
-    ("REVERSE_ETL_WAREHOSE__PATH", "unknown settings section [warehose]"),
-    ("REVERSE_ETL_WAREHOUSE_PATH", "REVERSE_ETL_WAREHOUSE__PATH"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("REVERSE_ETL_WAREHOUSE__PTH", "unknown key 'pth' in [warehouse]"),
+        ("REVERSE_ETL_WAREHOSE__PATH", "unknown settings section [warehose]"),
+        ("REVERSE_ETL_WAREHOUSE_PATH", "REVERSE_ETL_WAREHOUSE__PATH"),
+    ],
+)
 def test_unknown_settings_environment_variable(base, receiver, name, message):
     assert_refused(base.cli("validate", env={name: "x"}), f"${name}", message)
     assert_refused(base.cli("run", "good", env={name: "x"}), f"${name}", message)
@@ -460,12 +549,16 @@ def test_a_key_outside_any_section_in_config(base):
 
 
 def test_variables_in_config_toml(base):
-    write(base, "config.toml", """
+    write(
+        base,
+        "config.toml",
+        """
         [warehouse]
         path = "${WAREHOUSE_FILE:-warehouse.duckdb}"
         [state]
         path = "${STATE_DIR}"
-        """)
+        """,
+    )
     assert_refused(base.cli("validate"), "config.toml:4", "STATE_DIR", "not set")
     ok = base.cli("run", "good", env={"STATE_DIR": "elsewhere"})
     assert ok.exit_code == 0, ok.stderr
@@ -487,8 +580,11 @@ def test_environment_overrides_config_toml(base, receiver):
 
 
 def test_a_table_missing_from_the_warehouse(base, receiver):
-    base.sync("ghost", {"destination": "hook", "primary_key": "id"},
-              "select id, email\nfrom no_such_table")
+    base.sync(
+        "ghost",
+        {"destination": "hook", "primary_key": "id"},
+        "select id, email\nfrom no_such_table",
+    )
     _, document = validate_json(base)
     [error] = error_at(document, "syncs/ghost.sql")
     assert error["line"] == 4 and "no_such_table" in error["message"], error
@@ -497,13 +593,17 @@ def test_a_table_missing_from_the_warehouse(base, receiver):
 
 
 def test_a_missing_table_after_a_blank_line_is_on_its_file_line(base):
-    write(base, "syncs/ghost.sql", """
+    write(
+        base,
+        "syncs/ghost.sql",
+        """
         -- destination = "hook"
         -- primary_key = "id"
 
         select id, email
         from no_such_table
-        """)
+        """,
+    )
     _, document = validate_json(base)
     [error] = error_at(document, "syncs/ghost.sql")
     assert error["line"] == 5, error
@@ -522,8 +622,11 @@ def test_missing_project_folder(tmp_path):
 
 
 def test_validate_json_lists_every_problem_across_files(base):
-    base.sync("bad_sql", {"destination": "hook", "primary_key": "id"},
-              "select id, email\nfrom users where")
+    base.sync(
+        "bad_sql",
+        {"destination": "hook", "primary_key": "id"},
+        "select id, email\nfrom users where",
+    )
     base.sync("bad_dest", {"destination": "x", "primary_key": "id"}, GOOD_SQL)
     base.destination("broken", 'type = "webhook"\nurl = "https://example.com"\nretries = 3\n')
     base.sync("uses_broken", {"destination": "broken", "primary_key": "id"}, GOOD_SQL)
@@ -536,7 +639,10 @@ def test_validate_json_lists_every_problem_across_files(base):
         assert list(error) == ["file", "line", "message"]
         assert isinstance(error["line"], int) and error["message"]
     assert {(e["file"], e["line"]) for e in document["errors"]} == {
-        ("syncs/bad_sql.sql", 4), ("syncs/bad_dest.sql", 1), ("destinations/broken.toml", 3)}
+        ("syncs/bad_sql.sql", 4),
+        ("syncs/bad_dest.sql", 1),
+        ("destinations/broken.toml", 3),
+    }
 
 
 def test_validate_json_on_a_valid_project(base):
@@ -560,8 +666,11 @@ def test_run_a_good_sync_while_another_is_broken(base, receiver):
 
 
 def test_run_all_runs_the_good_ones_and_reports_the_broken_one(base, receiver):
-    base.sync("other", {"destination": "hook", "primary_key": "id"},
-              "select id + 100 as id, email from users")
+    base.sync(
+        "other",
+        {"destination": "hook", "primary_key": "id"},
+        "select id + 100 as id, email from users",
+    )
     base.sync("broken", {"destination": "hook", "primary_key": "id"}, "select id, email frm users")
     outcome = base.cli("run", "--all", "--json")
     err = assert_refused(outcome, "syncs/broken.sql:3", "SQL syntax error")

@@ -28,7 +28,10 @@ def test_init_scaffolds_a_project_that_validates_once_pointed_at_a_warehouse(tmp
 def test_demo_runs_twice_and_the_second_run_sends_only_changes(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "reverse_etl", "demo", "--json", "--project", str(tmp_path / "d")],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     runs = [json.loads(line) for line in proc.stdout.splitlines()]
     first = {r["sync"]: r for r in runs if r["round"] == 1}

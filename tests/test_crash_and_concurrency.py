@@ -1,4 +1,4 @@
-"""Kill a run mid-flight, run two at once: nothing lost, nothing sent twice but what was in flight."""
+"""Kill a run mid-flight, run two at once: nothing lost, nothing twice but what was in flight."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def test_sigkill_mid_run_loses_nothing(users_project, receiver):
     result = rerun.json_lines()[0]
     assert result["delivered"] == 20_000 - result["unchanged"]
     assert result["unchanged"] >= got_before_rerun - batch * concurrency, (
-        "what was acknowledged before the kill is not sent again")
+        "what was acknowledged before the kill is not sent again"
+    )
 
     assert len(receiver.data) == 20_000
     assert all(fields["email"] == f"user{key}@example.com" for key, fields in receiver.data.items())
@@ -79,8 +80,9 @@ def test_run_all_runs_every_sync(project, receiver):
     project.warehouse("create table a as select range as id from range(300)")
     project.webhook("hook", receiver.url, batch_size=10)
     for name in ("one", "two", "three"):
-        project.sync(name, {"destination": "hook", "primary_key": "id", "object": name},
-                     "select id from a")
+        project.sync(
+            name, {"destination": "hook", "primary_key": "id", "object": name}, "select id from a"
+        )
     outcome = project.cli("run", "--all", "--json")
     assert outcome.exit_code == 0
     assert sorted(r["sync"] for r in outcome.json_lines()) == ["one", "three", "two"]

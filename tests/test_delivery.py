@@ -20,8 +20,9 @@ def test_wire_format_values_headers_and_signature(project, receiver):
             {'a': 1, 'b': 'x'} as struct, 'nan'::double as nan, 'inf'::double as inf,
             '\\xAA\\xBB'::blob as bin, '00000000-0000-0000-0000-000000000001'::uuid as uid,
             interval 2 hour as span, true as flag, null::varchar as nothing, 'é"\\' as text""")
-    project.webhook("hook", receiver.url, signing_secret="s3cret",
-                    headers={"Authorization": "Bearer t0ken"})
+    project.webhook(
+        "hook", receiver.url, signing_secret="s3cret", headers={"Authorization": "Bearer t0ken"}
+    )
     project.sync("things", {"destination": "hook", "primary_key": "id"}, "select * from things")
     assert project.cli("run", "things").exit_code == 0
     [request] = receiver.requests
@@ -147,8 +148,9 @@ def test_timeouts_are_retried(users_project, receiver):
 
 def test_unreachable_destination_is_an_error(users_project):
     project = users_project(rows=5, max_retries=1, retry_backoff_seconds=0.01)
-    project.webhook("hook", "http://127.0.0.1:9/nothing-listens", max_retries=1,
-                    retry_backoff_seconds=0.01)
+    project.webhook(
+        "hook", "http://127.0.0.1:9/nothing-listens", max_retries=1, retry_backoff_seconds=0.01
+    )
     outcome = project.cli("run", "users", "--json")
     assert outcome.exit_code == 2
     assert "unreachable" in outcome.json_lines()[0]["error"]

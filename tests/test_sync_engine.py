@@ -13,9 +13,7 @@ def expected_users(project, where: str = "true") -> dict[str, dict]:
 
     with duckdb.connect(str(project.root / "warehouse.duckdb"), read_only=True) as con:
         rows = con.execute(f"select id, email, tier, score from users where {where}").fetchall()
-    return {
-        str(i): {"id": i, "email": e, "tier": t, "score": float(s)} for i, e, t, s in rows
-    }
+    return {str(i): {"id": i, "email": e, "tier": t, "score": float(s)} for i, e, t, s in rows}
 
 
 def received(receiver) -> dict[str, dict]:
@@ -50,7 +48,9 @@ def test_only_changes_are_sent(users_project, receiver, mode):
     upserts = [k for r in new_requests if r["operation"] == "upsert" for k in r["keys"]]
     deletes = [k for r in new_requests if r["operation"] == "delete" for k in r["keys"]]
     assert len(upserts) == 15
-    assert sorted(upserts) == sorted([str(i) for i in range(1, 11)] + [str(i) for i in range(1001, 1006)])
+    assert sorted(upserts) == sorted(
+        [str(i) for i in range(1, 11)] + [str(i) for i in range(1001, 1006)]
+    )
     if mode == "mirror":
         assert sorted(deletes) == ["500", "501", "502"]
         assert result["delivered"] == 18
@@ -81,12 +81,17 @@ def test_update_and_insert_modes(users_project, receiver):
     project.cli("run", "users")
     assert {r["operation"] for r in receiver.requests} == {"update"}
 
-    project.sync("users", {"destination": "hook", "primary_key": "id", "mode": "insert"},
-                 "select id, email, tier, score from users")
+    project.sync(
+        "users",
+        {"destination": "hook", "primary_key": "id", "mode": "insert"},
+        "select id, email, tier, score from users",
+    )
     project.cli("reset", "users")
     receiver.requests.clear()
     project.cli("run", "users")
-    project.warehouse("update users set tier = 9 where id = 1; insert into users values (21, 'x@y.z', 0, 0)")
+    project.warehouse(
+        "update users set tier = 9 where id = 1; insert into users values (21, 'x@y.z', 0, 0)"
+    )
     result = project.cli("run", "users", "--json").json_lines()[0]
     assert result["changed"] == 1 and result["added"] == 1
     assert result["delivered"] == 1, "insert mode sends only keys never delivered"
@@ -109,8 +114,15 @@ def test_full_resync_sends_every_row_and_reset_forgets(users_project, receiver):
 def test_plan_sends_nothing_and_changes_no_state(users_project, receiver):
     project = users_project(rows=30)
     before = project.cli("plan", "users", "--json").json_lines()[0]
-    assert before == {"sync": "users", "rows": 30, "added": 30, "changed": 0, "removed": 0,
-                      "unchanged": 0, "invalid": 0}
+    assert before == {
+        "sync": "users",
+        "rows": 30,
+        "added": 30,
+        "changed": 0,
+        "removed": 0,
+        "unchanged": 0,
+        "invalid": 0,
+    }
     assert receiver.requests == []
     assert not (project.root / ".reverse_etl" / "syncs" / "users.duckdb").exists()
     assert project.cli("plan", "users", "--json").json_lines()[0] == before
@@ -132,13 +144,18 @@ def test_rejected_records_are_listed_and_only_they_are_sent_again(users_project,
 
     listed = project.cli("rejected", "users", "--json").json_lines()
     assert sorted((r["key"], r["reason"], r["error"], r["attempts"]) for r in listed) == [
-        ("42", "rejected", "invalid email", 1), ("7", "rejected", "invalid email", 1)]
+        ("42", "rejected", "invalid email", 1),
+        ("7", "rejected", "invalid email", 1),
+    ]
 
     receiver.requests.clear()
     again = project.cli("run", "users", "--json")
     assert again.exit_code == 1
     assert sorted(k for r in receiver.requests for k in r["keys"]) == ["42", "7"]
-    assert [r["attempts"] for r in project.cli("rejected", "users", "--json").json_lines()] == [2, 2]
+    assert [r["attempts"] for r in project.cli("rejected", "users", "--json").json_lines()] == [
+        2,
+        2,
+    ]
 
     receiver.reject = None
     fixed = project.cli("run", "users", "--json")
@@ -153,11 +170,18 @@ def test_null_and_duplicate_keys_are_invalid_and_never_sent(project, receiver):
             (1, 'a'), (2, 'b'), (2, 'b again'), (null, 'nobody'), (3, 'c'), (null, 'nobody 2'))
             t(id, name)""")
     project.webhook("hook", receiver.url)
-    project.sync("people", {"destination": "hook", "primary_key": "id"}, "select id, name from people")
+    project.sync(
+        "people", {"destination": "hook", "primary_key": "id"}, "select id, name from people"
+    )
     outcome = project.cli("run", "people", "--json")
     assert outcome.exit_code == 1
     result = outcome.json_lines()[0]
-    assert (result["rows"], result["invalid"], result["delivered"], result["status"]) == (6, 4, 2, "partial")
+    assert (result["rows"], result["invalid"], result["delivered"], result["status"]) == (
+        6,
+        4,
+        2,
+        "partial",
+    )
     assert sorted(receiver.data) == ["1", "3"]
 
     listed = project.cli("rejected", "people", "--json").json_lines()
@@ -168,7 +192,9 @@ def test_null_and_duplicate_keys_are_invalid_and_never_sent(project, receiver):
     assert len(nulls) == 2 and all("primary key is NULL" in e for e in nulls)
     assert any('"nobody 2"' in e for e in nulls), "the NULL-key row is identified by its fields"
 
-    project.warehouse("delete from people where id = 2 and name = 'b again'; delete from people where id is null")
+    project.warehouse(
+        "delete from people where id = 2 and name = 'b again'; delete from people where id is null"
+    )
     clean = project.cli("run", "people", "--json")
     assert clean.exit_code == 0 and clean.json_lines()[0]["delivered"] == 1
     assert project.cli("rejected", "people", "--json").stdout == ""
@@ -182,19 +208,38 @@ def test_runs_history_newest_first(users_project, receiver):
     runs = project.cli("runs", "--json").json_lines()
     assert [r["delivered"] for r in runs] == [1, 5]
     assert all(r["status"] == "success" and r["finished_at"] >= r["started_at"] for r in runs)
-    assert set(runs[0]) >= {"sync", "run_id", "status", "rows", "added", "changed", "removed",
-                            "unchanged", "invalid", "delivered", "rejected", "failed",
-                            "duration_seconds", "started_at", "finished_at"}
+    assert set(runs[0]) >= {
+        "sync",
+        "run_id",
+        "status",
+        "rows",
+        "added",
+        "changed",
+        "removed",
+        "unchanged",
+        "invalid",
+        "delivered",
+        "rejected",
+        "failed",
+        "duration_seconds",
+        "started_at",
+        "finished_at",
+    }
     assert project.cli("runs", "users", "--limit", "1", "--json").json_lines() == runs[:1]
     human = project.cli("runs")
     assert human.exit_code == 0 and "users" in human.stdout
 
 
 def test_composite_keys_and_object(project, receiver):
-    project.warehouse("create table t as select * from (values (7, 'eu', 1), (7, 'us', 2)) v(id, region, n)")
+    project.warehouse(
+        "create table t as select * from (values (7, 'eu', 1), (7, 'us', 2)) v(id, region, n)"
+    )
     project.webhook("hook", receiver.url)
-    project.sync("t", {"destination": "hook", "primary_key": ["id", "region"], "object": "accounts"},
-                 "select id, region, n from t")
+    project.sync(
+        "t",
+        {"destination": "hook", "primary_key": ["id", "region"], "object": "accounts"},
+        "select id, region, n from t",
+    )
     assert project.cli("run", "t").exit_code == 0
     assert sorted(receiver.data) == ['[7,"eu"]', '[7,"us"]']
     assert json.loads(sorted(receiver.data)[0]) == [7, "eu"]

@@ -93,7 +93,12 @@ class Delivery:
                 break
             task = asyncio.create_task(self._process(batch))
             tasks.add(task)
-            task.add_done_callback(lambda t: (slots.release(), tasks.discard(t)))
+
+            def done(task: asyncio.Task[None]) -> None:
+                slots.release()
+                tasks.discard(task)
+
+            task.add_done_callback(done)
         while tasks:
             await asyncio.gather(*list(tasks), return_exceptions=True)
         for batch in unsent:
@@ -135,7 +140,9 @@ class Delivery:
 
     @staticmethod
     def _fail_rest(records: list[Record], sent: _Sent, message: str) -> None:
-        done = set(sent.delivered) | {k for k, _, _ in sent.rejected} | {k for k, _, _ in sent.failed}
+        done = (
+            set(sent.delivered) | {k for k, _, _ in sent.rejected} | {k for k, _, _ in sent.failed}
+        )
         sent.failed += [(r.key, message, 1) for r in records if r.key not in done]
 
     async def _send(self, operation: str, records: list[Record], sent: _Sent) -> None:
@@ -150,10 +157,17 @@ class Delivery:
             except Throttled as exc:
                 self.limiter.throttled(exc.retry_after)
                 throttled += 1
-                log.info("%s: throttled (%s); retry after %ss, rate now %s/s", self.sync, exc,
-                         exc.retry_after, self.limiter.rate and round(self.limiter.rate, 2))
+                log.info(
+                    "%s: throttled (%s); retry after %ss, rate now %s/s",
+                    self.sync,
+                    exc,
+                    exc.retry_after,
+                    self.limiter.rate and round(self.limiter.rate, 2),
+                )
                 if throttled > MAX_THROTTLED:
-                    sent.failed += _all(records, f"throttled {throttled} times: {exc}", attempts + throttled)
+                    sent.failed += _all(
+                        records, f"throttled {throttled} times: {exc}", attempts + throttled
+                    )
                     return
                 if exc.retry_after is None:
                     await asyncio.sleep(self._backoff(throttled))
@@ -166,13 +180,21 @@ class Delivery:
                         raise DestinationError(
                             f"destination {self.adapter.name!r} is unreachable: {error}"
                         ) from None
-                    sent.failed += _all(records, f"{error} (after {attempts} attempts)", attempts + throttled)
+                    sent.failed += _all(
+                        records, f"{error} (after {attempts} attempts)", attempts + throttled
+                    )
                     return
                 delay = self._backoff(attempts)
                 if isinstance(exc, Retryable) and exc.retry_after:
                     delay = max(delay, exc.retry_after)
-                log.info("%s: %d records: %s; attempt %d, retrying in %.2fs",
-                         self.sync, len(records), error, attempts, delay)
+                log.info(
+                    "%s: %d records: %s; attempt %d, retrying in %.2fs",
+                    self.sync,
+                    len(records),
+                    error,
+                    attempts,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 continue
             except SplitBatch as exc:

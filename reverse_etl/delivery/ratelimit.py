@@ -4,9 +4,9 @@ Requests are spaced at least 1/rate apart (with a small margin for the jitter be
 and the server's), so no one-second window ever holds more than `rate` requests, the first second
 included. The limiter is thread-safe (each sync runs its own event loop in `run --all` and the
 daemon): a slot is taken under a lock at the moment the request may go, never reserved ahead, so
-a caller that wakes late cannot squeeze the gap to the next one. On a 429 the rate halves (from the configured rate, or from the rate actually reached
-when none is configured) and every caller waits out Retry-After; each success wins back a
-twentieth of the configured rate.
+a caller that wakes late cannot squeeze the gap to the next one. On a 429 the rate halves (from
+the configured rate, or from the rate actually reached when none is configured) and every caller
+waits out Retry-After; each success wins back a twentieth of the configured rate.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ treats them as Retryable.
 
 from __future__ import annotations
 
+import builtins
 import email.utils
 import time
 from dataclasses import dataclass
@@ -101,8 +102,8 @@ class BatchFailed(Exception):
 class Destination:
     """Base class of every adapter."""
 
-    type: ClassVar[str]
-    settings_model: ClassVar[type[DestinationSettings]] = DestinationSettings
+    type: ClassVar[str]  # noqa: A003 (the adapter's `type` name, as in destination files)
+    settings_model: ClassVar[builtins.type[DestinationSettings]] = DestinationSettings
     operations: ClassVar[frozenset[str]] = frozenset(OPERATIONS)
     max_batch_size: ClassVar[int | None] = None
 

@@ -38,9 +38,7 @@ def encode_batch(batch: Batch) -> bytes:
         {"sync": batch.sync, "object": batch.object, "operation": batch.operation},
         separators=(",", ":"),
     )
-    records = ",".join(
-        f'{{"key":{json.dumps(r.key)},"fields":{r.fields}}}' for r in batch.records
-    )
+    records = ",".join(f'{{"key":{json.dumps(r.key)},"fields":{r.fields}}}' for r in batch.records)
     return f'{head[:-1]},"records":[{records}]}}'.encode()
 
 

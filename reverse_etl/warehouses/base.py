@@ -14,7 +14,7 @@ class Warehouse(Protocol):
     dialect: str
 
     def connect(self, con: Any) -> None:
-        """Prepare `con` (a duckdb connection) to run models; raise WarehouseError if unreachable."""
+        """Prepare `con` (a duckdb connection) to run models; WarehouseError if unreachable."""
 
     def relation(self, con: Any, sql: str) -> str:
         """SQL text usable in a FROM clause of `con` that yields the model's rows."""

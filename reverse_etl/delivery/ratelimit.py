@@ -17,7 +17,7 @@ import time
 from collections import deque
 
 _MIN_RATE = 0.1
-_MARGIN = 0.97  # aim a little under the limit: arrival jitter must not make 21 out of 20
+_MARGIN = 0.95  # aim a little under the limit: arrival jitter must not make 21 out of 20
 _WINDOW = 5.0  # seconds over which the reached rate is measured
 
 

@@ -99,8 +99,12 @@ class Delivery:
                 tasks.discard(task)
 
             task.add_done_callback(done)
+        failures: list[BaseException] = []
         while tasks:
-            await asyncio.gather(*list(tasks), return_exceptions=True)
+            results = await asyncio.gather(*list(tasks), return_exceptions=True)
+            failures += [r for r in results if isinstance(r, BaseException)]
+        if failures:  # bookkeeping failed (the state could not be written): the run must not pass
+            raise failures[0]
         for batch in unsent:
             keys = [key for key, _ in self.state.read(batch)]
             failed = [(key, f"not sent: {self._stop}", 0) for key in keys]
@@ -125,7 +129,11 @@ class Delivery:
             message = f"unexpected error sending to {self.adapter.name!r}: {exc!r}"
             self.stop(message)
             self._fail_rest(records, sent, message)
-        self._finish(pending, sent)
+        try:
+            self._finish(pending, sent)
+        except BaseException:
+            self.stop("the acknowledgement of a batch could not be recorded")
+            raise
 
     def _finish(self, pending: PendingBatch, sent: _Sent) -> None:
         if sent.delivered:

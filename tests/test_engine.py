@@ -1,0 +1,148 @@
+"""The delivery engine with adapters that answer in ways the webhook cannot: per-record retries,
+a wrong number of results. Real DuckDB state; the adapter is a small class, no HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from reverse_etl.delivery.engine import Delivery
+from reverse_etl.delivery.ratelimit import RateLimiter
+from reverse_etl.destinations.base import (
+    DELIVERED,
+    Batch,
+    Destination,
+    DestinationSettings,
+    Rejected,
+    Result,
+    Retry,
+)
+from reverse_etl.snapshot import SyncState
+
+
+@pytest.fixture
+def state(tmp_path):
+    with SyncState(
+        tmp_path / "s.duckdb",
+        read_only=False,
+        memory_limit="256MB",
+        threads=1,
+        temp_dir=tmp_path / "tmp",
+    ) as state:
+        state.con.execute(
+            "CREATE TEMP TABLE src AS SELECT range AS id, range * 2 AS v FROM range(10)"
+        )
+        state.stage("src", ["id"], "syncs/t.sql", 1)
+        state.diff("upsert", full_resync=False)
+        yield state
+
+
+class Scripted(Destination):
+    type = "scripted"
+
+    def __init__(self, answers):
+        super().__init__(
+            "dest",
+            DestinationSettings(type="scripted", retry_backoff_seconds=0, max_retries=2),
+            client=None,
+        )
+        self.answers = answers
+        self.batches: list[list[str]] = []
+
+    async def send(self, batch: Batch) -> list[Result]:
+        self.batches.append([r.key for r in batch.records])
+        return self.answers(batch, len(self.batches))
+
+
+def deliver(state, adapter, batch_size=5):
+    ledger = []
+    delivery = Delivery(
+        sync="t",
+        object_name=None,
+        adapter=adapter,
+        limiter=RateLimiter(None),
+        state=state,
+        on_batch=lambda op, rej, fail: ledger.extend(rej + fail),
+    )
+    outcome = asyncio.run(delivery.run(state.pending_batches(batch_size)))
+    return outcome, ledger
+
+
+def journal_keys(state) -> list[str]:
+    return sorted(k for (k,) in state.con.execute("SELECT key FROM state.journal").fetchall())
+
+
+def test_per_record_retries_resend_only_those_records(state):
+    def answers(batch, call):
+        if call <= 2:  # first answer of each of the two batches: retry the odd keys
+            return [Retry("busy") if int(r.key) % 2 else DELIVERED for r in batch.records]
+        return [DELIVERED] * len(batch.records)
+
+    adapter = Scripted(answers)
+    outcome, ledger = deliver(state, adapter)
+    assert outcome.delivered == 10 and not ledger
+    assert sorted(adapter.batches[2] + adapter.batches[3]) == ["1", "3", "5", "7", "9"]
+    assert journal_keys(state) == sorted(str(i) for i in range(10))
+
+
+def test_per_record_retries_give_up_after_max_retries(state):
+    adapter = Scripted(
+        lambda batch, call: [
+            Retry("still busy") if r.key == "3" else DELIVERED for r in batch.records
+        ]
+    )
+    outcome, ledger = deliver(state, adapter)
+    assert outcome.delivered == 9
+    assert outcome.failed == [("3", "still busy", 3)]
+    assert "3" not in journal_keys(state)
+
+
+def test_rejections_are_not_acknowledged(state):
+    adapter = Scripted(
+        lambda batch, call: [
+            Rejected("no") if r.key in ("2", "8") else DELIVERED for r in batch.records
+        ]
+    )
+    outcome, ledger = deliver(state, adapter)
+    assert sorted(k for k, _, _ in outcome.rejected) == ["2", "8"]
+    assert journal_keys(state) == ["0", "1", "3", "4", "5", "6", "7", "9"]
+
+
+def test_an_adapter_that_loses_a_result_fails_its_batch_and_stops(state):
+    adapter = Scripted(lambda batch, call: [DELIVERED] * (len(batch.records) - 1))
+    outcome, ledger = deliver(state, adapter, batch_size=5)
+    assert outcome.delivered == 0 and len(outcome.failed) == 10
+    assert "returned 4 results for 5 records" in outcome.error
+    assert journal_keys(state) == []
+
+
+def test_webhook_adapter_over_mock_transport(state):
+    from reverse_etl.destinations.webhook import WebhookDestination, WebhookSettings
+
+    bodies = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.content)
+        return httpx.Response(200, json={"errors": [{"key": "4", "error": "bad"}]})
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+            settings = WebhookSettings(type="webhook", url="http://x.invalid/in")
+            adapter = WebhookDestination("hook", settings, client)
+            delivery = Delivery(
+                sync="t",
+                object_name="o",
+                adapter=adapter,
+                limiter=RateLimiter(None),
+                state=state,
+                on_batch=lambda *a: None,
+            )
+            return await delivery.run(state.pending_batches(100))
+
+    outcome = asyncio.run(go())
+    assert outcome.delivered == 9 and [k for k, _, _ in outcome.rejected] == ["4"]
+    assert len(bodies) == 1 and bodies[0].startswith(
+        b'{"sync":"t","object":"o","operation":"upsert"'
+    )

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,26 +80,30 @@ def _open_state(project: Project, name: str, read_only: bool) -> SyncState:
     )
 
 
-def _stage(project: Project, sync: Sync, state: SyncState) -> None:
-    warehouse = open_warehouse(project.settings.warehouse, project.root)
-    warehouse.connect(state.con)
+@contextmanager
+def _model_errors(sync: Sync) -> Iterator[None]:
+    """DuckDB's complaints about the model (binding or running it) name the sync file's line."""
     try:
-        state.stage(
-            warehouse.relation(state.con, sync.model.sql),
-            sync.primary_key,
-            sync.file,
-            sync.header_line("primary_key"),
-        )
+        yield
     except duckdb.Error as exc:
         raise WarehouseError(str(model_problem(sync, exc))) from None
+
+
+def _bind(project: Project, sync: Sync, state: SyncState) -> None:
+    warehouse = open_warehouse(project.settings.warehouse, project.root)
+    warehouse.connect(state.con)
+    relation = warehouse.relation(state.con, sync.model.sql)
+    with _model_errors(sync):
+        state.bind(relation, sync.primary_key, sync.file, sync.header_line("primary_key"))
 
 
 def plan_sync(project: Project, name: str) -> dict[str, Any]:
     """What a run would do now; sends nothing and changes no state."""
     sync = project.sync(name)
     with SyncLock(project.state_dir, name), _open_state(project, name, read_only=True) as state:
-        _stage(project, sync, state)
-        counts = state.diff(sync.header.mode, full_resync=False)
+        _bind(project, sync, state)
+        with _model_errors(sync):
+            counts = state.diff(sync.header.mode, full_resync=False, build_pending=False)
         return {"sync": name, **counts.as_dict()}
 
 
@@ -137,8 +142,9 @@ def _run(
     try:
         with _open_state(project, sync.name, read_only=False) as state:
             state.fold_journal()  # acknowledgements of a run that died
-            _stage(project, sync, state)
-            result.counts = state.diff(sync.header.mode, full_resync)
+            _bind(project, sync, state)
+            with _model_errors(sync):
+                result.counts = state.diff(sync.header.mode, full_resync, build_pending=True)
             log.info("%s: run %s: %s", sync.name, run_id, result.counts)
             history.replace_invalid(
                 sync.name, run_id, state.invalid_rows() if result.counts.invalid else []

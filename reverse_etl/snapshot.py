@@ -1,8 +1,8 @@
 """The per-sync state in DuckDB: the snapshot of what was delivered, and the diff against it.
 
 One DuckDB file per sync (`.reverse_etl/syncs/<sync>.duckdb`), attached as `state` to an
-in-memory connection whose temporary tables (the staged model, the pending changes) spill to
-disk under the memory limit. Tables of the state file:
+in-memory connection whose temporary tables (the diff, the pending changes) spill to disk under
+the memory limit. Tables of the state file:
 
     snapshot(key, hash, fields)        what the destination acknowledged, merged after each run
     journal(key, op, hash, fields)     acknowledgements of the current run, appended per batch
@@ -25,10 +25,12 @@ import duckdb
 from .encoding import fields_json, key_text, quote_literal, row_hash
 from .errors import Problem, ProjectError, StateError
 
-STAGED = "__retl_staged"
-DIFF = "__retl_diff"
-PENDING = "__retl_pending"
-DELIVERED = "__retl_delivered"
+DIFF = "__retl_diff"  # key, hash, present, prev_key, prev_hash: the model against the snapshot
+DUPLICATES = "__retl_duplicates"  # keys of more than one row
+PICKED = "__retl_picked"  # what to send: op, key, hash, fields
+PENDING = "__retl_pending"  # the same, numbered (seq) in sending order
+REHASH = "__retl_rehash"  # keys delivered under another hash function, and their new hash
+DELIVERED = "__retl_delivered"  # the snapshot, with any acknowledgements not yet folded in
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state.snapshot (
@@ -138,12 +140,13 @@ class SyncState:
 
     # -- staging and diff --------------------------------------------------------------
 
-    def stage(
+    def bind(
         self, relation: str, primary_key: Sequence[str], file: str, key_line: int | None
     ) -> None:
-        """Run the model into a temporary table with each row's wire key and hash."""
-        con = self.con
-        rel = con.sql(f"SELECT * FROM {relation}")
+        """Learn the model's columns (the warehouse binds it without running it) and build the
+        SQL for each row's wire key, hash and fields."""
+        rel = self.con.sql(f"SELECT * FROM {relation}")
+        self.relation = relation
         self.columns, self.types = list(rel.columns), list(rel.types)
         missing = [c for c in primary_key if c not in self.columns]
         if missing:
@@ -159,16 +162,16 @@ class SyncState:
             )
         key_types = [self.types[self.columns.index(c)] for c in primary_key]
         fingerprint = ";".join(f"{c}:{t}" for c, t in zip(self.columns, self.types, strict=True))
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {STAGED} AS SELECT "
-            f"{key_text(primary_key, key_types)} AS __retl_key, "
-            f"{row_hash(self.columns, fingerprint)} AS __retl_hash, * FROM {relation}"
-        )
-        con.execute(
+        self.key_sql = key_text(primary_key, key_types)
+        self.hash_sql = row_hash(self.columns, fingerprint)
+        journal = self.con.execute("SELECT count(*) FROM state.journal").fetchone()[0]  # type: ignore[index]
+        self.con.execute(
             f"""CREATE OR REPLACE TEMP VIEW {DELIVERED} AS
             SELECT key, hash, fields FROM state.snapshot
             WHERE key NOT IN (SELECT key FROM state.journal)
             UNION ALL SELECT key, hash, fields FROM state.journal WHERE op = 'put'"""
+            if journal
+            else f"CREATE OR REPLACE TEMP VIEW {DELIVERED} AS SELECT * FROM state.snapshot"
         )
 
     def _hash_scheme(self) -> tuple[str, bool]:
@@ -182,67 +185,122 @@ class SyncState:
         empty = not self.con.execute("SELECT count(*) FROM state.snapshot").fetchone()[0]  # type: ignore[index]
         return current, empty
 
-    def diff(self, mode: str, full_resync: bool) -> DiffCounts:
-        """Classify each staged row and build the pending table of what to send."""
+    def diff(self, mode: str, full_resync: bool, build_pending: bool) -> DiffCounts:
+        """Compare the model with what was delivered; with `build_pending`, also gather what to
+        send (with its fields) into the pending table.
+
+        One pass hashes each row and full-outer-joins the (key, hash) pairs with the snapshot
+        into a narrow table; everything else is read from that table. The rows to send are
+        then read from the model a second time, only for the keys that need it, and hashed
+        again there: what is recorded as delivered is always the hash of what was sent."""
         con = self.con
         self._scheme, trusted = self._hash_scheme()
-        self._rehash = not trusted
-        differs = "d.hash <> s.__retl_hash"
-        if not trusted:
-            fields = fields_json(self.columns, self.types, table="s")
-            differs = f"(d.hash <> s.__retl_hash AND d.fields <> {fields})"
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {DIFF} AS
-            WITH dups AS (
-                SELECT __retl_key AS key, count(*) AS n FROM {STAGED}
-                WHERE __retl_key IS NOT NULL GROUP BY 1 HAVING count(*) > 1)
-            SELECT s.rowid AS rid, s.__retl_key AS key, s.__retl_hash AS hash, dups.n AS dup_rows,
-                CASE WHEN s.__retl_key IS NULL OR dups.n IS NOT NULL THEN 'invalid'
-                     WHEN d.key IS NULL THEN 'added'
-                     WHEN {differs} THEN 'changed'
-                     ELSE 'unchanged' END AS status
-            FROM {STAGED} s
-            LEFT JOIN {DELIVERED} d ON d.key = s.__retl_key
-            LEFT JOIN dups ON dups.key = s.__retl_key"""
+            SELECT m.key, m.hash, m.present, d.key AS prev_key, d.hash AS prev_hash
+            FROM (SELECT {self.key_sql} AS key, {self.hash_sql} AS hash, true AS present
+                  FROM {self.relation}) m
+            FULL OUTER JOIN {DELIVERED} d ON d.key = m.key"""
         )
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE __retl_removed AS
-            SELECT d.key, d.hash, d.fields FROM {DELIVERED} d
-            WHERE NOT EXISTS (SELECT 1 FROM {STAGED} s WHERE s.__retl_key = d.key)"""
-        )
+        self._find_duplicates()
+        status = self._status_sql()
         counts = con.execute(
-            f"""SELECT count(*),
-                count(*) FILTER (status = 'added'), count(*) FILTER (status = 'changed'),
-                (SELECT count(*) FROM __retl_removed),
-                count(*) FILTER (status = 'unchanged'), count(*) FILTER (status = 'invalid')
-            FROM {DIFF}"""
+            f"""SELECT
+                count(*) FILTER (s = 'added'), count(*) FILTER (s = 'changed'),
+                count(*) FILTER (s = 'removed'), count(*) FILTER (s = 'unchanged'),
+                count(*) FILTER (s = 'invalid')
+            FROM (SELECT {status} AS s FROM {DIFF} x
+                  LEFT JOIN {DUPLICATES} dup ON dup.key = x.key)"""
         ).fetchone()
         assert counts is not None
-        result = DiffCounts(*counts)
-        self._build_pending(mode, full_resync)
-        return result
-
-    def _build_pending(self, mode: str, full_resync: bool) -> None:
+        added, changed, removed, unchanged, invalid = counts
+        self._rehashed = 0
+        self._trusted = trusted
+        to_send = (
+            added + (changed if mode != "insert" else 0) + (removed if mode == "mirror" else 0)
+        )
         if full_resync:
-            wanted = "('added', 'changed', 'unchanged')"
-        elif mode == "insert":
-            wanted = "('added')"
-        else:
-            wanted = "('added', 'changed')"
-        fields = fields_json(self.columns, self.types, table="s")
+            to_send = added + changed + unchanged + (removed if mode == "mirror" else 0)
+        if build_pending and trusted and not to_send:
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {PENDING} AS SELECT 0::BIGINT AS seq, "
+                "'' AS op, '' AS key, 0::UBIGINT AS hash, '' AS fields LIMIT 0"
+            )
+        elif build_pending or not trusted:
+            self._build_pending(mode, full_resync, trusted)
+            changed -= self._rehashed  # same fields under a new hash function: not a change
+            unchanged += self._rehashed
+        return DiffCounts(
+            added + changed + unchanged + invalid, added, changed, removed, unchanged, invalid
+        )
+
+    def _find_duplicates(self) -> None:
+        """Keys that more than one row of the model has. A matched snapshot key counts once, so
+        when the matched rows are as many as the matched keys, only new keys can repeat: the
+        grouping then runs over the added rows alone (none, in a steady state)."""
+        delivered = self.con.execute(f"SELECT count(*) FROM {DELIVERED}").fetchone()[0]  # type: ignore[index]
+        matched_rows, removed = self.con.execute(
+            f"""SELECT count(*) FILTER (present), count(*) FILTER (present IS NULL)
+            FROM {DIFF} WHERE prev_key IS NOT NULL"""
+        ).fetchone()  # type: ignore[misc]
+        scope = "" if matched_rows > delivered - removed else "AND prev_key IS NULL"
+        self.con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {DUPLICATES} AS
+            SELECT key, count(*) AS rows FROM {DIFF}
+            WHERE present AND key IS NOT NULL {scope}
+            GROUP BY key HAVING count(*) > 1"""
+        )
+
+    @staticmethod
+    def _status_sql() -> str:
+        return """CASE WHEN x.present AND (x.key IS NULL OR dup.key IS NOT NULL) THEN 'invalid'
+            WHEN x.present IS NULL THEN 'removed'
+            WHEN x.prev_key IS NULL THEN 'added'
+            WHEN x.hash <> x.prev_hash THEN 'changed'
+            ELSE 'unchanged' END"""
+
+    def _build_pending(self, mode: str, full_resync: bool, trusted: bool) -> None:
+        wanted = ["added"] if mode == "insert" else ["added", "changed"]
+        if full_resync:
+            wanted = ["added", "changed", "unchanged"]
+        elif not trusted:
+            wanted.append("unchanged")  # hashes of another function: compare the fields
+        fields = fields_json(self.columns, self.types, table="m")
         operation = quote_literal(_OPERATION[mode])
         deletes = (
-            "UNION ALL SELECT 'delete', key, hash, fields FROM __retl_removed"
+            f"""UNION ALL SELECT 'delete', d.key, d.hash, d.fields FROM {DELIVERED} d
+            WHERE d.key IN (SELECT prev_key FROM {DIFF} WHERE present IS NULL)"""
             if mode == "mirror"
             else ""
         )
-        self.con.execute(
+        con = self.con
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {PICKED} AS
+            WITH wanted AS (
+                SELECT x.key FROM {DIFF} x LEFT JOIN {DUPLICATES} dup ON dup.key = x.key
+                WHERE {self._status_sql()} IN ({", ".join(quote_literal(w) for w in wanted)})),
+            m AS (
+                SELECT {self.key_sql} AS __retl_key, * FROM {self.relation}
+                WHERE {self.key_sql} IN (SELECT key FROM wanted)
+                -- a key repeated since the first pass is sent next run, once it is single
+                QUALIFY count(*) OVER (PARTITION BY __retl_key) = 1)
+            SELECT {operation} AS op, m.__retl_key AS key, {self.hash_sql} AS hash,
+                {fields} AS fields
+            FROM m
+            {deletes}"""
+        )
+        if not trusted:
+            con.execute(
+                f"""CREATE OR REPLACE TEMP TABLE {REHASH} AS
+                SELECT p.key, p.hash FROM {PICKED} p JOIN {DELIVERED} d
+                    ON d.key = p.key AND d.fields = p.fields
+                WHERE p.op <> 'delete' AND NOT {str(full_resync).lower()}"""
+            )
+            con.execute(f"DELETE FROM {PICKED} WHERE key IN (SELECT key FROM {REHASH})")
+            self._rehashed = con.execute(f"SELECT count(*) FROM {REHASH}").fetchone()[0]  # type: ignore[index]
+        con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {PENDING} AS
-            SELECT row_number() OVER (ORDER BY op, key) - 1 AS seq, * FROM (
-                SELECT {operation} AS op, d.key, d.hash, {fields} AS fields
-                FROM {DIFF} d JOIN {STAGED} s ON s.rowid = d.rid
-                WHERE d.status IN {wanted}
-                {deletes})
+            SELECT row_number() OVER (ORDER BY op, key) - 1 AS seq, * FROM {PICKED}
             ORDER BY seq"""
         )
 
@@ -250,30 +308,29 @@ class SyncState:
         """Record the hash scheme; after a change of scheme, rewrite the unchanged rows' hashes."""
         con = self.con
         con.execute("BEGIN")
-        if self._rehash:
+        if not self._trusted:
             con.execute(
-                f"""UPDATE state.snapshot SET hash = d.hash FROM {DIFF} d
-                WHERE d.status = 'unchanged' AND d.key = snapshot.key AND d.hash <> snapshot.hash"""
+                f"""UPDATE state.snapshot SET hash = r.hash FROM {REHASH} r
+                WHERE r.key = snapshot.key"""
             )
         con.execute("INSERT OR REPLACE INTO state.meta VALUES ('hash_scheme', ?)", [self._scheme])
         con.execute("COMMIT")
 
     def forget_removed(self) -> None:
         """Outside mirror mode a key that left the model is counted once and forgotten."""
+        removed = f"SELECT prev_key FROM {DIFF} WHERE present IS NULL"
         self.con.execute("BEGIN")
-        self.con.execute("DELETE FROM state.snapshot WHERE key IN (SELECT key FROM __retl_removed)")
-        self.con.execute("DELETE FROM state.journal WHERE key IN (SELECT key FROM __retl_removed)")
+        self.con.execute(f"DELETE FROM state.snapshot WHERE key IN ({removed})")
+        self.con.execute(f"DELETE FROM state.journal WHERE key IN ({removed})")
         self.con.execute("COMMIT")
 
     def invalid_rows(self, chunk: int = 10_000) -> Iterator[list[tuple[str | None, str]]]:
         """(key, error) for each duplicated key and each row with a NULL key, in chunks."""
-        fields = fields_json(self.columns, self.types, table="s")
+        fields = fields_json(self.columns, self.types, table="m")
         cursor = self.con.execute(
-            f"""SELECT key, max(dup_rows), NULL FROM {DIFF}
-                WHERE status = 'invalid' AND key IS NOT NULL GROUP BY key
+            f"""SELECT key, rows, NULL FROM {DUPLICATES}
             UNION ALL
-            SELECT NULL, NULL, {fields} FROM {DIFF} d JOIN {STAGED} s ON s.rowid = d.rid
-                WHERE d.status = 'invalid' AND d.key IS NULL"""
+            SELECT NULL, NULL, {fields} FROM {self.relation} m WHERE {self.key_sql} IS NULL"""
         )
         while rows := cursor.fetchmany(chunk):
             yield [

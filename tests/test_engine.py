@@ -34,8 +34,8 @@ def state(tmp_path):
         state.con.execute(
             "CREATE TEMP TABLE src AS SELECT range AS id, range * 2 AS v FROM range(10)"
         )
-        state.stage("src", ["id"], "syncs/t.sql", 1)
-        state.diff("upsert", full_resync=False)
+        state.bind("src", ["id"], "syncs/t.sql", 1)
+        state.diff("upsert", full_resync=False, build_pending=True)
         yield state
 
 

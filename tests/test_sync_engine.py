@@ -262,3 +262,22 @@ def test_a_new_hash_function_resends_nothing(users_project, receiver):
         assert con.execute("SELECT value FROM meta").fetchone()[0] != "another hash function"
     after = project.cli("run", "users", "--json").json_lines()[0]
     assert (after["changed"], after["unchanged"]) == (0, 40), "hashes were rewritten"
+
+
+def test_a_delivered_key_that_becomes_duplicated_is_invalid(users_project, receiver):
+    project = users_project(rows=10)
+    project.cli("run", "users")
+    # one exact copy of a delivered row, one changed copy of another
+    project.warehouse("""
+        insert into users select * from users where id = 5;
+        insert into users select id, 'other@example.com', tier, score from users where id = 6""")
+    receiver.requests.clear()
+    outcome = project.cli("run", "users", "--json")
+    assert outcome.exit_code == 1
+    result = outcome.json_lines()[0]
+    assert (result["rows"], result["invalid"], result["unchanged"]) == (12, 4, 8)
+    assert result["delivered"] == 0 and receiver.requests == []
+    listed = project.cli("rejected", "users", "--json").json_lines()
+    assert sorted((r["key"], r["reason"]) for r in listed) == [("5", "invalid"), ("6", "invalid")]
+    plan = project.cli("plan", "users", "--json").json_lines()[0]
+    assert (plan["invalid"], plan["unchanged"]) == (4, 8)

@@ -59,10 +59,21 @@ def main() -> None:
             times[name].append(measure(cmd).check(name).wall)
     help_time = median(times["reverse-etl --help"])
     rows: list[Row] = [
-        Row("reverse-etl --help, wall", help_time, median(times["python -c pass"]), "s",
-            f"<= {TARGET} s", help_time <= TARGET, "baseline: python -c pass (interpreter start)"),
-        info_row("reverse-etl --help, vs a bare click program", help_time,
-                 median(times["python, import click"]), note="baseline: python -c 'import click'"),
+        Row(
+            "reverse-etl --help, wall",
+            help_time,
+            median(times["python -c pass"]),
+            "s",
+            f"<= {TARGET} s",
+            help_time <= TARGET,
+            "baseline: python -c pass (interpreter start)",
+        ),
+        info_row(
+            "reverse-etl --help, vs a bare click program",
+            help_time,
+            median(times["python, import click"]),
+            note="baseline: python -c 'import click'",
+        ),
         info_row("reverse-etl --help, slowest of the runs", max(times["reverse-etl --help"])),
     ]
     info["load_avg_at_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -70,8 +70,9 @@ def main() -> None:
     try:
         with FastReceiver() as receiver:
             root = workdir / f"delivery-{rows}"
-            project = make_project(root, rows, receiver.url, batch_size=args.batch,
-                                   max_concurrency=args.concurrency)
+            project = make_project(
+                root, rows, receiver.url, batch_size=args.batch, max_concurrency=args.concurrency
+            )
 
             def engine(cmd: list[str], what: str) -> tuple[Measured, float]:
                 """Change every row, then run the engine: N changed rows to send."""
@@ -94,8 +95,15 @@ def main() -> None:
             cli_runs, inproc_runs, base_runs = [], [], []
             for i in range(args.repeat):
                 before = receiver.stats()
-                b = measure(inproc("post", receiver.url, str(project.warehouse_path),
-                                   str(args.batch), str(args.concurrency))).check("baseline")
+                b = measure(
+                    inproc(
+                        "post",
+                        receiver.url,
+                        str(project.warehouse_path),
+                        str(args.batch),
+                        str(args.concurrency),
+                    )
+                ).check("baseline")
                 after = receiver.stats()
                 bj = b.json_lines()[0]
                 assert after["records"] - before["records"] == rows, (before, after)
@@ -105,11 +113,14 @@ def main() -> None:
                 base_runs.append((b, bj))
                 cli_runs.append(c)
                 inproc_runs.append((p, p_seconds))
-                print(f"[{i + 1}/{args.repeat}] baseline {b.wall:.2f} s process "
-                      f"({bj['seconds']:.2f} s work: read+encode {bj['read_encode_seconds']:.2f}, "
-                      f"post {bj['post_seconds']:.2f}; {mb(b.max_rss)}); "
-                      f"run CLI {c.wall:.2f} s ({mb(c.max_rss)}); run_sync {p_seconds:.2f} s "
-                      f"in a {p.wall:.2f} s process", flush=True)
+                print(
+                    f"[{i + 1}/{args.repeat}] baseline {b.wall:.2f} s process "
+                    f"({bj['seconds']:.2f} s work: read+encode {bj['read_encode_seconds']:.2f}, "
+                    f"post {bj['post_seconds']:.2f}; {mb(b.max_rss)}); "
+                    f"run CLI {c.wall:.2f} s ({mb(c.max_rss)}); run_sync {p_seconds:.2f} s "
+                    f"in a {p.wall:.2f} s process",
+                    flush=True,
+                )
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -121,21 +132,43 @@ def main() -> None:
     run_sync = median([s for _, s in inproc_runs])
     label = f"{rows:,} changed rows, batch {args.batch}, {args.concurrency} in flight"
     table: list[Row] = [
-        ratio_row("run, CLI subprocess wall", run_wall, base_wall, LIMIT,
-                  "baseline: the bare script's process wall (start, read, encode, post)"),
-        ratio_row("run_sync() in process", run_sync, base_work, LIMIT,
-                  "baseline: the bare script's read + encode + post, in its process"),
-        info_row("run_sync() in process vs posting alone", run_sync, base_post,
-                 note="baseline: the bare httpx loop alone, bodies already encoded"),
+        ratio_row(
+            "run, CLI subprocess wall",
+            run_wall,
+            base_wall,
+            LIMIT,
+            "baseline: the bare script's process wall (start, read, encode, post)",
+        ),
+        ratio_row(
+            "run_sync() in process",
+            run_sync,
+            base_work,
+            LIMIT,
+            "baseline: the bare script's read + encode + post, in its process",
+        ),
+        info_row(
+            "run_sync() in process vs posting alone",
+            run_sync,
+            base_post,
+            note="baseline: the bare httpx loop alone, bodies already encoded",
+        ),
         info_row("run, records per second (CLI)", rows / run_wall, rows / base_wall, "rec/s"),
-        info_row("run, CLI peak RSS", max(c.max_rss for c in cli_runs),
-                 max(b.max_rss for b, _ in base_runs), "MB"),
+        info_row(
+            "run, CLI peak RSS",
+            max(c.max_rss for c in cli_runs),
+            max(b.max_rss for b, _ in base_runs),
+            "MB",
+        ),
     ]
     log.update(
-        rows=rows, batch=args.batch, concurrency=args.concurrency, first_run_wall=first.wall,
+        rows=rows,
+        batch=args.batch,
+        concurrency=args.concurrency,
+        first_run_wall=first.wall,
         baseline=[{"wall": b.wall, "max_rss": b.max_rss, **j} for b, j in base_runs],
-        run_cli=[{"wall": c.wall, "max_rss": c.max_rss, "result": c.json_lines()[0]}
-                 for c in cli_runs],
+        run_cli=[
+            {"wall": c.wall, "max_rss": c.max_rss, "result": c.json_lines()[0]} for c in cli_runs
+        ],
         run_sync=[{"wall": p.wall, "seconds": s, "max_rss": p.max_rss} for p, s in inproc_runs],
     )
     info["load_avg_at_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -52,8 +52,9 @@ MEMORY_LIMIT = 1_000_000_000  # 1 GB, at 5M rows
 RUN_LIMIT = 1.2
 
 
-def bench_size(rows: int, repeat: int, workdir: Path, receiver: FastReceiver,
-               log: dict[str, Any]) -> list[Row]:
+def bench_size(
+    rows: int, repeat: int, workdir: Path, receiver: FastReceiver, log: dict[str, Any]
+) -> list[Row]:
     label = f"{rows / 1e6:g}M" if rows >= 1_000_000 else f"{rows / 1e3:g}k"
     root = workdir / f"plan-{rows}"
     print(f"\n== {label} rows: building the warehouse in {root}", flush=True)
@@ -68,13 +69,21 @@ def bench_size(rows: int, repeat: int, workdir: Path, receiver: FastReceiver,
     after = receiver.stats()
     result = first.json_lines()[0]
     sent = after["records"] - before["records"]
-    print(f"   first run: {first.wall:.1f} s, peak RSS {mb(first.max_rss)}, delivered "
-          f"{result['delivered']:,} (receiver got {sent:,} records in "
-          f"{after['requests'] - before['requests']:,} requests)", flush=True)
+    print(
+        f"   first run: {first.wall:.1f} s, peak RSS {mb(first.max_rss)}, delivered "
+        f"{result['delivered']:,} (receiver got {sent:,} records in "
+        f"{after['requests'] - before['requests']:,} requests)",
+        flush=True,
+    )
     assert result["status"] == "success" and result["delivered"] == rows == sent, result
     sizes["first_run"] = {"wall": first.wall, "max_rss": first.max_rss, "result": result}
-    out.append(info_row(f"{label}: first run, all rows sent (batch 10k)", first.wall,
-                        note=f"peak RSS {mb(first.max_rss)}; seeds the snapshot"))
+    out.append(
+        info_row(
+            f"{label}: first run, all rows sent (batch 10k)",
+            first.wall,
+            note=f"peak RSS {mb(first.max_rss)}; seeds the snapshot",
+        )
+    )
     measure(inproc("snapshot", str(project.warehouse_path), str(snapshot))).check("snapshot")
 
     changed = project.change_fraction(100)
@@ -94,10 +103,13 @@ def bench_size(rows: int, repeat: int, workdir: Path, receiver: FastReceiver,
         assert counts["changed"] == changed and counts["added"] == counts["removed"] == 0, counts
         assert bcounts["changed"] == changed, bcounts
         assert bcounts["added"] == bcounts["removed"] == 0, bcounts
-        print(f"   [{i + 1}/{repeat}] baseline {b.wall:.2f} s ({mb(b.max_rss)}), "
-              f"plan CLI {p.wall:.2f} s ({mb(p.max_rss)}), plan_sync "
-              f"{q.json_lines()[0]['seconds']:.2f} s in a {q.wall:.2f} s process "
-              f"({mb(q.max_rss)})", flush=True)
+        print(
+            f"   [{i + 1}/{repeat}] baseline {b.wall:.2f} s ({mb(b.max_rss)}), "
+            f"plan CLI {p.wall:.2f} s ({mb(p.max_rss)}), plan_sync "
+            f"{q.json_lines()[0]['seconds']:.2f} s in a {q.wall:.2f} s process "
+            f"({mb(q.max_rss)})",
+            flush=True,
+        )
 
     base_wall = median([m.wall for m in base])
     plan_wall = median([m.wall for m in plan])
@@ -105,18 +117,42 @@ def bench_size(rows: int, repeat: int, workdir: Path, receiver: FastReceiver,
     plan_rss = max(m.max_rss for m in plan + plan_in)
     base_rss = max(m.max_rss for m in base)
     sizes["plan"] = {
-        "baseline_wall": [m.wall for m in base], "baseline_inproc": base_in,
+        "baseline_wall": [m.wall for m in base],
+        "baseline_inproc": base_in,
         "baseline_rss": [m.max_rss for m in base],
-        "plan_cli_wall": [m.wall for m in plan], "plan_cli_rss": [m.max_rss for m in plan],
+        "plan_cli_wall": [m.wall for m in plan],
+        "plan_cli_rss": [m.max_rss for m in plan],
         "plan_sync": [m.json_lines()[0]["seconds"] for m in plan_in],
-        "plan_sync_rss": [m.max_rss for m in plan_in], "counts": plan[0].json_lines()[0],
+        "plan_sync_rss": [m.max_rss for m in plan_in],
+        "counts": plan[0].json_lines()[0],
     }
-    out.append(ratio_row(f"{label}: plan, CLI subprocess wall", plan_wall, base_wall, PLAN_LIMIT,
-                         "baseline: the bare DuckDB script's process wall time"))
-    out.append(ratio_row(f"{label}: plan_sync() in process", plan_sync, median(base_in),
-                         PLAN_LIMIT, "baseline: the bare script's query time in its process"))
-    mem = Row(f"{label}: plan peak RSS", plan_rss, base_rss, "MB", "<= 1 GB",
-              None, "max over the CLI and in-process plan runs; baseline: the bare script's")
+    out.append(
+        ratio_row(
+            f"{label}: plan, CLI subprocess wall",
+            plan_wall,
+            base_wall,
+            PLAN_LIMIT,
+            "baseline: the bare DuckDB script's process wall time",
+        )
+    )
+    out.append(
+        ratio_row(
+            f"{label}: plan_sync() in process",
+            plan_sync,
+            median(base_in),
+            PLAN_LIMIT,
+            "baseline: the bare script's query time in its process",
+        )
+    )
+    mem = Row(
+        f"{label}: plan peak RSS",
+        plan_rss,
+        base_rss,
+        "MB",
+        "<= 1 GB",
+        None,
+        "max over the CLI and in-process plan runs; baseline: the bare script's",
+    )
     if rows >= 5_000_000:
         mem.passed = plan_rss <= MEMORY_LIMIT
     out.append(mem)
@@ -127,8 +163,13 @@ def bench_size(rows: int, repeat: int, workdir: Path, receiver: FastReceiver,
     after = receiver.stats()
     result = delta.json_lines()[0]
     assert result["delivered"] == changed == after["records"] - before["records"], result
-    out.append(info_row(f"{label}: run sending the 1% changed (batch 10k)", delta.wall,
-                        note=f"peak RSS {mb(delta.max_rss)}"))
+    out.append(
+        info_row(
+            f"{label}: run sending the 1% changed (batch 10k)",
+            delta.wall,
+            note=f"peak RSS {mb(delta.max_rss)}",
+        )
+    )
     sizes["run_changed"] = {"wall": delta.wall, "max_rss": delta.max_rss, "result": result}
 
     noop, noop_in, plan2, plan2_in = [], [], [], []
@@ -144,9 +185,12 @@ def bench_size(rows: int, repeat: int, workdir: Path, receiver: FastReceiver,
         plan2.append(p)
         noop_in.append(s)
         plan2_in.append(q)
-        print(f"   [{i + 1}/{repeat}] run (nothing changed) {r.wall:.2f} s ({mb(r.max_rss)}), "
-              f"plan {p.wall:.2f} s; run_sync {s.json_lines()[0]['seconds']:.2f} s, "
-              f"plan_sync {q.json_lines()[0]['seconds']:.2f} s", flush=True)
+        print(
+            f"   [{i + 1}/{repeat}] run (nothing changed) {r.wall:.2f} s ({mb(r.max_rss)}), "
+            f"plan {p.wall:.2f} s; run_sync {s.json_lines()[0]['seconds']:.2f} s, "
+            f"plan_sync {q.json_lines()[0]['seconds']:.2f} s",
+            flush=True,
+        )
     after = receiver.stats()
     requests = after["requests"] - before["requests"]
     run_wall = median([m.wall for m in noop])
@@ -154,18 +198,42 @@ def bench_size(rows: int, repeat: int, workdir: Path, receiver: FastReceiver,
     plan_wall2 = median([m.wall for m in plan2])
     plan_sync2 = median([m.json_lines()[0]["seconds"] for m in plan2_in])
     sizes["run_nothing_changed"] = {
-        "run_cli_wall": [m.wall for m in noop], "run_cli_rss": [m.max_rss for m in noop],
+        "run_cli_wall": [m.wall for m in noop],
+        "run_cli_rss": [m.max_rss for m in noop],
         "run_sync": [m.json_lines()[0]["seconds"] for m in noop_in],
         "plan_cli_wall": [m.wall for m in plan2],
         "plan_sync": [m.json_lines()[0]["seconds"] for m in plan2_in],
         "http_requests": requests,
     }
-    out.append(Row(f"{label}: run, nothing changed: HTTP requests", requests, None, "req", "= 0",
-                   requests == 0, f"counted by the receiver over {2 * repeat} runs"))
-    out.append(ratio_row(f"{label}: run, nothing changed, CLI wall", run_wall, plan_wall2,
-                         RUN_LIMIT, "baseline: `plan` CLI wall time, measured alongside"))
-    out.append(ratio_row(f"{label}: run_sync(), nothing changed", run_sync, plan_sync2,
-                         RUN_LIMIT, "baseline: plan_sync() in process, measured alongside"))
+    out.append(
+        Row(
+            f"{label}: run, nothing changed: HTTP requests",
+            requests,
+            None,
+            "req",
+            "= 0",
+            requests == 0,
+            f"counted by the receiver over {2 * repeat} runs",
+        )
+    )
+    out.append(
+        ratio_row(
+            f"{label}: run, nothing changed, CLI wall",
+            run_wall,
+            plan_wall2,
+            RUN_LIMIT,
+            "baseline: `plan` CLI wall time, measured alongside",
+        )
+    )
+    out.append(
+        ratio_row(
+            f"{label}: run_sync(), nothing changed",
+            run_sync,
+            plan_sync2,
+            RUN_LIMIT,
+            "baseline: plan_sync() in process, measured alongside",
+        )
+    )
     return out
 
 
@@ -173,8 +241,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("sizes", nargs="*", type=int, default=[1_000_000, 5_000_000])
     parser.add_argument("--repeat", type=int, default=3, help="measurements of each kind (median)")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="where the projects are built (default: a temporary folder)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where the projects are built (default: a temporary folder)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the generated projects")
     args = parser.parse_args()
     info = machine()

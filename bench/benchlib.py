@@ -60,16 +60,23 @@ def machine() -> dict[str, Any]:
 
 def _git_commit() -> str:
     try:
-        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "?"
 
 
 def print_machine(info: dict[str, Any]) -> None:
-    print("machine:", f"{info['cpu']}, {info['cores']} cores, {info['ram']} RAM,",
-          f"{info['os']}, Python {info['python']}, DuckDB {info['duckdb']},",
-          f"load average at start {info['load_avg_at_start']}, commit {info['git_commit']}")
+    print(
+        "machine:",
+        f"{info['cpu']}, {info['cores']} cores, {info['ram']} RAM,",
+        f"{info['os']}, Python {info['python']}, DuckDB {info['duckdb']},",
+        f"load average at start {info['load_avg_at_start']}, commit {info['git_commit']}",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,21 +96,34 @@ class Measured:
 
     def check(self, what: str, ok: Sequence[int] = (0,)) -> Measured:
         if self.returncode not in ok:
-            raise SystemExit(f"{what} exited {self.returncode}\nstdout: {self.stdout[-2000:]}\n"
-                             f"stderr: {self.stderr[-4000:]}")
+            raise SystemExit(
+                f"{what} exited {self.returncode}\nstdout: {self.stdout[-2000:]}\n"
+                f"stderr: {self.stderr[-4000:]}"
+            )
         return self
 
 
-def measure(cmd: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = 3600) -> Measured:
+def measure(
+    cmd: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 3600,
+) -> Measured:
     """Run cmd to completion: wall time and the peak RSS of that one process (not its children).
 
     os.wait4 gives the rusage of exactly the child waited for; stdout and stderr go to files so
     that no pipe can block the child."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), cwd=cwd, env={**os.environ, **(env or {})},
-                                stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            list(cmd),
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+        )
         deadline = started + timeout
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -118,8 +138,13 @@ def measure(cmd: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] 
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return Measured(wall, usage.ru_maxrss * 1024, proc.returncode,
-                        out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+        return Measured(
+            wall,
+            usage.ru_maxrss * 1024,
+            proc.returncode,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+        )
 
 
 def cli(*args: str, project: Path) -> list[str]:
@@ -141,8 +166,9 @@ def median(values: Sequence[float]) -> float:
 
 class FastReceiver:
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([PYTHON, str(BENCH / "fast_receiver.py")],
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [PYTHON, str(BENCH / "fast_receiver.py")], stdout=subprocess.PIPE, text=True
+        )
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         if not line.startswith("PORT "):
             self.proc.kill()
@@ -217,13 +243,21 @@ class BenchProject:
 
         with duckdb.connect(str(self.warehouse_path)) as con:
             changed = con.execute(
-                f"UPDATE model SET c4 = c4 + {bump} WHERE c1 % {every} = 0").fetchone()[0]  # type: ignore[index]
+                f"UPDATE model SET c4 = c4 + {bump} WHERE c1 % {every} = 0"
+            ).fetchone()[0]  # type: ignore[index]
             con.execute("CHECKPOINT")
         return int(changed)
 
 
-def make_project(root: Path, rows: int, url: str, *, batch_size: int, max_concurrency: int = 4,
-                 timeout_seconds: float = 120) -> BenchProject:
+def make_project(
+    root: Path,
+    rows: int,
+    url: str,
+    *,
+    batch_size: int,
+    max_concurrency: int = 4,
+    timeout_seconds: float = 120,
+) -> BenchProject:
     if root.exists():
         shutil.rmtree(root)
     (root / "syncs").mkdir(parents=True)
@@ -232,10 +266,12 @@ def make_project(root: Path, rows: int, url: str, *, batch_size: int, max_concur
     (root / "destinations" / "hook.toml").write_text(
         f'type = "webhook"\nurl = "{url}"\nbatch_size = {batch_size}\n'
         f"max_concurrency = {max_concurrency}\ntimeout_seconds = {timeout_seconds}\n"
-        "max_retries = 2\n")
+        "max_retries = 2\n"
+    )
     (root / "syncs" / f"{SYNC}.sql").write_text(
         '-- destination = "hook"\n-- primary_key = "c1"\n-- mode = "upsert"\n'
-        f"select {', '.join(COLUMNS)}\nfrom model\n")
+        f"select {', '.join(COLUMNS)}\nfrom model\n"
+    )
     project = BenchProject(root, rows)
     project.warehouse(_TABLE.format(rows=rows))
     return project
@@ -268,8 +304,9 @@ def ratio_row(what: str, value: float, baseline: float, limit: float, note: str 
     return row
 
 
-def info_row(what: str, value: float, baseline: float | None = None, unit: str = "s",
-             note: str = "") -> Row:
+def info_row(
+    what: str, value: float, baseline: float | None = None, unit: str = "s", note: str = ""
+) -> Row:
     return Row(what, value, baseline, unit, "", None, note)
 
 
@@ -291,15 +328,20 @@ def print_table(title: str, rows: list[Row]) -> None:
     for r in rows:
         verdict = "" if r.passed is None else "PASS" if r.passed else "FAIL"
         ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x"
-        lines.append((r.what, _fmt(r.value, r.unit), _fmt(r.baseline, r.unit), ratio,
-                      r.target, verdict))
+        lines.append(
+            (r.what, _fmt(r.value, r.unit), _fmt(r.baseline, r.unit), ratio, r.target, verdict)
+        )
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     print()
     print(title)
     print("-" * (sum(widths) + 3 * (len(widths) - 1)))
     for n, line in enumerate(lines):
-        print("   ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                         for i, (c, w) in enumerate(zip(line, widths, strict=True))))
+        print(
+            "   ".join(
+                str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                for i, (c, w) in enumerate(zip(line, widths, strict=True))
+            )
+        )
         if n == 0:
             print("-" * (sum(widths) + 3 * (len(widths) - 1)))
     notes = [r for r in rows if r.note]
@@ -312,11 +354,17 @@ def save_results(name: str, info: dict[str, Any], rows: list[Row], extra: dict[s
     out.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = out / f"{name}-{stamp}.json"
-    path.write_text(json.dumps({
-        "machine": info,
-        "rows": [{**r.__dict__, "ratio": r.ratio} for r in rows],
-        **extra,
-    }, indent=2, default=str))
+    path.write_text(
+        json.dumps(
+            {
+                "machine": info,
+                "rows": [{**r.__dict__, "ratio": r.ratio} for r in rows],
+                **extra,
+            },
+            indent=2,
+            default=str,
+        )
+    )
     return path
 
 

@@ -57,20 +57,24 @@ class HttpProtocol(asyncio.Protocol):
                 self.need = self.head_len + length
             if len(self.buffer) < self.need:
                 return
-            body = memoryview(self.buffer)[self.head_len:self.need]
+            body = memoryview(self.buffer)[self.head_len : self.need]
             if self.is_stats:
-                answer = json.dumps({"requests": Stats.requests, "records": Stats.records,
-                                     "bytes": Stats.bytes}).encode()
+                answer = json.dumps(
+                    {"requests": Stats.requests, "records": Stats.records, "bytes": Stats.bytes}
+                ).encode()
                 self.transport.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                    + str(len(answer)).encode() + b"\r\n\r\n" + answer)
+                    + str(len(answer)).encode()
+                    + b"\r\n\r\n"
+                    + answer
+                )
             else:
                 Stats.requests += 1
                 Stats.records += bytes(body).count(RECORD)
                 Stats.bytes += len(body)
                 self.transport.write(OK)
             body.release()
-            del self.buffer[:self.need]
+            del self.buffer[: self.need]
             self.need = None
 
 

@@ -61,9 +61,10 @@ def baseline_diff(warehouse: str, snapshot: str) -> dict:
     _attach(con, warehouse, snapshot, read_only=True)
     added, changed, removed, unchanged = con.execute(DIFF_SQL).fetchone()  # type: ignore[misc]
     con.close()
-    return {"seconds": time.perf_counter() - started,
-            "result": {"added": added, "changed": changed, "removed": removed,
-                       "unchanged": unchanged}}
+    return {
+        "seconds": time.perf_counter() - started,
+        "result": {"added": added, "changed": changed, "removed": removed, "unchanged": unchanged},
+    }
 
 
 def baseline_post(url: str, warehouse: str, batch_size: int, concurrency: int) -> dict:
@@ -80,14 +81,20 @@ def baseline_post(url: str, warehouse: str, batch_size: int, concurrency: int) -
     started = time.perf_counter()
     con = duckdb.connect(":memory:")
     con.execute(f"ATTACH '{warehouse}' AS wh (READ_ONLY)")
-    records = [r for (r,) in con.execute(
-        f"""SELECT '{{"key":' || to_json(c1::VARCHAR) || ',"fields":'
+    records = [
+        r
+        for (r,) in con.execute(
+            f"""SELECT '{{"key":' || to_json(c1::VARCHAR) || ',"fields":'
                    || to_json({{{struct}}}) || '}}'
-        FROM wh.model ORDER BY c1""").fetchall()]
+        FROM wh.model ORDER BY c1"""
+        ).fetchall()
+    ]
     con.close()
     head = '{"sync":"model","object":null,"operation":"upsert","records":['
-    bodies = [(head + ",".join(records[i:i + batch_size]) + "]}").encode()
-              for i in range(0, len(records), batch_size)]
+    bodies = [
+        (head + ",".join(records[i : i + batch_size]) + "]}").encode()
+        for i in range(0, len(records), batch_size)
+    ]
     encoded = time.perf_counter()
 
     async def post_all() -> int:
@@ -98,7 +105,8 @@ def baseline_post(url: str, warehouse: str, batch_size: int, concurrency: int) -
             async def post(body: bytes) -> int:
                 async with slots:
                     response = await client.post(
-                        url, content=body, headers={"Content-Type": "application/json"})
+                        url, content=body, headers={"Content-Type": "application/json"}
+                    )
                     response.raise_for_status()
                     return 1
 
@@ -106,8 +114,13 @@ def baseline_post(url: str, warehouse: str, batch_size: int, concurrency: int) -
 
     requests = asyncio.run(post_all())
     finished = time.perf_counter()
-    return {"seconds": finished - started, "read_encode_seconds": encoded - started,
-            "post_seconds": finished - encoded, "requests": requests, "records": len(records)}
+    return {
+        "seconds": finished - started,
+        "read_encode_seconds": encoded - started,
+        "post_seconds": finished - encoded,
+        "requests": requests,
+        "records": len(records),
+    }
 
 
 def engine_plan(root: str) -> dict:

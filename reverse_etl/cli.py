@@ -153,7 +153,6 @@ def _known_sync(project: Any, name: str) -> None:
 def plan_command(ctx: Context, syncs: tuple[str, ...], all_syncs: bool) -> int:
     """Dry run: what would be added, changed, removed. Sends nothing, changes no state."""
     from .errors import ReverseEtlError
-    from .output import plan_table
     from .runner import plan_sync
 
     project = ctx.project()
@@ -169,6 +168,8 @@ def plan_command(ctx: Context, syncs: tuple[str, ...], all_syncs: bool) -> int:
         if ctx.as_json:
             ctx.emit(plan)
     if not ctx.as_json:
+        from .output import plan_table  # rich, only for people
+
         plan_table([p for p in plans if "error" not in p])
     return code
 

@@ -7,19 +7,15 @@ The CLI and the daemon are thin callers of these two functions."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import httpx
 
-from .delivery.engine import Delivery
-from .delivery.ratelimit import limiter_for
 from .errors import ReverseEtlError, WarehouseError
 from .history import History
 from .locks import SyncLock
@@ -27,6 +23,9 @@ from .project import Project, Sync
 from .snapshot import DiffCounts, SyncState, snapshot_path
 from .validate import model_problem
 from .warehouses import open_warehouse
+
+if TYPE_CHECKING:
+    from .delivery.engine import Delivery
 
 log = logging.getLogger("reverse_etl.runner")
 
@@ -156,15 +155,15 @@ def _run(
             total = state.pending_count()
             if on_progress:
                 on_progress(sync.name, 0, total)
-            outcome = (
-                asyncio.run(
+            outcome = None
+            if batches:
+                import asyncio  # here, with the rest of delivery: `plan` never needs it
+
+                outcome = asyncio.run(
                     _deliver(
                         project, sync, state, history, run_id, batches, total, on_progress, on_start
                     )
                 )
-                if batches
-                else None
-            )
             state.fold_journal()
         history.drop_resolved(sync.name, run_id)
         if outcome is not None:
@@ -202,6 +201,11 @@ async def _deliver(
     on_progress: ProgressCallback | None,
     on_start: Callable[[Delivery], None] | None,
 ) -> Any:
+    import httpx
+
+    from .delivery.engine import Delivery
+    from .delivery.ratelimit import limiter_for
+
     spec = sync.destination
     settings = spec.settings
     limiter = limiter_for(str(project.root), spec.name, settings.requests_per_second)

@@ -20,12 +20,14 @@ import builtins
 import email.utils
 import time
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import CredentialsError
+
+if TYPE_CHECKING:  # adapters get httpx objects from the engine; importing it here costs start-up
+    import httpx
 
 OPERATIONS = ("upsert", "update", "insert", "delete")
 ERROR_TEXT_LIMIT = 500

@@ -29,6 +29,7 @@ def known_types() -> list[str]:
 
 def adapter_class(type_name: str) -> type[Destination]:
     """The adapter for `type_name`; KeyError when there is none."""
-    target = _targets()[type_name]
+    # Built-in types skip the scan of installed packages' entry points (slow at start-up).
+    target = BUILTIN.get(type_name) or _targets()[type_name]
     module, _, attribute = target.partition(":")
     return getattr(importlib.import_module(module), attribute)  # type: ignore[no-any-return]

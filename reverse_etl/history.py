@@ -84,12 +84,24 @@ class History:
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute("PRAGMA synchronous = NORMAL")
-            self.db.executescript(_SCHEMA)
+            self._initialise()
         except (sqlite3.Error, OSError) as exc:
             raise StateError(f"cannot open run history {path}: {exc}") from None
         self.db.row_factory = sqlite3.Row
+
+    def _initialise(self) -> None:
+        # Switching a new database to WAL can answer "locked" at once, without waiting, when
+        # another process (or thread) is doing the same: try again for a while.
+        for attempt in range(100):
+            try:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                self.db.execute("PRAGMA synchronous = NORMAL")
+                self.db.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 99:
+                    raise
+                time.sleep(0.05)
 
     def close(self) -> None:
         self.db.close()

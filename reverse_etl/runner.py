@@ -140,7 +140,7 @@ def _run(
     result = RunResult(sync.name, run_id, "error", None)
     try:
         with _open_state(project, sync.name, read_only=False) as state:
-            state.fold_journal()  # acknowledgements of a run that died
+            state.fold_acknowledged()  # what a run that died had delivered
             _bind(project, sync, state)
             with _model_errors(sync):
                 result.counts = state.diff(sync.header.mode, full_resync, build_pending=True)
@@ -152,7 +152,7 @@ def _run(
             if sync.header.mode != "mirror" and result.counts.removed:
                 state.forget_removed()
             batches = state.pending_batches(sync.batch_size)
-            total = state.pending_count()
+            total = sum(batch.size for batch in batches)
             if on_progress:
                 on_progress(sync.name, 0, total)
             outcome = None
@@ -164,7 +164,7 @@ def _run(
                         project, sync, state, history, run_id, batches, total, on_progress, on_start
                     )
                 )
-            state.fold_journal()
+            state.fold_acknowledged()
         history.drop_resolved(sync.name, run_id)
         if outcome is not None:
             result.delivered = outcome.delivered

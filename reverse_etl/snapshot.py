@@ -1,16 +1,16 @@
 """The per-sync state in DuckDB: the snapshot of what was delivered, and the diff against it.
 
 One DuckDB file per sync (`.reverse_etl/syncs/<sync>.duckdb`), attached as `state` to an
-in-memory connection whose temporary tables (the diff, the pending changes) spill to disk under
-the memory limit. Tables of the state file:
+in-memory connection whose temporary tables (the diff) spill to disk under the memory limit.
+The state file holds
 
-    snapshot(key, hash, fields)        what the destination acknowledged, merged after each run
-    journal(key, op, hash, fields)     acknowledgements of the current run, appended per batch
+    snapshot(key, hash, fields)   what the destination acknowledged
+    meta(name, value)             the hash scheme the snapshot was written with
 
-A batch's acknowledgement is one small append to the journal, committed before the next batch
-is read: a kill at any moment loses at most the batches in flight. The journal is folded into
-the snapshot in one set operation at the end of a run, or at the start of the next one if the
-process died. All set work (hashing, the diff, the merge) runs inside DuckDB.
+and beside it each run's outbox (outbox.py): what the run sends, and what the destination
+accepted of it. Accepted records are folded into the snapshot in one set operation at the end
+of the run, or at the start of the next one if the process died. All set work (hashing, the
+diff, the fold) runs inside DuckDB.
 """
 
 from __future__ import annotations
@@ -24,19 +24,17 @@ import duckdb
 
 from .encoding import fields_json, key_text, quote_literal, row_hash
 from .errors import Problem, ProjectError, StateError
+from .outbox import Outbox
 
 DIFF = "__retl_diff"  # key, hash, present, prev_key, prev_hash: the model against the snapshot
 DUPLICATES = "__retl_duplicates"  # keys of more than one row
-PICKED = "__retl_picked"  # what to send: op, key, hash, fields
-PENDING = "__retl_pending"  # the same, numbered (seq) in sending order
+PICKED = "__retl_picked"  # what to send: op, key, hash, fields (then numbered into the outbox)
 REHASH = "__retl_rehash"  # keys delivered under another hash function, and their new hash
 DELIVERED = "__retl_delivered"  # the snapshot, with any acknowledgements not yet folded in
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state.snapshot (
     key VARCHAR NOT NULL, hash UBIGINT NOT NULL, fields VARCHAR NOT NULL);
-CREATE TABLE IF NOT EXISTS state.journal (
-    key VARCHAR NOT NULL, op VARCHAR NOT NULL, hash UBIGINT, fields VARCHAR);
 CREATE TABLE IF NOT EXISTS state.meta (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
 """
 
@@ -110,10 +108,12 @@ class SyncState:
                 f"cannot read the sync state file {path}: {exc}. It is kept as it is; move it "
                 f"away (or run `reverse-etl reset`) to start this sync over."
             ) from None
+        self.outbox = Outbox(path)
         self.columns: list[str] = []
         self.types: list[Any] = []
 
     def close(self) -> None:
+        self.outbox.close()
         self.con.close()
 
     def __enter__(self) -> SyncState:
@@ -124,19 +124,22 @@ class SyncState:
 
     # -- recovery ----------------------------------------------------------------------
 
-    def fold_journal(self) -> None:
-        """Merge acknowledged records into the snapshot, in one transaction."""
-        con = self.con
-        if not con.execute("SELECT count(*) FROM state.journal").fetchone()[0]:  # type: ignore[index]
+    def fold_acknowledged(self) -> None:
+        """Fold what the destination accepted into the snapshot, then drop the outbox."""
+        if not self.outbox.exists():
+            self.outbox.remove()  # a log whose outbox is gone was folded already
             return
+        con = self.con
+        accepted = self.outbox.accepted(con)
         con.execute("BEGIN")
-        con.execute("DELETE FROM state.snapshot WHERE key IN (SELECT key FROM state.journal)")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE __retl_accepted AS {accepted}")
+        con.execute("DELETE FROM state.snapshot WHERE key IN (SELECT key FROM __retl_accepted)")
         con.execute(
             "INSERT INTO state.snapshot "
-            "SELECT key, hash, fields FROM state.journal WHERE op = 'put'"
+            "SELECT key, hash, fields FROM __retl_accepted WHERE op <> 'delete'"
         )
-        con.execute("DELETE FROM state.journal")
         con.execute("COMMIT")
+        self.outbox.remove()
 
     # -- staging and diff --------------------------------------------------------------
 
@@ -164,15 +167,14 @@ class SyncState:
         fingerprint = ";".join(f"{c}:{t}" for c, t in zip(self.columns, self.types, strict=True))
         self.key_sql = key_text(primary_key, key_types)
         self.hash_sql = row_hash(self.columns, fingerprint)
-        journal = self.con.execute("SELECT count(*) FROM state.journal").fetchone()[0]  # type: ignore[index]
-        self.con.execute(
-            f"""CREATE OR REPLACE TEMP VIEW {DELIVERED} AS
+        # A run folds first; `plan` after a killed run reads around what it left.
+        delivered = "SELECT * FROM state.snapshot"
+        if self.outbox.exists():
+            delivered = f"""WITH accepted AS ({self.outbox.accepted(self.con)})
             SELECT key, hash, fields FROM state.snapshot
-            WHERE key NOT IN (SELECT key FROM state.journal)
-            UNION ALL SELECT key, hash, fields FROM state.journal WHERE op = 'put'"""
-            if journal
-            else f"CREATE OR REPLACE TEMP VIEW {DELIVERED} AS SELECT * FROM state.snapshot"
-        )
+            WHERE key NOT IN (SELECT key FROM accepted)
+            UNION ALL SELECT key, hash, fields FROM accepted WHERE op <> 'delete'"""
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {DELIVERED} AS {delivered}")
 
     def _hash_scheme(self) -> tuple[str, bool]:
         """The current hash scheme, and whether the snapshot's hashes were made with it."""
@@ -221,13 +223,10 @@ class SyncState:
         )
         if full_resync:
             to_send = added + changed + unchanged + (removed if mode == "mirror" else 0)
-        if build_pending and trusted and not to_send:
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {PENDING} AS SELECT 0::BIGINT AS seq, "
-                "'' AS op, '' AS key, 0::UBIGINT AS hash, '' AS fields LIMIT 0"
-            )
-        elif build_pending or not trusted:
-            self._build_pending(mode, full_resync, trusted)
+        if (build_pending and to_send) or not trusted:
+            self._pick(mode, full_resync, trusted)
+            if build_pending:
+                self._fill_outbox()
             changed -= self._rehashed  # same fields under a new hash function: not a change
             unchanged += self._rehashed
         return DiffCounts(
@@ -259,7 +258,7 @@ class SyncState:
             WHEN x.hash <> x.prev_hash THEN 'changed'
             ELSE 'unchanged' END"""
 
-    def _build_pending(self, mode: str, full_resync: bool, trusted: bool) -> None:
+    def _pick(self, mode: str, full_resync: bool, trusted: bool) -> None:
         wanted = ["added"] if mode == "insert" else ["added", "changed"]
         if full_resync:
             wanted = ["added", "changed", "unchanged"]
@@ -298,10 +297,13 @@ class SyncState:
             )
             con.execute(f"DELETE FROM {PICKED} WHERE key IN (SELECT key FROM {REHASH})")
             self._rehashed = con.execute(f"SELECT count(*) FROM {REHASH}").fetchone()[0]  # type: ignore[index]
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE {PENDING} AS
-            SELECT row_number() OVER (ORDER BY op, key) - 1 AS seq, * FROM {PICKED}
-            ORDER BY seq"""
+
+    def _fill_outbox(self) -> None:
+        """Write what to send, numbered in sending order, durably, before the first request."""
+        self.outbox.write(
+            self.con,
+            f"""SELECT row_number() OVER (ORDER BY op, key) - 1 AS seq, op, key, hash, fields
+            FROM {PICKED} ORDER BY seq""",
         )
 
     def settle_hashes(self) -> None:
@@ -321,7 +323,6 @@ class SyncState:
         removed = f"SELECT prev_key FROM {DIFF} WHERE present IS NULL"
         self.con.execute("BEGIN")
         self.con.execute(f"DELETE FROM state.snapshot WHERE key IN ({removed})")
-        self.con.execute(f"DELETE FROM state.journal WHERE key IN ({removed})")
         self.con.execute("COMMIT")
 
     def invalid_rows(self, chunk: int = 10_000) -> Iterator[list[tuple[str | None, str]]]:
@@ -343,8 +344,10 @@ class SyncState:
     # -- delivery ----------------------------------------------------------------------
 
     def pending_batches(self, batch_size: int) -> list[PendingBatch]:
+        if not self.outbox.exists():
+            return []
         ranges = self.con.execute(
-            f"SELECT op, min(seq), max(seq) FROM {PENDING} GROUP BY op ORDER BY min(seq)"
+            f"SELECT op, min(seq), max(seq) FROM {self.outbox.relation} GROUP BY op ORDER BY 2"
         ).fetchall()
         batches = []
         for op, first, last in ranges:
@@ -352,26 +355,17 @@ class SyncState:
                 batches.append(PendingBatch(op, start, min(start + batch_size - 1, last)))
         return batches
 
-    def pending_count(self) -> int:
-        return self.con.execute(f"SELECT count(*) FROM {PENDING}").fetchone()[0]  # type: ignore[index]
-
-    def read(self, batch: PendingBatch) -> list[tuple[str, str]]:
-        """(key, fields) of the batch's records, in order."""
+    def read(self, first: int, last: int) -> list[tuple[str, str]]:
+        """(key, fields) of the outbox records first..last, in order."""
         return self.con.execute(
-            f"SELECT key, fields FROM {PENDING} WHERE seq BETWEEN ? AND ? ORDER BY seq",
-            [batch.first, batch.last],
+            f"SELECT key, fields FROM {self.outbox.relation} "
+            "WHERE seq BETWEEN ? AND ? ORDER BY seq",
+            [first, last],
         ).fetchall()
 
     def acknowledge(self, batch: PendingBatch, keys: list[str] | None) -> None:
         """Durably record that the destination accepted `keys` of the batch (None: all of it)."""
-        only = "" if keys is None else "AND key IN (SELECT unnest(?::VARCHAR[]))"
-        params: list[Any] = [batch.first, batch.last] + ([keys] if keys is not None else [])
-        self.con.execute(
-            f"""INSERT INTO state.journal
-            SELECT key, CASE op WHEN 'delete' THEN 'forget' ELSE 'put' END, hash, fields
-            FROM {PENDING} WHERE seq BETWEEN ? AND ? {only}""",
-            params,
-        )
+        self.outbox.acknowledge(batch.first, batch.last, keys)
 
 
 def _preview(fields_text: str | None, limit: int = 200) -> str:

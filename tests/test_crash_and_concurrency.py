@@ -28,10 +28,16 @@ def test_sigkill_mid_run_loses_nothing(users_project, receiver):
     killed = project.cli("runs", "--json").json_lines()[0]
     assert killed["status"] == "error" and "ended before the run finished" in killed["error"]
 
+    plan = project.cli("plan", "users", "--json").json_lines()[0]
+    assert plan["unchanged"] >= got_before_rerun - batch * concurrency, (
+        "plan counts what a killed run had delivered")
+    assert plan["added"] == 20_000 - plan["unchanged"]
+
     rerun = project.command("run", "users", "--json")
     assert rerun.exit_code == 0, rerun.stderr
     result = rerun.json_lines()[0]
     assert result["delivered"] == 20_000 - result["unchanged"]
+    assert result["unchanged"] == plan["unchanged"]
     assert result["unchanged"] >= got_before_rerun - batch * concurrency, (
         "what was acknowledged before the kill is not sent again"
     )

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import httpx
 
 from ..destinations.base import (
+    DELIVERED,
     Batch,
     BatchFailed,
     Delivered,
@@ -29,6 +32,9 @@ from .ratelimit import RateLimiter
 
 log = logging.getLogger("reverse_etl.delivery")
 
+T = TypeVar("T")
+
+READ_WINDOW = 5_000  # records read from the outbox per query (at least one batch)
 MAX_THROTTLED = 20  # 429s answered to one request in a row before its records fail for this run
 MAX_BACKOFF = 60.0
 
@@ -82,23 +88,41 @@ class Delivery:
             self._stop = reason
 
     async def run(self, batches: list[PendingBatch]) -> Outcome:
+        # The state's DuckDB work (reading the outbox, recording acknowledgements) runs on one
+        # thread of its own: DuckDB releases the GIL, so requests keep flowing meanwhile.
+        with ThreadPoolExecutor(1, thread_name_prefix="reverse-etl-state") as state_thread:
+            self._state_thread = state_thread
+            await self._send_all(batches)
+        return self.outcome
+
+    async def _in_state_thread(self, func: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._state_thread, func, *args)
+
+    async def _send_all(self, batches: list[PendingBatch]) -> None:
         slots = asyncio.Semaphore(self.settings.max_concurrency)
         tasks: set[asyncio.Task[None]] = set()
-        unsent: list[PendingBatch] = []
-        for index, batch in enumerate(batches):
-            await slots.acquire()
+
+        def done(task: asyncio.Task[None]) -> None:
+            slots.release()
+            tasks.discard(task)
+
+        dispatched = 0
+        for window in _windows(batches, READ_WINDOW):
             if self._stop is not None:
-                slots.release()
-                unsent = batches[index:]
                 break
-            task = asyncio.create_task(self._process(batch))
-            tasks.add(task)
-
-            def done(task: asyncio.Task[None]) -> None:
-                slots.release()
-                tasks.discard(task)
-
-            task.add_done_callback(done)
+            rows = await self._in_state_thread(self.state.read, window[0].first, window[-1].last)
+            for batch in window:
+                offset = batch.first - window[0].first
+                records = list(map(Record._make, rows[offset : offset + batch.size]))
+                await slots.acquire()
+                if self._stop is not None:
+                    slots.release()
+                    break
+                task = asyncio.create_task(self._process(batch, records))
+                tasks.add(task)
+                task.add_done_callback(done)
+                dispatched += 1
+        unsent = batches[dispatched:]
         failures: list[BaseException] = []
         while tasks:
             results = await asyncio.gather(*list(tasks), return_exceptions=True)
@@ -106,14 +130,12 @@ class Delivery:
         if failures:  # bookkeeping failed (the state could not be written): the run must not pass
             raise failures[0]
         for batch in unsent:
-            keys = [key for key, _ in self.state.read(batch)]
-            failed = [(key, f"not sent: {self._stop}", 0) for key in keys]
-            self._finish(batch, _Sent(failed=failed))
+            rows = await self._in_state_thread(self.state.read, batch.first, batch.last)
+            failed = [(key, f"not sent: {self._stop}", 0) for key, _ in rows]
+            await self._finish(batch, _Sent(failed=failed))
         self.outcome.error = self._stop
-        return self.outcome
 
-    async def _process(self, pending: PendingBatch) -> None:
-        records = [Record(key, fields) for key, fields in self.state.read(pending)]
+    async def _process(self, pending: PendingBatch, records: list[Record]) -> None:
         sent = _Sent()
         try:
             await self._send(pending.operation, records, sent)
@@ -130,15 +152,16 @@ class Delivery:
             self.stop(message)
             self._fail_rest(records, sent, message)
         try:
-            self._finish(pending, sent)
+            await self._finish(pending, sent)
         except BaseException:
             self.stop("the acknowledgement of a batch could not be recorded")
             raise
 
-    def _finish(self, pending: PendingBatch, sent: _Sent) -> None:
+    async def _finish(self, pending: PendingBatch, sent: _Sent) -> None:
         if sent.delivered:
             everything = len(sent.delivered) == pending.size
-            self.state.acknowledge(pending, None if everything else sent.delivered)
+            keys = None if everything else sent.delivered
+            await self._in_state_thread(self.state.acknowledge, pending, keys)
         self.outcome.delivered += len(sent.delivered)
         self.outcome.rejected += sent.rejected
         self.outcome.failed += sent.failed
@@ -223,6 +246,9 @@ class Delivery:
                     f"adapter {self.adapter.type!r} returned {len(results)} results "
                     f"for {len(records)} records"
                 )
+            if results.count(DELIVERED) == len(results):  # the usual answer: all accepted
+                sent.delivered += [r.key for r in records]
+                return
             again: list[Record] = []
             retry_after = None
             for record, result in zip(records, results, strict=True):
@@ -257,3 +283,17 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, httpx.TransportError):
         return f"connection failed: {exc or type(exc).__name__}"
     return str(exc)
+
+
+def _windows(batches: list[PendingBatch], records: int) -> Iterator[list[PendingBatch]]:
+    """Consecutive batches grouped so that each group holds about `records` records."""
+    window: list[PendingBatch] = []
+    size = 0
+    for batch in batches:
+        if window and (size + batch.size > records or batch.first != window[-1].last + 1):
+            yield window
+            window, size = [], 0
+        window.append(batch)
+        size += batch.size
+    if window:
+        yield window

@@ -139,8 +139,9 @@ def _run(
     started = time.monotonic()
     result = RunResult(sync.name, run_id, "error", None)
     try:
+        keep_fields = sync.header.mode == "mirror"  # deletes carry the last delivered fields
         with _open_state(project, sync.name, read_only=False) as state:
-            state.fold_acknowledged()  # what a run that died had delivered
+            state.fold_acknowledged(keep_fields)  # what a run that died had delivered
             _bind(project, sync, state)
             with _model_errors(sync):
                 result.counts = state.diff(sync.header.mode, full_resync, build_pending=True)
@@ -148,7 +149,7 @@ def _run(
             history.replace_invalid(
                 sync.name, run_id, state.invalid_rows() if result.counts.invalid else []
             )
-            state.settle_hashes()
+            state.settle()
             if sync.header.mode != "mirror" and result.counts.removed:
                 state.forget_removed()
             batches = state.pending_batches(sync.batch_size)
@@ -164,7 +165,7 @@ def _run(
                         project, sync, state, history, run_id, batches, total, on_progress, on_start
                     )
                 )
-            state.fold_acknowledged()
+            state.fold_acknowledged(keep_fields)
         history.drop_resolved(sync.name, run_id)
         if outcome is not None:
             result.delivered = outcome.delivered

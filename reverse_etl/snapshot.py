@@ -4,8 +4,10 @@ One DuckDB file per sync (`.reverse_etl/syncs/<sync>.duckdb`), attached as `stat
 in-memory connection whose temporary tables (the diff) spill to disk under the memory limit.
 The state file holds
 
-    snapshot(key, hash, fields)   what the destination acknowledged
-    meta(name, value)             the hash scheme the snapshot was written with
+    snapshot(key, hash, digest, fields)   what the destination acknowledged: the row's hash, the
+                                          MD5 of the fields sent, and (mirror mode, whose
+                                          deletes carry them) the fields themselves
+    meta(name, value)                     the hash scheme the snapshot was written with
 
 and beside it each run's outbox (outbox.py): what the run sends, and what the destination
 accepted of it. Accepted records are folded into the snapshot in one set operation at the end
@@ -30,17 +32,19 @@ DIFF = "__retl_diff"  # key, hash, present, prev_key, prev_hash: the model again
 DUPLICATES = "__retl_duplicates"  # keys of more than one row
 PICKED = "__retl_picked"  # what to send: op, key, hash, fields (then numbered into the outbox)
 REHASH = "__retl_rehash"  # keys delivered under another hash function, and their new hash
+BACKFILL = "__retl_backfill"  # mirror mode: delivered fields the snapshot lacks (key, fields)
 DELIVERED = "__retl_delivered"  # the snapshot, with any acknowledgements not yet folded in
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state.snapshot (
-    key VARCHAR NOT NULL, hash UBIGINT NOT NULL, fields VARCHAR NOT NULL);
+    key VARCHAR NOT NULL, hash UBIGINT NOT NULL, digest UHUGEINT NOT NULL, fields VARCHAR);
 CREATE TABLE IF NOT EXISTS state.meta (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
 """
 
 # DuckDB does not promise that hash() stays the same across versions. The hash of these values
-# identifies the hash function in use; a snapshot hashed by another one is compared by its
-# delivered fields instead (once: its hashes are then rewritten), so an upgrade resends nothing.
+# identifies the hash function in use; a snapshot hashed by another one is compared by the MD5
+# of its delivered fields instead (once: its hashes are then rewritten), so an upgrade resends
+# nothing.
 _HASH_CANARY = """SELECT hash(42::INTEGER, 'reverse-etl', 12.50::DECIMAL(10, 2), 1.5::DOUBLE,
     DATE '2024-02-29', TIMESTAMP '2024-01-02 03:04:05', TIMESTAMPTZ '2024-01-02 03:04:05+00', true,
     NULL::VARCHAR, [1, 2], {'a': 'b'}, '00000000-0000-0000-0000-000000000001'::UUID, 'x'::BLOB,
@@ -124,8 +128,10 @@ class SyncState:
 
     # -- recovery ----------------------------------------------------------------------
 
-    def fold_acknowledged(self) -> None:
-        """Fold what the destination accepted into the snapshot, then drop the outbox."""
+    def fold_acknowledged(self, keep_fields: bool) -> None:
+        """Fold what the destination accepted into the snapshot, then drop the outbox.
+        Fields are kept only where deletes will need them (mirror mode): writing them costs
+        more than anything else in the fold."""
         if not self.outbox.exists():
             self.outbox.remove()  # a log whose outbox is gone was folded already
             return
@@ -135,8 +141,8 @@ class SyncState:
         con.execute(f"CREATE OR REPLACE TEMP TABLE __retl_accepted AS {accepted}")
         con.execute("DELETE FROM state.snapshot WHERE key IN (SELECT key FROM __retl_accepted)")
         con.execute(
-            "INSERT INTO state.snapshot "
-            "SELECT key, hash, fields FROM __retl_accepted WHERE op <> 'delete'"
+            "INSERT INTO state.snapshot SELECT key, hash, md5_number(fields), "
+            f"{'fields' if keep_fields else 'NULL'} FROM __retl_accepted WHERE op <> 'delete'"
         )
         con.execute("COMMIT")
         self.outbox.remove()
@@ -171,9 +177,10 @@ class SyncState:
         delivered = "SELECT * FROM state.snapshot"
         if self.outbox.exists():
             delivered = f"""WITH accepted AS ({self.outbox.accepted(self.con)})
-            SELECT key, hash, fields FROM state.snapshot
+            SELECT key, hash, digest, fields FROM state.snapshot
             WHERE key NOT IN (SELECT key FROM accepted)
-            UNION ALL SELECT key, hash, fields FROM accepted WHERE op <> 'delete'"""
+            UNION ALL SELECT key, hash, md5_number(fields), fields FROM accepted
+            WHERE op <> 'delete'"""
         self.con.execute(f"CREATE OR REPLACE TEMP VIEW {DELIVERED} AS {delivered}")
 
     def _hash_scheme(self) -> tuple[str, bool]:
@@ -217,14 +224,19 @@ class SyncState:
         assert counts is not None
         added, changed, removed, unchanged, invalid = counts
         self._rehashed = 0
-        self._trusted = trusted
         to_send = (
             added + (changed if mode != "insert" else 0) + (removed if mode == "mirror" else 0)
         )
         if full_resync:
             to_send = added + changed + unchanged + (removed if mode == "mirror" else 0)
-        if (build_pending and to_send) or not trusted:
-            self._pick(mode, full_resync, trusted)
+        # Mirror mode needs the delivered fields of every key (its deletes carry them); rows
+        # delivered before the sync was a mirror have none: an unchanged row's are its current.
+        backfill = mode == "mirror" and bool(
+            con.execute(f"SELECT count(*) FROM {DELIVERED} WHERE fields IS NULL").fetchone()[0]  # type: ignore[index]
+        )
+        self._picked = (build_pending and bool(to_send or backfill)) or not trusted
+        if self._picked:
+            self._pick(mode, full_resync, trusted, backfill)
             if build_pending:
                 self._fill_outbox()
             changed -= self._rehashed  # same fields under a new hash function: not a change
@@ -258,16 +270,17 @@ class SyncState:
             WHEN x.hash <> x.prev_hash THEN 'changed'
             ELSE 'unchanged' END"""
 
-    def _pick(self, mode: str, full_resync: bool, trusted: bool) -> None:
-        wanted = ["added"] if mode == "insert" else ["added", "changed"]
+    def _pick(self, mode: str, full_resync: bool, trusted: bool, backfill: bool) -> None:
+        """Read the rows to send from the model, with their fields (the second pass)."""
+        send = ["added"] if mode == "insert" else ["added", "changed"]
         if full_resync:
-            wanted = ["added", "changed", "unchanged"]
-        elif not trusted:
-            wanted.append("unchanged")  # hashes of another function: compare the fields
+            send = ["added", "changed", "unchanged"]
+        read = send + (["unchanged"] if backfill and not full_resync else [])
         fields = fields_json(self.columns, self.types, table="m")
         operation = quote_literal(_OPERATION[mode])
         deletes = (
-            f"""UNION ALL SELECT 'delete', d.key, d.hash, d.fields FROM {DELIVERED} d
+            f"""UNION ALL SELECT 'delete', d.key, d.hash, coalesce(d.fields, '{{}}'), 'removed'
+            FROM {DELIVERED} d
             WHERE d.key IN (SELECT prev_key FROM {DIFF} WHERE present IS NULL)"""
             if mode == "mirror"
             else ""
@@ -276,27 +289,36 @@ class SyncState:
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {PICKED} AS
             WITH wanted AS (
-                SELECT x.key FROM {DIFF} x LEFT JOIN {DUPLICATES} dup ON dup.key = x.key
-                WHERE {self._status_sql()} IN ({", ".join(quote_literal(w) for w in wanted)})),
+                SELECT x.key, {self._status_sql()} AS status
+                FROM {DIFF} x LEFT JOIN {DUPLICATES} dup ON dup.key = x.key
+                WHERE status IN ({", ".join(quote_literal(w) for w in read)})),
             m AS (
                 SELECT {self.key_sql} AS __retl_key, * FROM {self.relation}
                 WHERE {self.key_sql} IN (SELECT key FROM wanted)
                 -- a key repeated since the first pass is sent next run, once it is single
                 QUALIFY count(*) OVER (PARTITION BY __retl_key) = 1)
             SELECT {operation} AS op, m.__retl_key AS key, {self.hash_sql} AS hash,
-                {fields} AS fields
-            FROM m
+                {fields} AS fields, w.status
+            FROM m JOIN wanted w ON w.key = m.__retl_key
             {deletes}"""
         )
-        if not trusted:
-            con.execute(
-                f"""CREATE OR REPLACE TEMP TABLE {REHASH} AS
-                SELECT p.key, p.hash FROM {PICKED} p JOIN {DELIVERED} d
-                    ON d.key = p.key AND d.fields = p.fields
-                WHERE p.op <> 'delete' AND NOT {str(full_resync).lower()}"""
-            )
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {BACKFILL} AS
+            SELECT p.key, p.fields FROM {PICKED} p JOIN {DELIVERED} d ON d.key = p.key
+            WHERE {str(backfill).lower()} AND p.status = 'unchanged' AND d.fields IS NULL"""
+        )
+        if not full_resync:
+            con.execute(f"DELETE FROM {PICKED} WHERE status = 'unchanged'")
+        # Under another hash function every row looks changed: the fields' MD5 tells.
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {REHASH} AS
+            SELECT p.key, p.hash FROM {PICKED} p JOIN {DELIVERED} d ON d.key = p.key
+            WHERE NOT {str(trusted).lower()} AND p.status = 'changed'
+                AND d.digest = md5_number(p.fields)"""
+        )
+        self._rehashed = con.execute(f"SELECT count(*) FROM {REHASH}").fetchone()[0]  # type: ignore[index]
+        if self._rehashed:
             con.execute(f"DELETE FROM {PICKED} WHERE key IN (SELECT key FROM {REHASH})")
-            self._rehashed = con.execute(f"SELECT count(*) FROM {REHASH}").fetchone()[0]  # type: ignore[index]
 
     def _fill_outbox(self) -> None:
         """Write what to send, numbered in sending order, durably, before the first request."""
@@ -306,14 +328,19 @@ class SyncState:
             FROM {PICKED} ORDER BY seq""",
         )
 
-    def settle_hashes(self) -> None:
-        """Record the hash scheme; after a change of scheme, rewrite the unchanged rows' hashes."""
+    def settle(self) -> None:
+        """Bring the snapshot up to date without sending anything: hashes made by another hash
+        function, fields a mirror lacks, and the hash scheme in use."""
         con = self.con
         con.execute("BEGIN")
-        if not self._trusted:
+        if self._picked:
             con.execute(
-                f"""UPDATE state.snapshot SET hash = r.hash FROM {REHASH} r
-                WHERE r.key = snapshot.key"""
+                f"UPDATE state.snapshot SET hash = r.hash FROM {REHASH} r "
+                "WHERE r.key = snapshot.key"
+            )
+            con.execute(
+                f"""UPDATE state.snapshot SET fields = b.fields FROM {BACKFILL} b
+                WHERE b.key = snapshot.key"""
             )
         con.execute("INSERT OR REPLACE INTO state.meta VALUES ('hash_scheme', ?)", [self._scheme])
         con.execute("COMMIT")

@@ -30,7 +30,8 @@ def test_sigkill_mid_run_loses_nothing(users_project, receiver):
 
     plan = project.cli("plan", "users", "--json").json_lines()[0]
     assert plan["unchanged"] >= got_before_rerun - batch * concurrency, (
-        "plan counts what a killed run had delivered")
+        "plan counts what a killed run had delivered"
+    )
     assert plan["added"] == 20_000 - plan["unchanged"]
 
     rerun = project.command("run", "users", "--json")

@@ -72,7 +72,7 @@ def deliver(state, adapter, batch_size=5):
 
 def accepted_keys(state) -> list[str]:
     """Keys the state records as accepted (folded into the snapshot)."""
-    state.fold_acknowledged()
+    state.fold_acknowledged(keep_fields=False)
     return sorted(k for (k,) in state.con.execute("SELECT key FROM state.snapshot").fetchall())
 
 

@@ -281,3 +281,28 @@ def test_a_delivered_key_that_becomes_duplicated_is_invalid(users_project, recei
     assert sorted((r["key"], r["reason"]) for r in listed) == [("5", "invalid"), ("6", "invalid")]
     plan = project.cli("plan", "users", "--json").json_lines()[0]
     assert (plan["invalid"], plan["unchanged"]) == (4, 8)
+
+
+def test_switching_to_mirror_keeps_delete_fields(users_project, receiver):
+    """Only mirror syncs keep delivered fields (their deletes carry them); a sync that becomes
+    a mirror learns them from its unchanged rows, without sending anything."""
+    project = users_project(rows=6, mode="upsert")
+    project.cli("run", "users")
+    project.sync(
+        "users",
+        {"destination": "hook", "primary_key": "id", "mode": "mirror"},
+        "select id, email, tier, score from users",
+    )
+    receiver.requests.clear()
+    switched = project.cli("run", "users", "--json").json_lines()[0]
+    assert (switched["unchanged"], switched["delivered"]) == (6, 0)
+    assert receiver.requests == []
+    project.warehouse("delete from users where id = 4")
+    assert project.cli("run", "users").exit_code == 0
+    [request] = receiver.requests
+    body = json.loads(request["raw"])
+    assert body["operation"] == "delete"
+    assert body["records"] == [
+        {"key": "4", "fields": {"id": 4, "email": "user4@example.com", "tier": 1, "score": 6.0}}
+    ]
+    assert "4" not in receiver.data

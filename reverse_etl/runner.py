@@ -227,7 +227,10 @@ async def _deliver(
     limits = httpx.Limits(
         max_connections=settings.max_concurrency, max_keepalive_connections=settings.max_concurrency
     )
-    async with httpx.AsyncClient(timeout=settings.timeout_seconds, limits=limits) as client:
+    verify = spec.adapter.uses_tls(settings)  # False only where no TLS is spoken at all
+    async with httpx.AsyncClient(
+        timeout=settings.timeout_seconds, limits=limits, verify=verify
+    ) as client:
         delivery = Delivery(
             sync=sync.name,
             object_name=sync.header.object,

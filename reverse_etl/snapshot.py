@@ -324,7 +324,7 @@ class SyncState:
         """Write what to send, numbered in sending order, durably, before the first request."""
         self.outbox.write(
             self.con,
-            f"""SELECT row_number() OVER (ORDER BY op, key) - 1 AS seq, op, key, hash, fields
+            f"""SELECT row_number() OVER (ORDER BY op) - 1 AS seq, op, key, hash, fields
             FROM {PICKED} ORDER BY seq""",
         )
 

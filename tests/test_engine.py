@@ -52,7 +52,7 @@ class Scripted(Destination):
         self.batches: list[list[str]] = []
 
     async def send(self, batch: Batch) -> list[Result]:
-        self.batches.append([r.key for r in batch.records])
+        self.batches.append([key for key, _ in batch.records])
         return self.answers(batch, len(self.batches))
 
 
@@ -79,7 +79,7 @@ def accepted_keys(state) -> list[str]:
 def test_per_record_retries_resend_only_those_records(state):
     def answers(batch, call):
         if call <= 2:  # first answer of each of the two batches: retry the odd keys
-            return [Retry("busy") if int(r.key) % 2 else DELIVERED for r in batch.records]
+            return [Retry("busy") if int(key) % 2 else DELIVERED for key, _ in batch.records]
         return [DELIVERED] * len(batch.records)
 
     adapter = Scripted(answers)
@@ -92,7 +92,7 @@ def test_per_record_retries_resend_only_those_records(state):
 def test_per_record_retries_give_up_after_max_retries(state):
     adapter = Scripted(
         lambda batch, call: [
-            Retry("still busy") if r.key == "3" else DELIVERED for r in batch.records
+            Retry("still busy") if key == "3" else DELIVERED for key, _ in batch.records
         ]
     )
     outcome, ledger = deliver(state, adapter)
@@ -104,7 +104,7 @@ def test_per_record_retries_give_up_after_max_retries(state):
 def test_rejections_are_not_acknowledged(state):
     adapter = Scripted(
         lambda batch, call: [
-            Rejected("no") if r.key in ("2", "8") else DELIVERED for r in batch.records
+            Rejected("no") if key in ("2", "8") else DELIVERED for key, _ in batch.records
         ]
     )
     outcome, ledger = deliver(state, adapter)

@@ -113,7 +113,7 @@ class Delivery:
             rows = await self._in_state_thread(self.state.read, window[0].first, window[-1].last)
             for batch in window:
                 offset = batch.first - window[0].first
-                records = list(map(Record._make, rows[offset : offset + batch.size]))
+                records = rows[offset : offset + batch.size]
                 await slots.acquire()
                 if self._stop is not None:
                     slots.release()
@@ -174,7 +174,7 @@ class Delivery:
         done = (
             set(sent.delivered) | {k for k, _, _ in sent.rejected} | {k for k, _, _ in sent.failed}
         )
-        sent.failed += [(r.key, message, 1) for r in records if r.key not in done]
+        sent.failed += [(key, message, 1) for key, _ in records if key not in done]
 
     async def _send(self, operation: str, records: list[Record], sent: _Sent) -> None:
         """Send records until each has a final result; split batches refused as a whole."""
@@ -230,7 +230,7 @@ class Delivery:
                 continue
             except SplitBatch as exc:
                 if len(records) == 1:
-                    sent.rejected.append((records[0].key, str(exc), attempts + throttled + 1))
+                    sent.rejected.append((records[0][0], str(exc), attempts + throttled + 1))
                     return
                 log.info("%s: batch of %d refused (%s); splitting", self.sync, len(records), exc)
                 middle = len(records) // 2
@@ -247,20 +247,20 @@ class Delivery:
                     f"for {len(records)} records"
                 )
             if results.count(DELIVERED) == len(results):  # the usual answer: all accepted
-                sent.delivered += [r.key for r in records]
+                sent.delivered += [key for key, _ in records]
                 return
             again: list[Record] = []
             retry_after = None
             for record, result in zip(records, results, strict=True):
                 if isinstance(result, Delivered):
-                    sent.delivered.append(record.key)
+                    sent.delivered.append(record[0])
                 elif isinstance(result, Rejected):
-                    sent.rejected.append((record.key, result.error, attempts + throttled + 1))
+                    sent.rejected.append((record[0], result.error, attempts + throttled + 1))
                 elif isinstance(result, Retry):
                     again.append(record)
                     retry_after = max(retry_after or 0.0, result.after or 0.0)
                     if attempts + 1 > self.settings.max_retries:
-                        sent.failed.append((record.key, result.error, attempts + throttled + 1))
+                        sent.failed.append((record[0], result.error, attempts + throttled + 1))
                         again.pop()
             records = again
             if records:
@@ -274,7 +274,7 @@ class Delivery:
 
 
 def _all(records: list[Record], error: str, attempts: int) -> list[tuple[str, str, int]]:
-    return [(r.key, error, attempts) for r in records]
+    return [(key, error, attempts) for key, _ in records]
 
 
 def _describe(exc: Exception) -> str:

@@ -40,7 +40,7 @@ def encode_batch(batch: Batch) -> bytes:
         separators=(",", ":"),
     )
     records = ",".join(
-        f'{{"key":{encode_string(r.key)},"fields":{r.fields}}}' for r in batch.records
+        f'{{"key":{encode_string(key)},"fields":{fields}}}' for key, fields in batch.records
     )
     return f'{head[:-1]},"records":[{records}]}}'.encode()
 
@@ -48,6 +48,10 @@ def encode_batch(batch: Batch) -> bytes:
 class WebhookDestination(Destination):
     type = "webhook"
     settings_model = WebhookSettings
+
+    @classmethod
+    def uses_tls(cls, settings: DestinationSettings) -> bool:
+        return not getattr(settings, "url", "").startswith("http://")
 
     async def send(self, batch: Batch) -> list[Result]:
         settings: WebhookSettings = self.settings  # type: ignore[assignment]
@@ -65,7 +69,7 @@ class WebhookDestination(Destination):
         if not rejected:
             return [DELIVERED] * len(batch.records)
         return [
-            Rejected(rejected[r.key]) if r.key in rejected else DELIVERED for r in batch.records
+            Rejected(rejected[key]) if key in rejected else DELIVERED for key, _ in batch.records
         ]
 
 

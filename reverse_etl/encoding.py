@@ -91,16 +91,44 @@ def _json_text(expr: str, dtype: Any, depth: int) -> str:
     return _string(scalar_text(expr, dtype))
 
 
+# Types whose DuckDB to_json() text is already the wire format's: encoded in one call, which
+# is about twice as fast as building their text piece by piece. Decimals (through a double),
+# floats (NaN), timestamps (a space, not a T), blobs, JSON (re-parsed) and the rest are not.
+_TO_JSON_EXACT = _INTEGERS - {"varint", "bignum"} | {"varchar", "boolean", "date", "uuid"}
+
+
+def _exact_in_to_json(dtype: Any) -> bool:
+    kind = dtype.id
+    if str(dtype) == "JSON":
+        return False
+    if kind in ("list", "array"):
+        return _exact_in_to_json(dict(dtype.children)["child"])
+    if kind == "struct":
+        return all(_exact_in_to_json(child) for _, child in dtype.children)
+    return kind in _TO_JSON_EXACT
+
+
 def fields_json(columns: Sequence[str], types: Sequence[Any], table: str = "") -> str:
     """An expression giving the JSON object of a row's columns (the wire format's `fields`)."""
     prefix = f"{table}." if table else ""
+    exact = [(n, t) for n, t in zip(columns, types, strict=True) if _exact_in_to_json(t)]
+    other = [(n, t) for n, t in zip(columns, types, strict=True) if not _exact_in_to_json(t)]
     parts = [
         quote_literal(json.dumps(name) + ":")
         + " || "
         + json_text(prefix + quote_identifier(name), t)
-        for name, t in zip(columns, types, strict=True)
+        for name, t in other
     ]
-    return "'{' || " + " || ',' || ".join(parts) + " || '}'" if parts else "'{}'"
+    if not exact:
+        return "'{' || " + " || ',' || ".join(parts) + " || '}'" if parts else "'{}'"
+    packed = ", ".join(
+        f"{quote_identifier(name)} := {prefix}{quote_identifier(name)}" for name, _ in exact
+    )
+    head = f"CAST(to_json(struct_pack({packed})) AS VARCHAR)"
+    if not parts:
+        return head
+    # `{"a":1,"b":2}` + the others: drop its closing brace, add theirs.
+    return f"left({head}, -1) || ',' || " + " || ',' || ".join(parts) + " || '}'"
 
 
 def key_text(key_columns: Sequence[str], types: Sequence[Any]) -> str:

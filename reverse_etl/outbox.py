@@ -1,6 +1,6 @@
 """What one run sends, and what the destination accepted of it, kept so that no kill loses it.
 
-    <sync>.outbox.parquet   every record the run sends (seq, op, key, hash, fields), numbered in
+    <sync>.outbox.parquet   every record the run sends (seq, op, key, hash, digest, fields): in
                             sending order; written whole, before the first request, and never
                             changed after
     <sync>.acks             one JSON line per answered batch: [first, last] when the whole

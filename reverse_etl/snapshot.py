@@ -37,7 +37,7 @@ DELIVERED = "__retl_delivered"  # the snapshot, with any acknowledgements not ye
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state.snapshot (
-    key VARCHAR NOT NULL, hash UBIGINT NOT NULL, digest UHUGEINT NOT NULL, fields VARCHAR);
+    key VARCHAR NOT NULL, hash UBIGINT NOT NULL, digest BLOB NOT NULL, fields VARCHAR);
 CREATE TABLE IF NOT EXISTS state.meta (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
 """
 
@@ -138,11 +138,14 @@ class SyncState:
         con = self.con
         accepted = self.outbox.accepted(con)
         con.execute("BEGIN")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE __retl_accepted AS {accepted}")
+        columns = "op, key, hash, digest" + (", fields" if keep_fields else ", NULL AS fields")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE __retl_accepted AS SELECT {columns} FROM ({accepted})"
+        )
         con.execute("DELETE FROM state.snapshot WHERE key IN (SELECT key FROM __retl_accepted)")
         con.execute(
-            "INSERT INTO state.snapshot SELECT key, hash, md5_number(fields), "
-            f"{'fields' if keep_fields else 'NULL'} FROM __retl_accepted WHERE op <> 'delete'"
+            "INSERT INTO state.snapshot "
+            "SELECT key, hash, digest, fields FROM __retl_accepted WHERE op <> 'delete'"
         )
         con.execute("COMMIT")
         self.outbox.remove()
@@ -179,8 +182,7 @@ class SyncState:
             delivered = f"""WITH accepted AS ({self.outbox.accepted(self.con)})
             SELECT key, hash, digest, fields FROM state.snapshot
             WHERE key NOT IN (SELECT key FROM accepted)
-            UNION ALL SELECT key, hash, md5_number(fields), fields FROM accepted
-            WHERE op <> 'delete'"""
+            UNION ALL SELECT key, hash, digest, fields FROM accepted WHERE op <> 'delete'"""
         self.con.execute(f"CREATE OR REPLACE TEMP VIEW {DELIVERED} AS {delivered}")
 
     def _hash_scheme(self) -> tuple[str, bool]:
@@ -302,29 +304,32 @@ class SyncState:
             FROM m JOIN wanted w ON w.key = m.__retl_key
             {deletes}"""
         )
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE {BACKFILL} AS
-            SELECT p.key, p.fields FROM {PICKED} p JOIN {DELIVERED} d ON d.key = p.key
-            WHERE {str(backfill).lower()} AND p.status = 'unchanged' AND d.fields IS NULL"""
-        )
-        if not full_resync:
-            con.execute(f"DELETE FROM {PICKED} WHERE status = 'unchanged'")
-        # Under another hash function every row looks changed: the fields' MD5 tells.
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE {REHASH} AS
-            SELECT p.key, p.hash FROM {PICKED} p JOIN {DELIVERED} d ON d.key = p.key
-            WHERE NOT {str(trusted).lower()} AND p.status = 'changed'
-                AND d.digest = md5_number(p.fields)"""
-        )
-        self._rehashed = con.execute(f"SELECT count(*) FROM {REHASH}").fetchone()[0]  # type: ignore[index]
-        if self._rehashed:
+        for table in (BACKFILL, REHASH):
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {table} (key VARCHAR, value VARCHAR)")
+        if backfill:
+            con.execute(
+                f"""INSERT INTO {BACKFILL}
+                SELECT p.key, p.fields FROM {PICKED} p JOIN {DELIVERED} d ON d.key = p.key
+                WHERE p.status = 'unchanged' AND d.fields IS NULL"""
+            )
+            if not full_resync:
+                con.execute(f"DELETE FROM {PICKED} WHERE status = 'unchanged'")
+        self._rehashed = 0
+        if not trusted:  # under another hash function every row looks changed: the MD5 tells
+            con.execute(
+                f"""INSERT INTO {REHASH}
+                SELECT p.key, p.hash FROM {PICKED} p JOIN {DELIVERED} d ON d.key = p.key
+                WHERE p.status = 'changed' AND d.digest = unhex(md5(p.fields))"""
+            )
+            self._rehashed = con.execute(f"SELECT count(*) FROM {REHASH}").fetchone()[0]  # type: ignore[index]
             con.execute(f"DELETE FROM {PICKED} WHERE key IN (SELECT key FROM {REHASH})")
 
     def _fill_outbox(self) -> None:
         """Write what to send, numbered in sending order, durably, before the first request."""
         self.outbox.write(
             self.con,
-            f"""SELECT row_number() OVER (ORDER BY op) - 1 AS seq, op, key, hash, fields
+            f"""SELECT row_number() OVER (ORDER BY op) - 1 AS seq, op, key, hash,
+                unhex(md5(fields)) AS digest, fields
             FROM {PICKED} ORDER BY seq""",
         )
 
@@ -335,11 +340,11 @@ class SyncState:
         con.execute("BEGIN")
         if self._picked:
             con.execute(
-                f"UPDATE state.snapshot SET hash = r.hash FROM {REHASH} r "
+                f"UPDATE state.snapshot SET hash = r.value::UBIGINT FROM {REHASH} r "
                 "WHERE r.key = snapshot.key"
             )
             con.execute(
-                f"""UPDATE state.snapshot SET fields = b.fields FROM {BACKFILL} b
+                f"""UPDATE state.snapshot SET fields = b.value FROM {BACKFILL} b
                 WHERE b.key = snapshot.key"""
             )
         con.execute("INSERT OR REPLACE INTO state.meta VALUES ('hash_scheme', ?)", [self._scheme])

@@ -236,11 +236,14 @@ class SyncState:
         backfill = mode == "mirror" and bool(
             con.execute(f"SELECT count(*) FROM {DELIVERED} WHERE fields IS NULL").fetchone()[0]  # type: ignore[index]
         )
-        self._picked = (build_pending and bool(to_send or backfill)) or not trusted
-        if self._picked:
-            self._pick(mode, full_resync, trusted, backfill)
+        self._materialised = False
+        if (build_pending and bool(to_send or backfill)) or not trusted:
+            # The usual case streams the second pass straight into the outbox; hashes of
+            # another function or fields to backfill need the picked rows in a table first.
+            direct = build_pending and trusted and not backfill
+            source = self._pick(mode, full_resync, trusted, backfill, materialise=not direct)
             if build_pending:
-                self._fill_outbox()
+                self._fill_outbox(source)
             changed -= self._rehashed  # same fields under a new hash function: not a change
             unchanged += self._rehashed
         return DiffCounts(
@@ -272,8 +275,11 @@ class SyncState:
             WHEN x.hash <> x.prev_hash THEN 'changed'
             ELSE 'unchanged' END"""
 
-    def _pick(self, mode: str, full_resync: bool, trusted: bool, backfill: bool) -> None:
-        """Read the rows to send from the model, with their fields (the second pass)."""
+    def _pick(
+        self, mode: str, full_resync: bool, trusted: bool, backfill: bool, materialise: bool
+    ) -> str:
+        """The second pass: the rows to send, with their fields. Returns SQL to read them from:
+        the query itself, or the table it was materialised into."""
         send = ["added"] if mode == "insert" else ["added", "changed"]
         if full_resync:
             send = ["added", "changed", "unchanged"]
@@ -288,8 +294,7 @@ class SyncState:
             else ""
         )
         con = self.con
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE {PICKED} AS
+        select = f"""
             WITH wanted AS (
                 SELECT x.key, {self._status_sql()} AS status
                 FROM {DIFF} x LEFT JOIN {DUPLICATES} dup ON dup.key = x.key
@@ -303,7 +308,10 @@ class SyncState:
                 {fields} AS fields, w.status
             FROM m JOIN wanted w ON w.key = m.__retl_key
             {deletes}"""
-        )
+        if not materialise:
+            return select
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {PICKED} AS {select}")
+        self._materialised = True
         for table in (BACKFILL, REHASH):
             con.execute(f"CREATE OR REPLACE TEMP TABLE {table} (key VARCHAR, value VARCHAR)")
         if backfill:
@@ -323,14 +331,15 @@ class SyncState:
             )
             self._rehashed = con.execute(f"SELECT count(*) FROM {REHASH}").fetchone()[0]  # type: ignore[index]
             con.execute(f"DELETE FROM {PICKED} WHERE key IN (SELECT key FROM {REHASH})")
+        return f"SELECT * FROM {PICKED}"
 
-    def _fill_outbox(self) -> None:
+    def _fill_outbox(self, source: str) -> None:
         """Write what to send, numbered in sending order, durably, before the first request."""
         self.outbox.write(
             self.con,
             f"""SELECT row_number() OVER (ORDER BY op) - 1 AS seq, op, key, hash,
                 unhex(md5(fields)) AS digest, fields
-            FROM {PICKED} ORDER BY seq""",
+            FROM ({source}) ORDER BY seq""",
         )
 
     def settle(self) -> None:
@@ -338,7 +347,7 @@ class SyncState:
         function, fields a mirror lacks, and the hash scheme in use."""
         con = self.con
         con.execute("BEGIN")
-        if self._picked:
+        if self._materialised:
             con.execute(
                 f"UPDATE state.snapshot SET hash = r.value::UBIGINT FROM {REHASH} r "
                 "WHERE r.key = snapshot.key"

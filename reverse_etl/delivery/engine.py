@@ -34,7 +34,7 @@ log = logging.getLogger("reverse_etl.delivery")
 
 T = TypeVar("T")
 
-READ_WINDOW = 5_000  # records read from the outbox per query (at least one batch)
+READ_WINDOW = 20_000  # records read from the outbox per query (at least one batch)
 MAX_THROTTLED = 20  # 429s answered to one request in a row before its records fail for this run
 MAX_BACKOFF = 60.0
 

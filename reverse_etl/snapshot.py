@@ -70,7 +70,7 @@ class DiffCounts:
 @dataclass(frozen=True)
 class PendingBatch:
     operation: str
-    first: int  # seq range in the pending table, inclusive
+    first: int  # seq range in the outbox, inclusive
     last: int
 
     @property
@@ -198,7 +198,7 @@ class SyncState:
 
     def diff(self, mode: str, full_resync: bool, build_pending: bool) -> DiffCounts:
         """Compare the model with what was delivered; with `build_pending`, also gather what to
-        send (with its fields) into the pending table.
+        send (with its fields) into the outbox.
 
         One pass hashes each row and full-outer-joins the (key, hash) pairs with the snapshot
         into a narrow table; everything else is read from that table. The rows to send are

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -184,7 +185,7 @@ def run_command(ctx: Context, syncs: tuple[str, ...], all_syncs: bool, full_resy
 
     from .errors import ReverseEtlError
     from .output import Progress, run_table
-    from .runner import run_sync
+    from .runner import run_sync, shutdown
 
     project = ctx.project()
     names = _sync_names(ctx, project, syncs, all_syncs)
@@ -197,12 +198,21 @@ def run_command(ctx: Context, syncs: tuple[str, ...], all_syncs: bool, full_resy
             return {"sync": name, "status": "error", "error": str(exc), "_exit": EXIT_FAILED}
         return {**result.as_dict(), "_exit": result.exit_code}
 
-    with progress, ThreadPoolExecutor(project.settings.run.max_concurrent_syncs) as pool:
-        results = []
-        for result in pool.map(one, names):
-            results.append(result)
-            if ctx.as_json:
-                ctx.emit({k: v for k, v in result.items() if k != "_exit"})
+    def interrupted(signum: int, frame: Any) -> None:
+        # Stop gracefully: no new batch, acknowledge what was delivered, then exit (code 2).
+        shutdown(f"interrupted by {signal.Signals(signum).name}")
+
+    previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with progress, ThreadPoolExecutor(project.settings.run.max_concurrent_syncs) as pool:
+            results = []
+            for result in pool.map(one, names):
+                results.append(result)
+                if ctx.as_json:
+                    ctx.emit({k: v for k, v in result.items() if k != "_exit"})
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     for result in results:
         if result.get("error"):
             for line in result["error"].splitlines():

@@ -8,6 +8,7 @@ The CLI and the daemon are thin callers of these two functions."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +29,23 @@ if TYPE_CHECKING:
     from .delivery.engine import Delivery
 
 log = logging.getLogger("reverse_etl.runner")
+
+# Deliveries running in this process, so that a signal can stop them all (see shutdown()).
+_active: set[Delivery] = set()
+_active_lock = threading.Lock()
+_shutdown: str | None = None
+
+
+def shutdown(reason: str) -> None:
+    """Stop this process's runs gracefully: none starts, running ones take no new batch, what
+    was delivered is acknowledged. Safe to call from a signal handler."""
+    global _shutdown
+    _shutdown = reason
+    with _active_lock:
+        deliveries = list(_active)
+    for delivery in deliveries:
+        delivery.stop(reason)
+
 
 ProgressCallback = Callable[[str, int, int], None]  # sync, records done, records to deliver
 
@@ -117,6 +135,8 @@ def run_sync(
     """Run one sync now. Raises ProjectError or SyncRunningError when it cannot start; once
     started, every outcome (errors included) is recorded in the run history and returned."""
     sync = project.sync(name)
+    if _shutdown is not None:
+        raise ReverseEtlError(f"not started: {_shutdown}")
     with SyncLock(project.state_dir, name):
         history = History(project.state_dir)
         try:
@@ -242,4 +262,12 @@ async def _deliver(
         )
         if on_start:
             on_start(delivery)
-        return await delivery.run(batches)
+        with _active_lock:
+            _active.add(delivery)
+        if _shutdown is not None:
+            delivery.stop(_shutdown)
+        try:
+            return await delivery.run(batches)
+        finally:
+            with _active_lock:
+                _active.discard(delivery)

@@ -4,6 +4,7 @@ acknowledgement of each batch as soon as its answer is in."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable, Iterator
@@ -80,20 +81,39 @@ class Delivery:
         self.on_progress = on_progress
         self.outcome = Outcome()
         self._stop: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Event | None = None
 
     def stop(self, reason: str) -> None:
-        """Take no new batches; those in flight finish and are acknowledged."""
-        if self._stop is None:
-            log.warning("%s: stopping: %s", self.sync, reason)
-            self._stop = reason
+        """Take no new batches and retry nothing more; requests in flight finish (within the
+        destination's timeout) and what they delivered is acknowledged. Any thread may call it."""
+        if self._stop is not None:
+            return
+        log.warning("%s: stopping: %s", self.sync, reason)
+        self._stop = reason
+        loop, stopped = self._loop, self._stopped
+        if loop is not None and stopped is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(stopped.set)
 
     async def run(self, batches: list[PendingBatch]) -> Outcome:
+        self._loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        if self._stop is not None:
+            self._stopped.set()
         # The state's DuckDB work (reading the outbox, recording acknowledgements) runs on one
         # thread of its own: DuckDB releases the GIL, so requests keep flowing meanwhile.
         with ThreadPoolExecutor(1, thread_name_prefix="reverse-etl-state") as state_thread:
             self._state_thread = state_thread
             await self._send_all(batches)
         return self.outcome
+
+    async def _pause(self, seconds: float) -> bool:
+        """Wait, unless the run is stopped meanwhile; True when it was."""
+        assert self._stopped is not None
+        if seconds > 0 and not self._stopped.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), seconds)
+        return self._stopped.is_set()
 
     async def _in_state_thread(self, func: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._state_thread, func, *args)
@@ -129,10 +149,13 @@ class Delivery:
             failures += [r for r in results if isinstance(r, BaseException)]
         if failures:  # bookkeeping failed (the state could not be written): the run must not pass
             raise failures[0]
-        for batch in unsent:
-            rows = await self._in_state_thread(self.state.read, batch.first, batch.last)
+        if unsent:  # one read and one ledger write for all of them: stopping must be quick
+            rows = await self._in_state_thread(self.state.read, unsent[0].first, unsent[-1].last)
             failed = [(key, f"not sent: {self._stop}", 0) for key, _ in rows]
-            await self._finish(batch, _Sent(failed=failed))
+            self.outcome.failed += failed
+            self.on_batch(unsent[0].operation, [], failed)
+            if self.on_progress:
+                self.on_progress(len(failed))
         self.outcome.error = self._stop
 
     async def _process(self, pending: PendingBatch, records: list[Record]) -> None:
@@ -181,7 +204,12 @@ class Delivery:
         attempts = 0  # requests for these records that failed in a retryable way
         throttled = 0
         while records:
-            await self.limiter.acquire()
+            while (wait := self.limiter.try_acquire()) > 0:
+                if await self._pause(wait):
+                    break
+            if self._stop is not None:  # stopped while waiting: nothing more goes out
+                sent.failed += _all(records, f"not sent: {self._stop}", attempts + throttled)
+                return
             batch = Batch(self.sync, self.object_name, operation, records)
             try:
                 results = await self.adapter.send(batch)
@@ -201,7 +229,7 @@ class Delivery:
                     )
                     return
                 if exc.retry_after is None:
-                    await asyncio.sleep(self._backoff(throttled))
+                    await self._pause(self._backoff(throttled))
                 continue
             except (Retryable, httpx.TransportError) as exc:
                 attempts += 1
@@ -226,7 +254,7 @@ class Delivery:
                     attempts,
                     delay,
                 )
-                await asyncio.sleep(delay)
+                await self._pause(delay)
                 continue
             except SplitBatch as exc:
                 if len(records) == 1:
@@ -265,7 +293,7 @@ class Delivery:
             records = again
             if records:
                 attempts += 1
-                await asyncio.sleep(max(retry_after or 0.0, self._backoff(attempts)))
+                await self._pause(max(retry_after or 0.0, self._backoff(attempts)))
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: half fixed, half random."""

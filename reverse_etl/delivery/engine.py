@@ -110,7 +110,9 @@ class Delivery:
     async def _pause(self, seconds: float) -> bool:
         """Wait, unless the run is stopped meanwhile; True when it was."""
         assert self._stopped is not None
-        if seconds > 0 and not self._stopped.is_set():
+        if seconds <= 0:
+            await asyncio.sleep(0)  # still let the other batches have their turn
+        elif not self._stopped.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopped.wait(), seconds)
         return self._stopped.is_set()

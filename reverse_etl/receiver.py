@@ -108,6 +108,7 @@ class WebhookReceiver:
                     "headers": headers,
                     "status": status,
                     "raw": raw,
+                    "at": time.monotonic(),  # when it was answered
                 }
             )
 

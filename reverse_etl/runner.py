@@ -229,7 +229,7 @@ async def _deliver(
 
     spec = sync.destination
     settings = spec.settings
-    limiter = limiter_for(str(project.root), spec.name, settings.requests_per_second)
+    limiter = limiter_for(str(project.root), spec.name, settings.rate_windows())
     done = 0
 
     def progress(records: int) -> None:
@@ -248,8 +248,15 @@ async def _deliver(
         max_connections=settings.max_concurrency, max_keepalive_connections=settings.max_concurrency
     )
     verify = spec.adapter.uses_tls(settings)  # False only where no TLS is spoken at all
+
+    async def observe(response: httpx.Response) -> None:  # rate-limit headers, any adapter
+        limiter.observe(response.headers)
+
     async with httpx.AsyncClient(
-        timeout=settings.timeout_seconds, limits=limits, verify=verify
+        timeout=settings.timeout_seconds,
+        limits=limits,
+        verify=verify,
+        event_hooks={"response": [observe]},
     ) as client:
         delivery = Delivery(
             sync=sync.name,

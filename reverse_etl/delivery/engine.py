@@ -219,11 +219,12 @@ class Delivery:
                 self.limiter.throttled(exc.retry_after)
                 throttled += 1
                 log.info(
-                    "%s: throttled (%s); retry after %ss, rate now %s/s",
+                    "%s: throttled (%s); retry after %ss; limit now %s at %.0f%%",
                     self.sync,
                     exc,
                     exc.retry_after,
-                    self.limiter.rate and round(self.limiter.rate, 2),
+                    self.limiter.describe(),
+                    self.limiter.scale * 100,
                 )
                 if throttled > MAX_THROTTLED:
                     sent.failed += _all(

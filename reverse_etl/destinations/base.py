@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..delivery.ratelimit import Window
 from ..errors import CredentialsError
 
 if TYPE_CHECKING:  # adapters get httpx objects from the engine; importing it here costs start-up
@@ -41,10 +42,28 @@ class DestinationSettings(BaseModel):
     type: str
     batch_size: int = Field(default=100, ge=1)
     requests_per_second: float | None = Field(default=None, gt=0)
+    requests_per_10_seconds: int | None = Field(default=None, ge=1)
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    requests_per_day: int | None = Field(default=None, ge=1)
     max_concurrency: int = Field(default=4, ge=1)
     timeout_seconds: float = Field(default=30, gt=0)
     max_retries: int = Field(default=5, ge=0)
     retry_backoff_seconds: float = Field(default=1.0, ge=0)
+
+    def rate_windows(self) -> list[Window]:
+        """The limits set, as windows: at most N requests in any rolling window of W seconds."""
+        windows = []
+        if (per_second := self.requests_per_second) is not None:
+            whole = per_second >= 1 and per_second == int(per_second)
+            windows.append(Window(int(per_second), 1.0) if whole else Window(1, 1 / per_second))
+        for limit, seconds in (
+            (self.requests_per_10_seconds, 10.0),
+            (self.requests_per_minute, 60.0),
+            (self.requests_per_day, 86_400.0),
+        ):
+            if limit is not None:
+                windows.append(Window(limit, seconds))
+        return windows
 
 
 # One record to send: (key, fields), the fields being the record's JSON object, already encoded

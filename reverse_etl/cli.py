@@ -179,21 +179,38 @@ def plan_command(ctx: Context, syncs: tuple[str, ...], all_syncs: bool) -> int:
 @click.argument("syncs", nargs=-1)
 @click.option("--all", "all_syncs", is_flag=True, help="Every sync of the project.")
 @click.option("--full-resync", is_flag=True, help="Send every valid row again (and deletes owed).")
-def run_command(ctx: Context, syncs: tuple[str, ...], all_syncs: bool, full_resync: bool) -> int:
+@click.option("--force", is_flag=True, help="Past the safety rails (see `approve`).")
+def run_command(
+    ctx: Context, syncs: tuple[str, ...], all_syncs: bool, full_resync: bool, force: bool
+) -> int:
     """Run syncs now: send what changed since the last delivery."""
+    project = ctx.project()
+    names = _sync_names(ctx, project, syncs, all_syncs)
+    return _run_syncs(ctx, project, names, full_resync=full_resync, force=force)
+
+
+@command(main, "approve")
+@click.argument("syncs", nargs=-1, required=True)
+def approve_command(ctx: Context, syncs: tuple[str, ...]) -> int:
+    """Release held syncs: run them now, past the safety rails that held them."""
+    project = ctx.project()
+    return _run_syncs(ctx, project, list(dict.fromkeys(syncs)), full_resync=False, force=True)
+
+
+def _run_syncs(ctx: Context, project: Any, names: list[str], full_resync: bool, force: bool) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from .errors import ReverseEtlError
     from .output import Progress, run_table
     from .runner import run_sync, shutdown
 
-    project = ctx.project()
-    names = _sync_names(ctx, project, syncs, all_syncs)
     progress = Progress(enabled=not ctx.as_json and sys.stderr.isatty())
 
     def one(name: str) -> dict[str, Any]:
         try:
-            result = run_sync(project, name, full_resync=full_resync, on_progress=progress.update)
+            result = run_sync(
+                project, name, full_resync=full_resync, force=force, on_progress=progress.update
+            )
         except ReverseEtlError as exc:
             return {"sync": name, "status": "error", "error": str(exc), "_exit": EXIT_FAILED}
         return {**result.as_dict(), "_exit": result.exit_code}
@@ -214,9 +231,11 @@ def run_command(ctx: Context, syncs: tuple[str, ...], all_syncs: bool, full_resy
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     for result in results:
-        if result.get("error"):
-            for line in result["error"].splitlines():
-                click.echo(f"error: {result['sync']}: {line}", err=True)
+        for key in ("error", "reason"):
+            for line in (result.get(key) or "").splitlines():
+                click.echo(
+                    f"{'error' if key == 'error' else 'held'}: {result['sync']}: {line}", err=True
+                )
     if not ctx.as_json:
         run_table(results)
     return max(r["_exit"] for r in results) if results else EXIT_OK

@@ -120,8 +120,8 @@ def runs_table(runs: list[dict[str, Any]]) -> None:
         )
     stdout.print(table)
     for run in runs:
-        if run.get("error"):
-            stdout.print(f"{run['run_id']} ({run['sync']}): {run['error']}")
+        if run.get("error") or run.get("reason"):
+            stdout.print(f"{run['run_id']} ({run['sync']}): {run.get('error') or run['reason']}")
 
 
 def rejected_table(sync: str, records: list[dict[str, Any]]) -> None:
@@ -139,7 +139,12 @@ def _cell(column: str, value: Any) -> str:
     if value is None:
         return "-"
     if column == "status":
-        colour = {"success": "green", "partial": "yellow", "running": "cyan"}.get(value, "red")
+        colour = {
+            "success": "green",
+            "partial": "yellow",
+            "held": "magenta",
+            "running": "cyan",
+        }.get(value, "red")
         return f"[{colour}]{value}[/{colour}]"
     if column == "seconds":
         return f"{value:.2f}"

@@ -40,6 +40,7 @@ class SyncHeader(BaseModel):
     object: str | None = None
     schedule: str | None = None
     batch_size: int | None = Field(default=None, ge=1)
+    max_delete_fraction: float | None = Field(default=None, ge=0, le=1)
 
     @field_validator("primary_key")
     @classmethod

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -21,6 +21,7 @@ from .errors import ReverseEtlError, WarehouseError
 from .history import History
 from .locks import SyncLock
 from .project import Project, Sync
+from .rails import hold_reason
 from .snapshot import DiffCounts, SyncState, snapshot_path
 from .validate import model_problem
 from .warehouses import open_warehouse
@@ -54,14 +55,14 @@ ProgressCallback = Callable[[str, int, int], None]  # sync, records done, record
 class RunResult:
     sync: str
     run_id: str
-    status: str  # success | partial | error
+    status: str  # success | partial | held | error
     counts: DiffCounts | None
     delivered: int = 0
     rejected: int = 0
     failed: int = 0
     duration_seconds: float = 0.0
     error: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None  # why a held run was held
 
     def as_dict(self) -> dict[str, Any]:
         counts = (
@@ -79,11 +80,13 @@ class RunResult:
         )
         if self.error:
             result["error"] = self.error
+        if self.reason:
+            result["reason"] = self.reason
         return result
 
     @property
     def exit_code(self) -> int:
-        return {"success": 0, "partial": 1}.get(self.status, 2)
+        return {"success": 0, "partial": 1, "held": 1}.get(self.status, 2)
 
 
 def _open_state(project: Project, name: str, read_only: bool) -> SyncState:
@@ -129,11 +132,13 @@ def run_sync(
     name: str,
     *,
     full_resync: bool = False,
+    force: bool = False,
     on_progress: ProgressCallback | None = None,
     on_start: Callable[[Delivery], None] | None = None,
 ) -> RunResult:
-    """Run one sync now. Raises ProjectError or SyncRunningError when it cannot start; once
-    started, every outcome (errors included) is recorded in the run history and returned."""
+    """Run one sync now (`force`: past the safety rails). Raises ProjectError or
+    SyncRunningError when it cannot start; once started, every outcome (errors included) is
+    recorded in the run history and returned."""
     sync = project.sync(name)
     if _shutdown is not None:
         raise ReverseEtlError(f"not started: {_shutdown}")
@@ -142,7 +147,7 @@ def run_sync(
         try:
             history.close_abandoned(name)
             run_id = history.start_run(name, full_resync)
-            return _run(project, sync, history, run_id, full_resync, on_progress, on_start)
+            return _run(project, sync, history, run_id, full_resync, force, on_progress, on_start)
         finally:
             history.close()
 
@@ -153,6 +158,7 @@ def _run(
     history: History,
     run_id: str,
     full_resync: bool,
+    force: bool,
     on_progress: ProgressCallback | None,
     on_start: Callable[[Delivery], None] | None,
 ) -> RunResult:
@@ -166,6 +172,16 @@ def _run(
             with _model_errors(sync):
                 result.counts = state.diff(sync.header.mode, full_resync, build_pending=True)
             log.info("%s: run %s: %s", sync.name, run_id, result.counts)
+            reason = (
+                None
+                if force
+                else hold_reason(sync.header.mode, sync.header.max_delete_fraction, result.counts)
+            )
+            if reason:  # send nothing, change nothing: the snapshot stays as it was
+                state.outbox.remove()
+                result.status, result.reason = "held", reason
+                _finish(history, result, started)
+                return result
             history.replace_invalid(
                 sync.name, run_id, state.invalid_rows() if result.counts.invalid else []
             )
@@ -207,7 +223,9 @@ def _run(
 def _finish(history: History, result: RunResult, started: float) -> None:
     result.duration_seconds = time.monotonic() - started
     counts = result.as_dict()
-    history.finish_run(result.run_id, result.status, counts, error=result.error)
+    history.finish_run(
+        result.run_id, result.status, counts, error=result.error, reason=result.reason
+    )
     log.info("%s: run %s finished: %s", result.sync, result.run_id, counts)
 
 

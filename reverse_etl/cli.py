@@ -197,7 +197,23 @@ def approve_command(ctx: Context, syncs: tuple[str, ...]) -> int:
     return _run_syncs(ctx, project, list(dict.fromkeys(syncs)), full_resync=False, force=True)
 
 
-def _run_syncs(ctx: Context, project: Any, names: list[str], full_resync: bool, force: bool) -> int:
+@command(main, "retry")
+@click.argument("syncs", nargs=-1, required=True)
+def retry_command(ctx: Context, syncs: tuple[str, ...]) -> int:
+    """Send quarantined records again now (the safety rails still apply)."""
+    project = ctx.project()
+    names = list(dict.fromkeys(syncs))
+    return _run_syncs(ctx, project, names, full_resync=False, force=False, retry=True)
+
+
+def _run_syncs(
+    ctx: Context,
+    project: Any,
+    names: list[str],
+    full_resync: bool,
+    force: bool,
+    retry: bool = False,
+) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from .errors import ReverseEtlError
@@ -209,7 +225,12 @@ def _run_syncs(ctx: Context, project: Any, names: list[str], full_resync: bool, 
     def one(name: str) -> dict[str, Any]:
         try:
             result = run_sync(
-                project, name, full_resync=full_resync, force=force, on_progress=progress.update
+                project,
+                name,
+                full_resync=full_resync,
+                force=force,
+                retry_quarantined=retry,
+                on_progress=progress.update,
             )
         except ReverseEtlError as exc:
             return {"sync": name, "status": "error", "error": str(exc), "_exit": EXIT_FAILED}

@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS ledger (
     reason TEXT NOT NULL,
     error TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
+    rejections INTEGER NOT NULL DEFAULT 0,  -- consecutive runs that had it rejected
+    quarantined INTEGER NOT NULL DEFAULT 0,
     first_seen REAL NOT NULL,
     last_seen REAL NOT NULL,
     run_id TEXT NOT NULL,
@@ -174,21 +176,55 @@ class History:
         now = time.time()
         self.db.executemany(
             """INSERT INTO ledger
-                (sync, key, reason, error, attempts, first_seen, last_seen, run_id)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                (sync, key, reason, error, attempts, rejections, first_seen, last_seen, run_id)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (sync, key) DO UPDATE SET reason = excluded.reason,
                 error = excluded.error, last_seen = excluded.last_seen,
-                attempts = ledger.attempts + excluded.attempts, run_id = excluded.run_id""",
+                attempts = ledger.attempts + excluded.attempts,
+                rejections = CASE WHEN excluded.reason = 'rejected'
+                                  THEN ledger.rejections + 1 ELSE 0 END,
+                run_id = excluded.run_id""",
             [
-                (sync, key, reason, error, attempts, now, now, run_id)
+                (sync, key, reason, error, attempts, int(reason == "rejected"), now, now, run_id)
                 for key, error, attempts in records
             ],
         )
 
-    def drop_resolved(self, sync: str, run_id: str) -> None:
-        """After a finished run: entries it did not renew were delivered or left the model."""
+    def rejected_repeatedly(self, sync: str, times: int) -> list[str]:
+        """Keys rejected in `times` runs in a row, or more."""
+        rows = self.db.execute(
+            "SELECT key FROM ledger WHERE sync = ? AND reason = 'rejected' AND rejections >= ?",
+            (sync, times),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def mark_quarantined(self, sync: str, keys: list[str]) -> None:
+        """Flag exactly `keys` as quarantined: kept in the ledger while not resent."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("UPDATE ledger SET quarantined = 0 WHERE sync = ?", (sync,))
+            self.db.executemany(
+                "UPDATE ledger SET quarantined = 1, error = CASE WHEN error LIKE 'quarantined%' "
+                "THEN error ELSE 'quarantined after ' || rejections || ' rejections: ' || error "
+                "END WHERE sync = ? AND key = ?",
+                [(sync, key) for key in keys],
+            )
+
+    def reset_rejections(self, sync: str) -> None:
+        """`retry`: quarantined records start counting again."""
         self.db.execute(
-            "DELETE FROM ledger WHERE sync = ? AND reason <> 'invalid' AND run_id <> ?",
+            "UPDATE ledger SET rejections = 0, quarantined = 0, "
+            "error = substr(error, instr(error, ': ') + 2) "
+            "WHERE sync = ? AND quarantined",
+            (sync,),
+        )
+
+    def drop_resolved(self, sync: str, run_id: str) -> None:
+        """After a finished run: entries it did not renew (and not quarantined) were delivered
+        or left the model."""
+        self.db.execute(
+            "DELETE FROM ledger WHERE sync = ? AND reason <> 'invalid' AND run_id <> ? "
+            "AND NOT quarantined",
             (sync, run_id),
         )
 

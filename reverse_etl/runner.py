@@ -133,10 +133,12 @@ def run_sync(
     *,
     full_resync: bool = False,
     force: bool = False,
+    retry_quarantined: bool = False,
     on_progress: ProgressCallback | None = None,
     on_start: Callable[[Delivery], None] | None = None,
 ) -> RunResult:
-    """Run one sync now (`force`: past the safety rails). Raises ProjectError or
+    """Run one sync now (`force`: past the safety rails; `retry_quarantined`: records
+    quarantined after repeated rejections are sent again). Raises ProjectError or
     SyncRunningError when it cannot start; once started, every outcome (errors included) is
     recorded in the run history and returned."""
     sync = project.sync(name)
@@ -147,7 +149,17 @@ def run_sync(
         try:
             history.close_abandoned(name)
             run_id = history.start_run(name, full_resync)
-            return _run(project, sync, history, run_id, full_resync, force, on_progress, on_start)
+            return _run(
+                project,
+                sync,
+                history,
+                run_id,
+                full_resync,
+                force,
+                retry_quarantined,
+                on_progress,
+                on_start,
+            )
         finally:
             history.close()
 
@@ -159,6 +171,7 @@ def _run(
     run_id: str,
     full_resync: bool,
     force: bool,
+    retry_quarantined: bool,
     on_progress: ProgressCallback | None,
     on_start: Callable[[Delivery], None] | None,
 ) -> RunResult:
@@ -168,6 +181,9 @@ def _run(
         keep_fields = sync.header.mode == "mirror"  # deletes carry the last delivered fields
         with _open_state(project, sync.name, read_only=False) as state:
             state.fold_acknowledged(keep_fields)  # what a run that died had delivered
+            if retry_quarantined:
+                state.clear_quarantine()
+                history.reset_rejections(sync.name)
             _bind(project, sync, state)
             with _model_errors(sync):
                 result.counts = state.diff(sync.header.mode, full_resync, build_pending=True)
@@ -186,6 +202,7 @@ def _run(
                 sync.name, run_id, state.invalid_rows() if result.counts.invalid else []
             )
             state.settle()
+            held_back = state.quarantined_unchanged()
             if sync.header.mode != "mirror" and result.counts.removed:
                 state.forget_removed()
             batches = state.pending_batches(sync.batch_size)
@@ -202,12 +219,15 @@ def _run(
                     )
                 )
             state.fold_acknowledged(keep_fields)
+            newly = history.rejected_repeatedly(sync.name, sync.destination.settings.max_attempts)
+            history.mark_quarantined(sync.name, state.update_quarantine(newly))
         history.drop_resolved(sync.name, run_id)
         if outcome is not None:
             result.delivered = outcome.delivered
             result.rejected = len(outcome.rejected)
             result.failed = len(outcome.failed)
             result.error = outcome.error
+        result.rejected += held_back  # quarantined: still not delivered
         undelivered = result.rejected + result.failed + result.counts.invalid
         result.status = "error" if result.error else "partial" if undelivered else "success"
     except ReverseEtlError as exc:

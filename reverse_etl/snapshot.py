@@ -8,6 +8,8 @@ The state file holds
                                           MD5 of the fields sent, and (mirror mode, whose
                                           deletes carry them) the fields themselves
     meta(name, value)                     the hash scheme the snapshot was written with
+    quarantine(key, hash)                 records rejected too often: not sent again while
+                                          their row stays as it was (or until `retry`)
 
 and beside it each run's outbox (outbox.py): what the run sends, and what the destination
 accepted of it. Accepted records are folded into the snapshot in one set operation at the end
@@ -39,6 +41,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state.snapshot (
     key VARCHAR NOT NULL, hash UBIGINT NOT NULL, digest BLOB NOT NULL, fields VARCHAR);
 CREATE TABLE IF NOT EXISTS state.meta (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS state.quarantine (key VARCHAR NOT NULL, hash UBIGINT NOT NULL);
 """
 
 # DuckDB does not promise that hash() stays the same across versions. The hash of these values
@@ -298,7 +301,9 @@ class SyncState:
             WITH wanted AS (
                 SELECT x.key, {self._status_sql()} AS status
                 FROM {DIFF} x LEFT JOIN {DUPLICATES} dup ON dup.key = x.key
-                WHERE status IN ({", ".join(quote_literal(w) for w in read)})),
+                WHERE status IN ({", ".join(quote_literal(w) for w in read)})
+                    AND NOT EXISTS (SELECT 1 FROM state.quarantine q
+                                    WHERE q.key = x.key AND q.hash = x.hash)),
             m AS (
                 SELECT {self.key_sql} AS __retl_key, * FROM {self.relation}
                 WHERE {self.key_sql} IN (SELECT key FROM wanted)
@@ -358,6 +363,34 @@ class SyncState:
             )
         con.execute("INSERT OR REPLACE INTO state.meta VALUES ('hash_scheme', ?)", [self._scheme])
         con.execute("COMMIT")
+
+    def quarantined_unchanged(self) -> int:
+        """Quarantined records whose rows are as they were: held back from this run."""
+        return self.con.execute(  # type: ignore[no-any-return, index]
+            f"""SELECT count(*) FROM state.quarantine q JOIN {DIFF} x
+            ON x.key = q.key AND x.hash = q.hash AND x.present"""
+        ).fetchone()[0]
+
+    def update_quarantine(self, newly: list[str]) -> list[str]:
+        """After a run: release records whose row changed or left the model, quarantine
+        `newly` at their current hash; the keys quarantined now."""
+        con = self.con
+        con.execute("BEGIN")
+        con.execute(
+            f"""DELETE FROM state.quarantine WHERE NOT EXISTS (SELECT 1 FROM {DIFF} x
+                WHERE x.key = quarantine.key AND x.hash = quarantine.hash AND x.present)"""
+        )
+        con.execute(
+            f"""INSERT INTO state.quarantine SELECT x.key, x.hash FROM {DIFF} x
+            WHERE x.present AND x.key IN (SELECT unnest(?::VARCHAR[]))
+                AND x.key NOT IN (SELECT key FROM state.quarantine)""",
+            [newly],
+        )
+        con.execute("COMMIT")
+        return [key for (key,) in con.execute("SELECT key FROM state.quarantine").fetchall()]
+
+    def clear_quarantine(self) -> None:
+        self.con.execute("DELETE FROM state.quarantine")
 
     def forget_removed(self) -> None:
         """Outside mirror mode a key that left the model is counted once and forgotten."""

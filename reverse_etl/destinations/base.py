@@ -49,6 +49,7 @@ class DestinationSettings(BaseModel):
     timeout_seconds: float = Field(default=30, gt=0)
     max_retries: int = Field(default=5, ge=0)
     retry_backoff_seconds: float = Field(default=1.0, ge=0)
+    max_attempts: int = Field(default=3, ge=1)  # rejections in a row before quarantine
 
     def rate_windows(self) -> list[Window]:
         """The limits set, as windows: at most N requests in any rolling window of W seconds."""

@@ -128,10 +128,18 @@ def rejected_table(sync: str, records: list[dict[str, Any]]) -> None:
     if not records:
         stdout.print(f"{sync}: every record was delivered")
         return
-    table = _table(f"{sync}: records not delivered", ["key", "reason", "attempts", "error"])
+    columns = ["key", "reason", "attempts", "first seen", "last seen", "error"]
+    table = _table(f"{sync}: records not delivered", columns)
     for record in records:
         key = record["key"] if record["key"] is not None else "(NULL)"
-        table.add_row(key, record["reason"], str(record["attempts"]), record["error"])
+        table.add_row(
+            key,
+            record["reason"],
+            str(record["attempts"]),
+            record["first_seen"],
+            record["last_seen"],
+            record["error"],
+        )
     stdout.print(table)
 
 

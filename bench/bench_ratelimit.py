@@ -16,9 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import threading
-import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -29,30 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import duckdb  # noqa: E402
 
 from reverse_etl.project import Project  # noqa: E402
-from reverse_etl.receiver import WebhookReceiver  # noqa: E402
+from reverse_etl.receiver import RollingLimit, WebhookReceiver  # noqa: E402
 from reverse_etl.runner import run_sync  # noqa: E402
-
-
-class RollingLimit:
-    """At most `limit` requests in any rolling `seconds`, else 429 (Retry-After when given)."""
-
-    def __init__(self, limit: int, seconds: float, retry_after: str | None) -> None:
-        self.limit, self.seconds, self.retry_after = limit, seconds, retry_after
-        self.accepted: deque[float] = deque()
-        self.throttled = 0
-        self.lock = threading.Lock()
-
-    def __call__(self, body: Any, headers: Any) -> tuple[int, dict[str, str], bytes] | None:
-        with self.lock:
-            now = time.monotonic()
-            while self.accepted and self.accepted[0] <= now - self.seconds:
-                self.accepted.popleft()
-            if len(self.accepted) >= self.limit:
-                self.throttled += 1
-                extra = {"Retry-After": self.retry_after} if self.retry_after else {}
-                return 429, extra, b"rate limit exceeded"
-            self.accepted.append(now)
-            return None
 
 
 def scenario(

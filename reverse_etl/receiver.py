@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -140,3 +140,26 @@ class WebhookReceiver:
                 pass
 
         return Handler
+
+
+class RollingLimit:
+    """An `intercept` that limits the receiver's rate as an API does: at most `limit` requests
+    in any rolling `seconds`, answering 429 past it (with Retry-After when one is given)."""
+
+    def __init__(self, limit: int, seconds: float = 1.0, retry_after: str | None = None) -> None:
+        self.limit, self.seconds, self.retry_after = limit, seconds, retry_after
+        self.accepted: deque[float] = deque()
+        self.throttled = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, body: dict[str, Any], headers: dict[str, str]) -> Reply | None:
+        with self.lock:
+            now = time.monotonic()
+            while self.accepted and self.accepted[0] <= now - self.seconds:
+                self.accepted.popleft()
+            if len(self.accepted) >= self.limit:
+                self.throttled += 1
+                extra = {"Retry-After": self.retry_after} if self.retry_after else {}
+                return 429, extra, b"rate limit exceeded"
+            self.accepted.append(now)
+            return None

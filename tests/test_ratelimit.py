@@ -4,13 +4,12 @@ enforces its own limit (a real HTTP server on 127.0.0.1)."""
 from __future__ import annotations
 
 import random
-import threading
-import time
 from collections import deque
 
 import pytest
 
 from reverse_etl.delivery.ratelimit import RateLimiter, Window
+from reverse_etl.receiver import RollingLimit
 
 
 class Clock:
@@ -119,29 +118,6 @@ def test_rate_headers_slow_down_before_a_429():
 # -- against a receiver that enforces its own limit ------------------------------------------
 
 
-class RollingLimit:
-    """The receiver's side: at most `limit` requests in any rolling second, else 429."""
-
-    def __init__(self, limit: int, retry_after: str | None) -> None:
-        self.limit = limit
-        self.retry_after = retry_after
-        self.accepted: deque[float] = deque()
-        self.throttled = 0
-        self.lock = threading.Lock()
-
-    def __call__(self, body, headers):
-        with self.lock:
-            now = time.monotonic()
-            while self.accepted and self.accepted[0] <= now - 1.0:
-                self.accepted.popleft()
-            if len(self.accepted) >= self.limit:
-                self.throttled += 1
-                extra = {"Retry-After": self.retry_after} if self.retry_after else {}
-                return 429, extra, b"rate limit exceeded"
-            self.accepted.append(now)
-            return None
-
-
 def test_configured_limit_equal_to_the_servers_is_never_exceeded(users_project, receiver):
     limit = RollingLimit(20, retry_after="1")
     receiver.intercept = limit
@@ -155,7 +131,7 @@ def test_configured_limit_equal_to_the_servers_is_never_exceeded(users_project, 
 
 
 def test_without_a_configured_limit_the_engine_settles_near_the_servers(users_project, receiver):
-    limit = RollingLimit(25, retry_after=None)
+    limit = RollingLimit(25)
     receiver.intercept = limit
     project = users_project(rows=2000, batch_size=10, max_concurrency=4, retry_backoff_seconds=0.2)
     outcome = project.cli("run", "users", "--json")

@@ -148,3 +148,23 @@ def test_webhook_adapter_over_mock_transport(state):
     assert len(bodies) == 1 and bodies[0].startswith(
         b'{"sync":"t","object":"o","operation":"upsert"'
     )
+
+
+def test_folding_twice_changes_nothing(state, tmp_path):
+    """A crash after the fold committed but before the outbox was removed makes the next run
+    fold the same records again: the snapshot must come out the same."""
+    import shutil
+
+    adapter = Scripted(lambda batch, call: [DELIVERED] * len(batch.records))
+    deliver(state, adapter)
+    saved = {p: tmp_path / (p.name + ".saved") for p in (state.outbox.path, state.outbox.log_path)}
+    for original, copy in saved.items():
+        shutil.copy(original, copy)
+    state.fold_acknowledged(keep_fields=True)
+    once = state.con.execute("SELECT * FROM state.snapshot ORDER BY key").fetchall()
+    for original, copy in saved.items():
+        shutil.copy(copy, original)
+    state.fold_acknowledged(keep_fields=True)
+    assert state.con.execute("SELECT * FROM state.snapshot ORDER BY key").fetchall() == once
+    assert len(once) == 10
+    assert not state.outbox.exists() and not state.outbox.log_path.exists()

@@ -4,6 +4,7 @@ enforces its own limit (a real HTTP server on 127.0.0.1)."""
 from __future__ import annotations
 
 import random
+import time
 from collections import deque
 
 import pytest
@@ -156,3 +157,18 @@ def test_two_syncs_share_one_destination_budget(project, receiver):
     assert project.cli("run", "--all").exit_code == 0
     assert limit.throttled == 0, "two syncs split the budget, they do not double it"
     assert len(receiver.requests) == 80
+
+
+def test_rate_headers_from_a_real_answer_pause_the_next_request(users_project, receiver):
+    answered: list[float] = []
+
+    def few_left(body, headers):
+        answered.append(time.monotonic())
+        if len(answered) == 1:
+            return 200, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1"}, b""
+        return None
+
+    receiver.intercept = few_left
+    project = users_project(rows=20, batch_size=10, max_concurrency=1)
+    assert project.cli("run", "users").exit_code == 0
+    assert len(answered) == 2 and answered[1] - answered[0] >= 0.9, "waited for the reset"

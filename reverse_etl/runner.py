@@ -135,7 +135,6 @@ def run_sync(
     force: bool = False,
     retry_quarantined: bool = False,
     on_progress: ProgressCallback | None = None,
-    on_start: Callable[[Delivery], None] | None = None,
 ) -> RunResult:
     """Run one sync now (`force`: past the safety rails; `retry_quarantined`: records
     quarantined after repeated rejections are sent again). Raises ProjectError or
@@ -158,7 +157,6 @@ def run_sync(
                 force,
                 retry_quarantined,
                 on_progress,
-                on_start,
             )
         finally:
             history.close()
@@ -173,7 +171,6 @@ def _run(
     force: bool,
     retry_quarantined: bool,
     on_progress: ProgressCallback | None,
-    on_start: Callable[[Delivery], None] | None,
 ) -> RunResult:
     started = time.monotonic()
     result = RunResult(sync.name, run_id, "error", None)
@@ -214,9 +211,7 @@ def _run(
                 import asyncio  # here, with the rest of delivery: `plan` never needs it
 
                 outcome = asyncio.run(
-                    _deliver(
-                        project, sync, state, history, run_id, batches, total, on_progress, on_start
-                    )
+                    _deliver(project, sync, state, history, run_id, batches, total, on_progress)
                 )
             state.fold_acknowledged(keep_fields)
             newly = history.rejected_repeatedly(sync.name, sync.destination.settings.max_attempts)
@@ -258,7 +253,6 @@ async def _deliver(
     batches: list[Any],
     total: int,
     on_progress: ProgressCallback | None,
-    on_start: Callable[[Delivery], None] | None,
 ) -> Any:
     import httpx
 
@@ -276,7 +270,7 @@ async def _deliver(
         if on_progress:
             on_progress(sync.name, done, total)
 
-    def bookkeeping(operation: str, rejected: list[Any], failed: list[Any]) -> None:
+    def bookkeeping(rejected: list[Any], failed: list[Any]) -> None:
         if rejected:
             history.record_undelivered(sync.name, run_id, "rejected", rejected)
         if failed:
@@ -305,8 +299,6 @@ async def _deliver(
             on_batch=bookkeeping,
             on_progress=progress,
         )
-        if on_start:
-            on_start(delivery)
         with _active_lock:
             _active.add(delivery)
         if _shutdown is not None:

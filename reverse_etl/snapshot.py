@@ -327,7 +327,6 @@ class SyncState:
             )
             if not full_resync:
                 con.execute(f"DELETE FROM {PICKED} WHERE status = 'unchanged'")
-        self._rehashed = 0
         if not trusted:  # under another hash function every row looks changed: the MD5 tells
             con.execute(
                 f"""INSERT INTO {REHASH}

@@ -64,7 +64,7 @@ def deliver(state, adapter, batch_size=5):
         adapter=adapter,
         limiter=RateLimiter(None),
         state=state,
-        on_batch=lambda op, rej, fail: ledger.extend(rej + fail),
+        on_batch=lambda rej, fail: ledger.extend(rej + fail),
     )
     outcome = asyncio.run(delivery.run(state.pending_batches(batch_size)))
     return outcome, ledger

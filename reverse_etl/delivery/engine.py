@@ -68,7 +68,7 @@ class Delivery:
         adapter: Destination,
         limiter: RateLimiter,
         state: SyncState,
-        on_batch: Callable[[str, list[tuple[str, str, int]], list[tuple[str, str, int]]], None],
+        on_batch: Callable[[list[tuple[str, str, int]], list[tuple[str, str, int]]], None],
         on_progress: Callable[[int], None] | None = None,
     ) -> None:
         self.sync = sync
@@ -155,7 +155,7 @@ class Delivery:
             rows = await self._in_state_thread(self.state.read, unsent[0].first, unsent[-1].last)
             failed = [(key, f"not sent: {self._stop}", 0) for key, _ in rows]
             self.outcome.failed += failed
-            self.on_batch(unsent[0].operation, [], failed)
+            self.on_batch([], failed)
             if self.on_progress:
                 self.on_progress(len(failed))
         self.outcome.error = self._stop
@@ -190,7 +190,7 @@ class Delivery:
         self.outcome.delivered += len(sent.delivered)
         self.outcome.rejected += sent.rejected
         self.outcome.failed += sent.failed
-        self.on_batch(pending.operation, sent.rejected, sent.failed)
+        self.on_batch(sent.rejected, sent.failed)
         if self.on_progress:
             self.on_progress(len(sent.delivered) + len(sent.rejected) + len(sent.failed))
 

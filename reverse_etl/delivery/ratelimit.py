@@ -49,7 +49,6 @@ class RateLimiter:
         self.clock = clock
         self.scale = 1.0  # the share of the configured limits in use (adaptive)
         self.learned: float | None = None  # requests per second, when no limit is configured
-        self.throttled_count = 0
         self._sent: list[float] = []  # send times, ascending, within the longest window
         self._ok: list[float] = []  # times of accepted requests (to learn an unstated limit)
         self._next = 0.0  # the earliest moment the next request may go (pacing)
@@ -112,7 +111,6 @@ class RateLimiter:
         """The destination said 429: slow down, and pause everyone for Retry-After."""
         with self._lock:
             now = self.clock()
-            self.throttled_count += 1
             if retry_after:
                 self._paused_until = max(self._paused_until, now + retry_after)
             # Requests in flight together meet the same limit: one cut per second is enough.

@@ -242,7 +242,7 @@ def _run_syncs(
 
     previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with progress, ThreadPoolExecutor(project.settings.run.max_concurrent_syncs) as pool:
+        with progress, ThreadPoolExecutor(project.settings.scheduler.max_concurrent_syncs) as pool:
             results = []
             for result in pool.map(one, names):
                 results.append(result)
@@ -320,6 +320,27 @@ def reset_command(ctx: Context, sync: str) -> int:
     else:
         click.echo(f"{sync}: snapshot forgotten; the next run sends every row")
     return EXIT_OK
+
+
+@command(main, "daemon")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="One line per event, as text or JSON (--json: JSON on stdout).",
+)
+def daemon_command(ctx: Context, log_format: str) -> int:
+    """Run every sync on its schedule (and after the syncs it follows) until SIGTERM/SIGINT.
+
+    SIGHUP, or any change to syncs/ and destinations/, reloads them without a restart. Status
+    at http://127.0.0.1:8731/ (/healthz, /syncs, /metrics) unless [daemon] says otherwise."""
+    from .daemon import run_daemon
+    from .logs import configure
+
+    stream = sys.stdout if ctx.as_json else sys.stderr
+    formatter = configure("json" if ctx.as_json else log_format, stream, ctx.verbose)
+    return run_daemon(ctx.project_dir, formatter.hide)
 
 
 @command(main, "demo")

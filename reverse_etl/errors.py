@@ -5,6 +5,7 @@ ReverseEtlError                 anything the engine reports to a user (exit 2 fr
 ├── StateError                  the state folder cannot be read or written
 ├── WarehouseError              the warehouse cannot be reached or the model failed to run
 ├── SyncRunningError            another process is running this sync
+├── Interrupted                 the process was asked to stop (a signal) before the run ended
 └── DestinationError            the destination cannot take data
     └── CredentialsError        it refused our credentials (401/403): stop sending to it
 """
@@ -49,6 +50,10 @@ class WarehouseError(ReverseEtlError):
 
 
 class SyncRunningError(ReverseEtlError):
+    pass
+
+
+class Interrupted(ReverseEtlError):
     pass
 
 

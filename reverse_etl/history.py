@@ -59,6 +59,12 @@ CREATE TABLE IF NOT EXISTS ledger (
     run_id TEXT NOT NULL,
     UNIQUE (sync, key)
 );
+CREATE TABLE IF NOT EXISTS probes (  -- a trigger_query's answer when its sync last ran whole
+    sync TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    checked_at REAL NOT NULL
+);
 """
 
 
@@ -245,6 +251,20 @@ class History:
 
     def forget(self, sync: str) -> None:
         self.db.execute("DELETE FROM ledger WHERE sync = ?", (sync,))
+        self.db.execute("DELETE FROM probes WHERE sync = ?", (sync,))
+
+    # -- trigger_query answers -----------------------------------------------------------
+
+    def probe(self, sync: str) -> str | None:
+        row = self.db.execute("SELECT value FROM probes WHERE sync = ?", (sync,)).fetchone()
+        return row["value"] if row else None
+
+    def save_probe(self, sync: str, value: str, run_id: str) -> None:
+        self.db.execute(
+            "INSERT INTO probes VALUES (?, ?, ?, ?) ON CONFLICT (sync) DO UPDATE SET "
+            "value = excluded.value, run_id = excluded.run_id, checked_at = excluded.checked_at",
+            (sync, value, run_id, time.time()),
+        )
 
 
 def _killed(pid: int | None) -> str:

@@ -14,9 +14,10 @@ from .errors import SyncRunningError
 
 
 class SyncLock:
-    def __init__(self, state_dir: Path, sync: str) -> None:
+    def __init__(self, state_dir: Path, sync: str, holder: str = "reverse-etl") -> None:
         self.path = state_dir / "locks" / f"{sync}.lock"
         self.sync = sync
+        self.holder = holder  # what the refused are told is running it
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -25,13 +26,13 @@ class SyncLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise SyncRunningError(
-                f"sync {self.sync!r} is already running (pid {holder}); wait for that run to finish"
+                f"sync {self.sync!r} is already running ({holder}); wait for that run to finish"
             ) from None
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        os.write(fd, f"{self.holder}, pid {os.getpid()}".encode())
         self._fd = fd
 
     def release(self) -> None:

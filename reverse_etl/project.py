@@ -7,24 +7,32 @@ is a Problem naming the file and, where there is one, the line.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from .destinations import registry
 from .destinations.base import Destination, DestinationSettings
 from .errors import Problem, ProjectError
+from .graph import after_problems
 from .model import Model, parse_model
-from .settings import Settings, WarehouseSettings, load_settings
+from .schedules import check_schedule
+from .settings import Settings, WarehouseSettings, load_settings, secret_values
 from .tomlfile import did_you_mean, interpolate, line_of, parse_toml, read_text, scrub
 
 SYNCS_DIR = "syncs"
 DESTINATIONS_DIR = "destinations"
 PROJECT_ENV = "REVERSE_ETL_PROJECT"
+PROJECT_FILES = ("config.toml", f"{SYNCS_DIR}/*.sql", f"{DESTINATIONS_DIR}/*.toml")  # globs
 
 Mode = Literal["upsert", "update", "insert", "mirror"]
 
@@ -41,6 +49,8 @@ class SyncHeader(BaseModel):
     schedule: str | None = None
     batch_size: int | None = Field(default=None, ge=1)
     max_delete_fraction: float | None = Field(default=None, ge=0, le=1)
+    after: list[str] = Field(default_factory=list)
+    trigger_query: str | None = None
 
     @field_validator("primary_key")
     @classmethod
@@ -59,32 +69,19 @@ class SyncHeader(BaseModel):
             check_schedule(value)
         return value
 
+    @field_validator("after", mode="before")
+    @classmethod
+    def _after_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
-_EVERY = re.compile(r"every\s+(\d+)\s*([smh])", re.IGNORECASE)
-
-
-def check_schedule(value: str) -> None:
-    """A cron expression (5 fields, UTC) or "every 30s" / "every 15m" / "every 2h"; ValueError
-    saying what is wrong otherwise."""
-    text = value.strip()
-    if text.lower().startswith("every"):
-        found = _EVERY.fullmatch(text)
-        if not found or int(found.group(1)) < 1:
-            raise ValueError(
-                f'{value!r} is not a schedule: write e.g. "every 30s", "every 15m" or "every 2h"'
-            )
-        return
-    if len(text.split()) != 5:
-        raise ValueError(
-            f"{value!r} is not a schedule: write a cron expression of 5 fields "
-            f'(minute hour day month weekday, UTC) or e.g. "every 15m"'
-        )
-    from apscheduler.triggers.cron import CronTrigger
-
-    try:
-        CronTrigger.from_crontab(text, timezone="UTC")
-    except ValueError as exc:
-        raise ValueError(f"{value!r} is not a valid cron expression: {exc}") from None
+    @field_validator("after")
+    @classmethod
+    def _after(cls, value: list[str]) -> list[str]:
+        if not all(value):
+            raise ValueError("must list sync names")
+        if len(set(value)) != len(value):
+            raise ValueError("names a sync twice")
+        return value
 
 
 @dataclass(frozen=True)
@@ -104,6 +101,7 @@ class Sync:
     sql_line: int  # the file line where the SQL starts
     text: str  # the whole file, to find header lines for later errors
     destination: DestinationSpec
+    probe: Model | None = None  # the parsed trigger_query
 
     @property
     def primary_key(self) -> tuple[str, ...]:
@@ -130,6 +128,8 @@ class Project:
     _settings: Settings | None = None
     settings_problems: list[Problem] = field(default_factory=list)
     _destinations: dict[str, DestinationSpec | list[Problem]] = field(default_factory=dict)
+    # Each value a loaded file took from the environment, and its ${NAME}: logs blank them.
+    interpolated: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def open(cls, root: str | Path | None = None) -> Project:
@@ -141,6 +141,17 @@ class Project:
             return cls(path, load_settings(path))
         except ProjectError as exc:
             return cls(path, None, exc.problems)
+
+    def secrets(self) -> dict[str, str]:
+        """Values never to show (in errors, logs, run history), each with what to show
+        instead: what the files loaded so far took from the environment (as ${NAME}), and
+        every secret setting's value."""
+        models: list[BaseModel] = [
+            s.settings for s in self._destinations.values() if not isinstance(s, list)
+        ]
+        if self._settings is not None:
+            models.append(self._settings)
+        return secret_values(models) | self.interpolated
 
     @property
     def settings(self) -> Settings:
@@ -190,7 +201,10 @@ class Project:
             problems += sync_problems
             if sync is not None:
                 syncs.append(sync)
-        return syncs, problems
+        chain_problems = after_problems(syncs, self.sync_names())
+        broken = {p.file for p in chain_problems}
+        syncs = [s for s in syncs if s.file not in broken]
+        return syncs, problems + chain_problems
 
     # -- loading -------------------------------------------------------------------------
 
@@ -218,6 +232,7 @@ class Project:
         data, problems = parse_toml(header_text, file)
         secrets: dict[str, str] = {}
         data, missing = interpolate(data, header_text, file, secrets=secrets)
+        self.interpolated.update(secrets)
         problems += missing
         header = None
         if not problems:
@@ -228,6 +243,8 @@ class Project:
                 problems += [_field_problem(file, header_text, e, fields) for e in exc.errors()]
         model, model_problems = parse_model(sql, self.dialect, file, sql_line)
         problems += model_problems
+        probe, probe_problems = self._probe(header, header_text, file)
+        problems += probe_problems
         if header is None or model is None:
             return None, _in_order(scrub(problems, secrets))
         columns = model.named_columns
@@ -269,7 +286,29 @@ class Project:
             )
         if problems:
             return None, _in_order(scrub(problems, secrets))
-        return Sync(name, file, header, model, sql_line, text, destination), []
+        return Sync(name, file, header, model, sql_line, text, destination, probe), []
+
+    def _probe(
+        self, header: SyncHeader | None, header_text: str, file: str
+    ) -> tuple[Model | None, list[Problem]]:
+        """The trigger_query, parsed: one read-only query, checked on a schedule."""
+        if header is None or header.trigger_query is None:
+            return None, []
+        line = line_of(header_text, "trigger_query")
+        if header.schedule is None:
+            return None, [
+                Problem(
+                    file,
+                    line,
+                    "trigger_query is checked on the sync's schedule: add a schedule "
+                    '(e.g. schedule = "every 5m")',
+                )
+            ]
+        probe, problems = parse_model(header.trigger_query, self.dialect, file, line or 1)
+        return probe, [
+            Problem(p.file, line, "trigger_query: " + p.message.replace("a model", "a probe"))
+            for p in problems
+        ]
 
     def _destination(self, name: str) -> DestinationSpec | list[Problem]:
         if name not in self._destinations:
@@ -293,6 +332,7 @@ class Project:
     ) -> DestinationSpec | list[Problem]:
         data, problems = parse_toml(text, file)
         data, missing = interpolate(data, text, file, secrets=secrets)
+        self.interpolated.update(secrets)
         problems += missing
         if problems:
             return problems

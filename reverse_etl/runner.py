@@ -12,17 +12,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from .errors import ReverseEtlError, WarehouseError
+from .errors import Interrupted, ReverseEtlError, WarehouseError
 from .history import History
 from .locks import SyncLock
 from .project import Project, Sync
 from .rails import hold_reason
 from .snapshot import DiffCounts, SyncState, snapshot_path
+from .tomlfile import blank
 from .validate import model_problem
 from .warehouses import open_warehouse
 
@@ -63,6 +64,7 @@ class RunResult:
     duration_seconds: float = 0.0
     error: str | None = None
     reason: str | None = None  # why a held run was held
+    exception: ReverseEtlError | None = field(default=None, repr=False)  # the error, typed
 
     def as_dict(self) -> dict[str, Any]:
         counts = (
@@ -120,7 +122,8 @@ def _bind(project: Project, sync: Sync, state: SyncState) -> None:
 def plan_sync(project: Project, name: str) -> dict[str, Any]:
     """What a run would do now; sends nothing and changes no state."""
     sync = project.sync(name)
-    with SyncLock(project.state_dir, name), _open_state(project, name, read_only=True) as state:
+    lock = SyncLock(project.state_dir, name, "reverse-etl plan")
+    with lock, _open_state(project, name, read_only=True) as state:
         _bind(project, sync, state)
         with _model_errors(sync):
             counts = state.diff(sync.header.mode, full_resync=False, build_pending=False)
@@ -135,15 +138,17 @@ def run_sync(
     force: bool = False,
     retry_quarantined: bool = False,
     on_progress: ProgressCallback | None = None,
+    holder: str = "reverse-etl run",
 ) -> RunResult:
     """Run one sync now (`force`: past the safety rails; `retry_quarantined`: records
-    quarantined after repeated rejections are sent again). Raises ProjectError or
-    SyncRunningError when it cannot start; once started, every outcome (errors included) is
-    recorded in the run history and returned."""
+    quarantined after repeated rejections are sent again; `holder`: who runs it, named to a
+    process refused meanwhile). Raises ProjectError, SyncRunningError or Interrupted when it
+    cannot start; once started, every outcome (errors included) is recorded in the run
+    history and returned."""
     sync = project.sync(name)
     if _shutdown is not None:
-        raise ReverseEtlError(f"not started: {_shutdown}")
-    with SyncLock(project.state_dir, name):
+        raise Interrupted(f"not started: {_shutdown}")
+    with SyncLock(project.state_dir, name, holder):
         history = History(project.state_dir)
         try:
             history.close_abandoned(name)
@@ -193,7 +198,7 @@ def _run(
             if reason:  # send nothing, change nothing: the snapshot stays as it was
                 state.outbox.remove()
                 result.status, result.reason = "held", reason
-                _finish(history, result, started)
+                _finish(history, result, started, project.secrets())
                 return result
             history.replace_invalid(
                 sync.name, run_id, state.invalid_rows() if result.counts.invalid else []
@@ -222,21 +227,29 @@ def _run(
             result.rejected = len(outcome.rejected)
             result.failed = len(outcome.failed)
             result.error = outcome.error
+            if outcome.error:
+                result.exception = outcome.exception or Interrupted(outcome.error)
         result.rejected += held_back  # quarantined: still not delivered
         undelivered = result.rejected + result.failed + result.counts.invalid
         result.status = "error" if result.error else "partial" if undelivered else "success"
     except ReverseEtlError as exc:
         result.error = str(exc)
+        result.exception = exc
     except BaseException as exc:
         result.error = f"internal error: {exc!r}"
-        _finish(history, result, started)
+        _finish(history, result, started, project.secrets())
         raise
-    _finish(history, result, started)
+    _finish(history, result, started, project.secrets())
     return result
 
 
-def _finish(history: History, result: RunResult, started: float) -> None:
+def _finish(history: History, result: RunResult, started: float, secrets: dict[str, str]) -> None:
+    """Record the run's end; a secret echoed by a destination's answer is blanked out."""
     result.duration_seconds = time.monotonic() - started
+    if result.error:
+        result.error = blank(result.error, secrets)
+        if result.exception is not None:  # the same text, for the Python API's callers
+            result.exception.args = (blank(str(result.exception), secrets),)
     counts = result.as_dict()
     history.finish_run(
         result.run_id, result.status, counts, error=result.error, reason=result.reason
@@ -270,7 +283,12 @@ async def _deliver(
         if on_progress:
             on_progress(sync.name, done, total)
 
+    secrets = project.secrets()
+
     def bookkeeping(rejected: list[Any], failed: list[Any]) -> None:
+        if secrets:  # a destination may echo a token back in its error text
+            rejected = [(key, blank(error, secrets), n) for key, error, n in rejected]
+            failed = [(key, blank(error, secrets), n) for key, error, n in failed]
         if rejected:
             history.record_undelivered(sync.name, run_id, "rejected", rejected)
         if failed:

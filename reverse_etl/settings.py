@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -47,8 +47,29 @@ class StateSettings(_Section):
     threads: int | None = Field(default=None, ge=1)
 
 
-class RunSettings(_Section):
-    max_concurrent_syncs: int = Field(default=4, ge=1)
+class SchedulerSettings(_Section):
+    timezone: str = "UTC"  # of cron schedules
+    max_concurrent_syncs: int = Field(default=4, ge=1)  # the daemon and `run --all`
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f'unknown time zone {value!r}: write an IANA name such as "UTC" or "Europe/Paris"'
+            ) from None
+        return value
+
+
+class DaemonSettings(_Section):
+    host: str = "127.0.0.1"  # the status server's address
+    port: int = Field(default=8731, ge=0, le=65535)  # 0: any free port (logged at start)
+    shutdown_timeout_seconds: float = Field(default=30, gt=0)
+    watch_interval_seconds: float = Field(default=2, gt=0)  # how often syncs/ is looked at
 
 
 class Settings(BaseSettings):
@@ -60,7 +81,8 @@ class Settings(BaseSettings):
 
     warehouse: WarehouseSettings = WarehouseSettings()
     state: StateSettings = StateSettings()
-    run: RunSettings = RunSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    daemon: DaemonSettings = DaemonSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -100,6 +122,32 @@ def load_settings(project_dir: Path) -> Settings:
         # an unknown REVERSE_ETL_* key is found both by _unknown_env_keys and by pydantic
         raise ProjectError(scrub(list(dict.fromkeys(problems)), secrets))
     return settings
+
+
+REDACTED = "***"
+
+
+def secret_values(models: list[BaseModel]) -> dict[str, str]:
+    """Every SecretStr value inside these settings (in dicts and lists too), to blank out."""
+    found: dict[str, str] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, SecretStr):
+            if secret := value.get_secret_value():
+                found[secret] = REDACTED
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+
+    for model in models:
+        walk(model)
+    return found
 
 
 def where_set(project_dir: Path, section: str, key: str) -> tuple[str, int | None]:

@@ -104,14 +104,19 @@ def interpolate(
 def scrub(problems: list[Problem], secrets: Mapping[str, str]) -> list[Problem]:
     """The problems with every value taken from the environment replaced by its ${NAME}:
     secret values never appear in errors."""
-    values = sorted((v for v in secrets if len(v) >= 3), key=len, reverse=True)
-    if not values:
+    if not secrets:
         return problems
+    return [Problem(p.file, p.line, blank(p.message, secrets)) for p in problems]
+
+
+def blank(text: str, secrets: Mapping[str, str]) -> str:
+    """`text` with each secret value (a key of `secrets`, 3 characters or more: shorter ones
+    would blank too much that is not secret) replaced by what `secrets` gives for it."""
+    values = sorted((v for v in secrets if len(v) >= 3), key=len, reverse=True)
+    if not values or not text:
+        return text
     pattern = re.compile("|".join(re.escape(v) for v in values))
-    return [
-        Problem(p.file, p.line, pattern.sub(lambda m: secrets[m.group(0)], p.message))
-        for p in problems
-    ]
+    return pattern.sub(lambda m: secrets[m.group(0)], text)
 
 
 def line_of(text: str, needle: str, first_line: int = 1, section: str | None = None) -> int | None:

@@ -76,7 +76,20 @@ def _warehouse_problems(
         columns = con.sql(f"SELECT * FROM {relation} LIMIT 0").columns
     except duckdb.Error as exc:
         return [model_problem(sync, exc)]
-    return [
+    problems = []
+    if sync.probe is not None:
+        try:
+            probe = warehouse.relation(con, sync.probe.sql)  # type: ignore[attr-defined]
+            con.sql(f"SELECT * FROM {probe} LIMIT 0")
+        except duckdb.Error as exc:
+            problems.append(
+                Problem(
+                    sync.file,
+                    sync.header_line("trigger_query"),
+                    f"trigger_query fails in the warehouse: {str(exc).strip().splitlines()[0]}",
+                )
+            )
+    return problems + [
         Problem(
             sync.file,
             sync.header_line("primary_key"),

@@ -438,6 +438,63 @@ def test_a_bad_schedule_is_reported_at_validation(base):
     }, document
 
 
+def test_after_naming_no_sync_or_making_a_cycle_is_reported_in_each_file(base):
+    hook = {"destination": "hook", "primary_key": "id"}
+    base.sync("a", {**hook, "after": ["c"]}, GOOD_SQL)
+    base.sync("b", {**hook, "after": ["a"]}, GOOD_SQL)
+    base.sync("c", {**hook, "after": ["b"]}, GOOD_SQL)
+    base.sync("self", {**hook, "after": "self"}, GOOD_SQL)
+    base.sync("typo", {**hook, "after": ["goood"]}, GOOD_SQL)
+    base.sync("fine", {**hook, "after": ["good"]}, GOOD_SQL)
+    outcome, document = validate_json(base)
+    assert outcome.exit_code == 2
+    assert {(e["file"], e["line"]) for e in document["errors"]} == {
+        ("syncs/a.sql", 3),
+        ("syncs/b.sql", 3),
+        ("syncs/c.sql", 3),
+        ("syncs/self.sql", 3),
+        ("syncs/typo.sql", 3),
+    }, document
+    [cycle] = error_at(document, "syncs/b.sql")
+    assert "a after c after b after a is a cycle" in cycle["message"], cycle
+    [itself] = error_at(document, "syncs/self.sql")
+    assert "self after self is a cycle" in itself["message"], itself
+    [typo] = error_at(document, "syncs/typo.sql")
+    assert "no sync named 'goood'" in typo["message"] and "did you mean 'good'" in typo["message"]
+
+
+def test_a_bad_trigger_query_is_reported_on_its_line(base, receiver):
+    hook = {"destination": "hook", "primary_key": "id", "schedule": "every 1m"}
+    base.sync("writes", {**hook, "trigger_query": "delete from users"}, GOOD_SQL)
+    base.sync("broken", {**hook, "trigger_query": "select max(id from users"}, GOOD_SQL)
+    base.sync("missing", {**hook, "trigger_query": "select max(changed) from users"}, GOOD_SQL)
+    no_schedule = {"destination": "hook", "primary_key": "id"}
+    base.sync("unscheduled", {**no_schedule, "trigger_query": "select 1"}, GOOD_SQL)
+    base.sync("fine", {**hook, "trigger_query": "select max(id) from users"}, GOOD_SQL)
+    outcome, document = validate_json(base)
+    errors = {e["file"]: e for e in document["errors"]}
+    assert set(errors) == {
+        "syncs/writes.sql",
+        "syncs/broken.sql",
+        "syncs/missing.sql",
+        "syncs/unscheduled.sql",
+    }, document
+    assert all(e["line"] == 4 for f, e in errors.items() if f != "syncs/unscheduled.sql")
+    assert "read-only" in errors["syncs/writes.sql"]["message"]
+    assert "syntax error" in errors["syncs/broken.sql"]["message"]
+    assert "fails in the warehouse" in errors["syncs/missing.sql"]["message"]
+    assert "changed" in errors["syncs/missing.sql"]["message"]
+    assert errors["syncs/unscheduled.sql"]["line"] == 3
+    assert "add a schedule" in errors["syncs/unscheduled.sql"]["message"]
+    assert_refused(base.cli("run", "writes"), "syncs/writes.sql:4", "trigger_query")
+    assert receiver.requests == []
+
+
+def test_an_unknown_time_zone_is_reported(base):
+    write(base, "config.toml", '[scheduler]\ntimezone = "Mars/Olympus"\n')
+    assert_refused(base.cli("validate"), "config.toml:2", "unknown time zone 'Mars/Olympus'")
+
+
 def test_a_file_that_is_not_utf8_is_reported(base):
     (base.root / "syncs" / "latin.sql").write_bytes(
         b'-- destination = "hook"\n-- primary_key = "id"\nselect \'caf\xe9\' as id\n'
@@ -500,7 +557,7 @@ def test_unknown_section_in_config(base):
 
 
 def test_bad_config_value_names_key_and_line(base):
-    write(base, "config.toml", "[run]\nmax_concurrent_syncs = 0\n")
+    write(base, "config.toml", "[scheduler]\nmax_concurrent_syncs = 0\n")
     assert_refused(base.cli("validate"), "config.toml:2", "max_concurrent_syncs")
 
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from ..destinations.base import (
     SplitBatch,
     Throttled,
 )
-from ..errors import CredentialsError, DestinationError
+from ..errors import CredentialsError, DestinationError, ReverseEtlError
 from ..snapshot import PendingBatch, SyncState
 from .ratelimit import RateLimiter
 
@@ -48,6 +49,7 @@ class Outcome:
     rejected: list[tuple[str, str, int]] = field(default_factory=list)  # key, error, attempts
     failed: list[tuple[str, str, int]] = field(default_factory=list)
     error: str | None = None  # why the run stopped sending, if it did
+    exception: ReverseEtlError | None = None  # the same, typed (for the Python API)
 
 
 @dataclass
@@ -166,16 +168,12 @@ class Delivery:
             await self._send(pending.operation, records, sent)
         except CredentialsError as exc:
             message = f"destination {self.adapter.name!r} refused the credentials: {exc}"
-            self.stop(message)
-            self._fail_rest(records, sent, message)
+            self._give_up(CredentialsError(message), records, sent)
         except DestinationError as exc:
-            message = str(exc)
-            self.stop(message)
-            self._fail_rest(records, sent, message)
+            self._give_up(exc, records, sent)
         except Exception as exc:  # a bug in an adapter must not lose the batch's bookkeeping
             message = f"unexpected error sending to {self.adapter.name!r}: {exc!r}"
-            self.stop(message)
-            self._fail_rest(records, sent, message)
+            self._give_up(DestinationError(message), records, sent)
         try:
             await self._finish(pending, sent)
         except BaseException:
@@ -194,6 +192,13 @@ class Delivery:
         if self.on_progress:
             self.on_progress(len(sent.delivered) + len(sent.rejected) + len(sent.failed))
 
+    def _give_up(self, error: ReverseEtlError, records: list[Record], sent: _Sent) -> None:
+        """Stop sending (the first such error is the run's) and fail what is left."""
+        if self.outcome.exception is None:
+            self.outcome.exception = error
+        self.stop(str(error))
+        self._fail_rest(records, sent, str(error))
+
     @staticmethod
     def _fail_rest(records: list[Record], sent: _Sent, message: str) -> None:
         done = (
@@ -206,9 +211,11 @@ class Delivery:
         attempts = 0  # requests for these records that failed in a retryable way
         throttled = 0
         while records:
-            while (wait := self.limiter.try_acquire()) > 0:
-                if await self._pause(wait):
-                    break
+            if (wait := self.limiter.try_acquire()) > 0:
+                began = time.monotonic()
+                while wait > 0 and not await self._pause(wait):
+                    wait = self.limiter.try_acquire()
+                self.limiter.waited(time.monotonic() - began)
             if self._stop is not None:  # stopped while waiting: nothing more goes out
                 sent.failed += _all(records, f"not sent: {self._stop}", attempts + throttled)
                 return

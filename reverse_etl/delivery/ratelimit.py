@@ -55,6 +55,8 @@ class RateLimiter:
         self._paused_until = 0.0
         self._last_cut = -math.inf
         self._lock = threading.Lock()
+        self.waited_seconds = 0.0  # time requests spent waiting for a slot (for /metrics)
+        self.throttled_total = 0  # 429 answers
         longest = max((w.seconds for w in self.windows), default=0.0)
         self._keep = max(longest, LEARN_WINDOW)
 
@@ -111,6 +113,7 @@ class RateLimiter:
         """The destination said 429: slow down, and pause everyone for Retry-After."""
         with self._lock:
             now = self.clock()
+            self.throttled_total += 1
             if retry_after:
                 self._paused_until = max(self._paused_until, now + retry_after)
             # Requests in flight together meet the same limit: one cut per second is enough.
@@ -123,6 +126,10 @@ class RateLimiter:
                     guess = accepted * 0.9 if accepted else (self.learned or 2.0) / 2
                     self.learned = max(MIN_RATE, guess)
             self._next = max(self._next, now + self._interval())
+
+    def waited(self, seconds: float) -> None:
+        with self._lock:
+            self.waited_seconds += seconds
 
     def succeeded(self) -> None:
         with self._lock:
@@ -181,5 +188,15 @@ def limiter_for(scope: str, destination: str, windows: list[Window]) -> RateLimi
     with _registry_lock:
         limiter = _limiters.get((scope, destination))
         if limiter is None or limiter.windows != sorted(windows, key=lambda w: w.seconds):
+            previous = _limiters.get((scope, destination))
             limiter = _limiters[(scope, destination)] = RateLimiter(windows)
+            if previous is not None:  # the totals are counters: they never go down
+                limiter.waited_seconds = previous.waited_seconds
+                limiter.throttled_total = previous.throttled_total
         return limiter
+
+
+def limiters(scope: str) -> dict[str, RateLimiter]:
+    """The limiters of one project folder in this process, by destination."""
+    with _registry_lock:
+        return {dest: limiter for (s, dest), limiter in _limiters.items() if s == scope}

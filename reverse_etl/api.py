@@ -1,0 +1,65 @@
+"""The Python API, for orchestrators (Airflow, Dagster, Prefect) that trigger syncs themselves.
+
+    import reverse_etl
+    result = reverse_etl.run_sync("/srv/analytics-syncs", "active_users")
+    result["status"], result["delivered"]
+
+Each function returns the fields `reverse-etl run --json` (or `plan --json`) prints, and raises
+the typed errors of reverse_etl.errors where the CLI exits with code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .errors import ReverseEtlError
+from .project import Project
+from .runner import plan_sync as _plan
+from .runner import run_sync as _run
+
+
+def _project(project: str | Path | Project | None) -> Project:
+    return project if isinstance(project, Project) else Project.open(project)
+
+
+def run_sync(
+    project: str | Path | Project | None,
+    name: str,
+    *,
+    full_resync: bool = False,
+    force: bool = False,
+    retry_quarantined: bool = False,
+) -> dict[str, Any]:
+    """Run one sync now, as `reverse-etl run NAME --json` does; its fields, as a dict.
+
+    Status "success" and "partial" (some records rejected, failed or invalid: `reverse-etl
+    rejected NAME` lists them) and "held" (stopped by a safety rail: see `approve`) return.
+    Raises, where the CLI exits with 2:
+      ProjectError       the project's files are wrong (`.problems`: each file and line)
+      SyncRunningError   another process (the daemon, a CLI) is running this sync
+      WarehouseError     the warehouse cannot be read, or the model fails there
+      CredentialsError   the destination refused the credentials
+      DestinationError   the destination cannot be reached or cannot take data
+      Interrupted        this process is stopping (a signal)
+      StateError         the state folder cannot be read or written
+    An error raised after the run started carries the run's fields as `.result` (it is in
+    the run history too)."""
+    result = _run(
+        _project(project),
+        name,
+        full_resync=full_resync,
+        force=force,
+        retry_quarantined=retry_quarantined,
+        holder="reverse_etl.run_sync()",
+    )
+    fields = result.as_dict()
+    if result.status == "error":
+        error = result.exception or ReverseEtlError(result.error or "the run failed")
+        error.result = fields  # type: ignore[attr-defined]
+        raise error
+    return fields
+
+
+def plan_sync(project: str | Path | Project | None, name: str) -> dict[str, Any]:
+    """What a run would do now (`reverse-etl plan NAME --json`): sends nothing, changes nothing."""
+    return _plan(_project(project), name)

@@ -1,0 +1,88 @@
+"""The daemon's logs: one line per event, as text or JSON, with secrets blanked out.
+
+Events are logged with `extra` fields (event, sync, run_id, counts...); the JSON format writes
+them as keys, the text format as key=value after the message."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any, TextIO
+
+from .tomlfile import blank
+
+# The attributes every LogRecord has: anything else on a record came in through `extra`.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class _Formatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: dict[str, str] = {}  # value: what to write instead
+
+    def hide(self, secrets: dict[str, str]) -> None:
+        """Blank these values (keys) out of every line from now on (see Project.secrets)."""
+        self.secrets = self.secrets | secrets
+
+    def redact(self, text: str) -> str:
+        return blank(text, self.secrets)
+
+    def fields(self, record: logging.LogRecord) -> dict[str, Any]:
+        fields = {k: v for k, v in vars(record).items() if k not in _STANDARD}
+        return {k: self.redact(v) if isinstance(v, str) else v for k, v in fields.items()}
+
+    def timestamp(self, record: logging.LogRecord) -> str:
+        moment = time.gmtime(record.created)
+        return time.strftime("%Y-%m-%dT%H:%M:%S", moment) + f".{int(record.msecs):03d}Z"
+
+
+class JsonFormatter(_Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": self.timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": self.redact(record.getMessage()),
+        }
+        line.update(self.fields(record))
+        if record.exc_info:
+            line["exception"] = self.redact(self.formatException(record.exc_info))
+        return json.dumps(line, default=str)
+
+
+class TextFormatter(_Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = self.fields(record)
+        fields.pop("event", None)
+        extra = " ".join(f"{k}={_text(v)}" for k, v in fields.items() if v is not None)
+        line = f"{self.timestamp(record)} {record.levelname:<7} {self.redact(record.getMessage())}"
+        if extra:
+            line += f"  {extra}"
+        if record.exc_info:
+            line += "\n" + self.redact(self.formatException(record.exc_info))
+        return line
+
+
+def _text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return json.dumps(text) if not text or " " in text or '"' in text else text
+
+
+def configure(log_format: str, stream: TextIO = sys.stderr, verbose: int = 0) -> _Formatter:
+    """Send every log line to `stream` in `log_format` (text | json); the formatter returned
+    is told the secrets to blank out (see hide())."""
+    formatter: _Formatter = JsonFormatter() if log_format == "json" else TextFormatter()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    # Per-batch and per-job chatter only with -v: the daemon logs each run's start and end.
+    quiet = logging.INFO if verbose else logging.WARNING
+    for name in ("apscheduler", "httpx", "httpcore", "reverse_etl.runner"):
+        logging.getLogger(name).setLevel(quiet)
+    return formatter

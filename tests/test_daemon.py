@@ -4,6 +4,7 @@ chains, trigger queries, the status server, reloading, the CLI beside it, and st
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from datetime import datetime
 
@@ -258,3 +259,37 @@ def test_secrets_never_reach_the_logs_or_the_run_history(base, receiver):
     for text in ("\n".join(daemon.lines), status, history, rejected):
         assert token not in text
     assert len(receiver.requests) == 1  # credentials refused: nothing more was sent
+
+
+def test_max_concurrent_syncs_bounds_the_syncs_running_at_once(base, receiver):
+    receiver.delay = 1.0  # each run: one request of one second
+    for name in ("one", "two", "three"):
+        base.sync(
+            name,
+            {"destination": "hook", "primary_key": "id", "schedule": "every 1h"},
+            f"select id, '{name}' as source from users where id = 1",
+        )
+    env = {"REVERSE_ETL_SCHEDULER__MAX_CONCURRENT_SYNCS": "2"}
+    with DaemonProcess(base.root, env) as daemon:
+        runs = daemon.finished(count=3, timeout=15)
+    assert {r["sync"] for r in runs} == {"one", "two", "three"}
+    assert all(r["status"] == "success" for r in runs)
+    assert receiver.max_in_flight == 2  # two at once, the third waited its turn
+
+
+def test_the_daemon_refuses_to_start_on_a_taken_port_or_a_broken_config(base):
+    base.sync("users", {"destination": "hook", "primary_key": "id", "schedule": "every 1h"},
+              "select id from users")  # fmt: skip
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        outcome = base.command("daemon", env={"REVERSE_ETL_DAEMON__PORT": str(port)}, timeout=30)
+    assert outcome.exit_code == 2, outcome
+    assert (
+        f"cannot listen on 127.0.0.1:{port}" in outcome.stderr and "[daemon] port" in outcome.stderr
+    )
+    (base.root / "config.toml").write_text("[daemon]\nshutdown_timeout_seconds = -1\n")
+    outcome = base.command("daemon", timeout=30)
+    assert outcome.exit_code == 2 and "config.toml:2" in outcome.stderr, outcome
+    assert "Traceback" not in outcome.stderr

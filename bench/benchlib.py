@@ -319,6 +319,8 @@ def _fmt(value: float | None, unit: str) -> str:
         return f"{value / 1e6:,.0f} MB"
     if unit == "req":
         return f"{value:,.0f}"
+    if unit == "rows/s":
+        return f"{value:,.0f} rows/s"
     return f"{value:,.3f} {unit}".strip()
 
 

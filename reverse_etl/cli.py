@@ -151,7 +151,10 @@ def _known_sync(project: Any, name: str) -> None:
 @command(main, "plan")
 @click.argument("syncs", nargs=-1)
 @click.option("--all", "all_syncs", is_flag=True, help="Every sync of the project.")
-def plan_command(ctx: Context, syncs: tuple[str, ...], all_syncs: bool) -> int:
+@click.option(
+    "--show-sql", is_flag=True, help="Print the SQL that runs in the warehouse (transpiled)."
+)
+def plan_command(ctx: Context, syncs: tuple[str, ...], all_syncs: bool, show_sql: bool) -> int:
     """Dry run: what would be added, changed, removed. Sends nothing, changes no state."""
     from .errors import ReverseEtlError
     from .runner import plan_sync
@@ -161,6 +164,8 @@ def plan_command(ctx: Context, syncs: tuple[str, ...], all_syncs: bool) -> int:
     for name in _sync_names(ctx, project, syncs, all_syncs):
         try:
             plan = plan_sync(project, name)
+            if show_sql:
+                plan["sql"] = project.sync(name).model.sql.strip()
         except ReverseEtlError as exc:
             for line in str(exc).splitlines():
                 click.echo(f"error: {name}: {line}", err=True)
@@ -171,6 +176,9 @@ def plan_command(ctx: Context, syncs: tuple[str, ...], all_syncs: bool) -> int:
     if not ctx.as_json:
         from .output import plan_table  # rich, only for people
 
+        for plan in plans:
+            if "sql" in plan:
+                click.echo(f"-- the SQL that runs for {plan['sync']}:\n{plan['sql']}\n")
         plan_table([p for p in plans if "error" not in p])
     return code
 
@@ -320,6 +328,51 @@ def reset_command(ctx: Context, sync: str) -> int:
     else:
         click.echo(f"{sync}: snapshot forgotten; the next run sends every row")
     return EXIT_OK
+
+
+@command(main, "destinations")
+def destinations_command(ctx: Context) -> int:
+    """Every destination type: what it can do, its settings and their defaults."""
+    from .destinations.catalog import catalog
+
+    described, broken = catalog()
+    for line in broken:
+        click.echo(f"error: {line}", err=True)
+    if ctx.as_json:
+        for item in described:
+            ctx.emit(item)
+    else:
+        from .output import destinations_table
+
+        destinations_table(described)
+    return EXIT_FAILED if broken else EXIT_OK
+
+
+@command(main, "check")
+@click.argument("destinations", nargs=-1, required=True)
+def check_command(ctx: Context, destinations: tuple[str, ...]) -> int:
+    """Test destinations' connections and credentials, without sending any data."""
+    from .connect import check_destination
+    from .errors import ReverseEtlError
+    from .tomlfile import blank
+
+    project = ctx.project()
+    code = EXIT_OK
+    for name in dict.fromkeys(destinations):
+        spec = project.destination(name)
+        result: dict[str, Any] = {"destination": name, "type": spec.adapter.type}
+        try:
+            result.update(ok=True, detail=check_destination(spec))
+        except ReverseEtlError as exc:
+            message = blank(str(exc), project.secrets())
+            result.update(ok=False, error=message)
+            click.echo(f"error: {name}: {message}", err=True)
+            code = EXIT_FAILED
+        if ctx.as_json:
+            ctx.emit(result)
+        elif result["ok"]:
+            click.echo(f"ok: {name}: {result['detail']}")
+    return code
 
 
 @command(main, "daemon")

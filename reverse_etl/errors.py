@@ -4,6 +4,7 @@ ReverseEtlError                 anything the engine reports to a user (exit 2 fr
 ├── ProjectError                the project's files are wrong: one Problem per file and line
 ├── StateError                  the state folder cannot be read or written
 ├── WarehouseError              the warehouse cannot be reached or the model failed to run
+│   └── ModelFailed             the warehouse refused the model (its message keeps `LINE n:`)
 ├── SyncRunningError            another process is running this sync
 ├── Interrupted                 the process was asked to stop (a signal) before the run ended
 └── DestinationError            the destination cannot take data
@@ -46,6 +47,10 @@ class StateError(ReverseEtlError):
 
 
 class WarehouseError(ReverseEtlError):
+    pass
+
+
+class ModelFailed(WarehouseError):
     pass
 
 

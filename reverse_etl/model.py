@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
-from sqlglot.errors import ParseError, SqlglotError, TokenError
+from sqlglot.errors import ErrorLevel, ParseError, SqlglotError, TokenError, UnsupportedError
 from sqlglot.tokens import TokenType
 
 from .errors import Problem
@@ -41,7 +41,13 @@ _WRITES: tuple[type[exp.Expression], ...] = tuple(
 @dataclass(frozen=True)
 class Model:
     tree: exp.Query
-    sql: str
+    sql: str  # what runs in the warehouse: the file's SQL, or its transpilation
+    source: str = ""  # the file's SQL, when `sql` is a transpilation of it
+    dialect: str = ""  # the dialect the file's SQL is written in, when transpiled
+
+    @property
+    def transpiled(self) -> bool:
+        return bool(self.source)
 
     @property
     def named_columns(self) -> list[str] | None:
@@ -65,7 +71,7 @@ class Model:
         if lines:
             return min(lines)
         word = re.compile(rf"(?<![\w.]){re.escape(wanted)}(?!\w)", re.IGNORECASE)
-        for number, line in enumerate(self.sql.splitlines(), start=1):
+        for number, line in enumerate((self.source or self.sql).splitlines(), start=1):
             if word.search(line.split("--")[0]):
                 return number
         return None
@@ -161,3 +167,37 @@ def _second_statement_line(sql: str, dialect: str) -> int | None:
         elif after_semicolon:
             return token.line
     return None
+
+
+def transpile(
+    model: Model, read: str, write: str, file: str, line: int
+) -> tuple[Model | None, list[Problem]]:
+    """The model written in `read`, rewritten for a warehouse speaking `write` (itself when the
+    two are the same); a problem naming what `write` cannot express."""
+    if Dialect.get_or_raise(read) == Dialect.get_or_raise(write):
+        return model, []
+    try:
+        sql = model.tree.sql(dialect=write, pretty=True, unsupported_level=ErrorLevel.RAISE)
+    except UnsupportedError as exc:
+        reason = str(exc).strip().splitlines()[0]
+        return None, [
+            Problem(file, line, f"the model cannot be transpiled from {read} to {write}: {reason}")
+        ]
+    return Model(model.tree, sql, source=model.sql, dialect=read), []
+
+
+def check_dialect(name: str) -> str:
+    """`name` if sqlglot knows the dialect; ValueError listing those it knows otherwise."""
+    try:
+        Dialect.get_or_raise(name)
+    except ValueError:
+        from sqlglot.dialects import DIALECTS
+
+        from .tomlfile import did_you_mean
+
+        known = sorted(d.lower() for d in DIALECTS)
+        raise ValueError(
+            f"unknown SQL dialect {name!r}{did_you_mean(name, known)} "
+            f"(dialects: {', '.join(known)})"
+        ) from None
+    return name

@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -141,6 +142,24 @@ def rejected_table(sync: str, records: list[dict[str, Any]]) -> None:
             record["error"],
         )
     stdout.print(table)
+
+
+def destinations_table(described: list[dict[str, Any]]) -> None:
+    for item in described:
+        limits = ", ".join(item["default_rate_limits"]) or "none"
+        cap = item["max_batch_size"] or "none"
+        table = _table(
+            f"{item['type']}: {item['description']}\noperations: {', '.join(item['operations'])}"
+            f"; max batch: {cap}; default rate limits: {limits}",
+            ["setting", "type", "default", "meaning"],
+        )
+        for column in table.columns:
+            column.justify = "left"
+        for setting in item["settings"]:
+            default = "required" if setting["required"] else setting["default"]
+            cells = [setting["name"], setting["type"], "" if default is None else str(default)]
+            table.add_row(*(escape(cell) for cell in [*cells, setting["description"]]))
+        stdout.print(table)
 
 
 def _cell(column: str, value: Any) -> str:

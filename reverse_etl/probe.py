@@ -7,7 +7,7 @@ import json
 
 import duckdb
 
-from .errors import WarehouseError
+from .errors import ModelFailed, WarehouseError
 from .project import Project, Sync
 from .warehouses import open_warehouse
 
@@ -21,14 +21,16 @@ def probe_value(project: Project, sync: Sync) -> str:
     con = duckdb.connect(":memory:")
     try:
         warehouse.connect(con)
-        relation = warehouse.relation(con, sync.probe.sql)
         try:
+            relation = warehouse.relation(con, sync.probe.sql)
+            warehouse.rewind(con)
             rows = con.sql(f"SELECT * FROM {relation} LIMIT {MAX_ROWS}").fetchall()
-        except duckdb.Error as exc:
+        except (duckdb.Error, ModelFailed) as exc:
             first = str(exc).strip().splitlines()[0]
             raise WarehouseError(
                 f"{sync.file}: trigger_query fails in the warehouse: {first}"
             ) from None
     finally:
+        warehouse.close()
         con.close()
     return json.dumps(rows, default=str)

@@ -24,7 +24,7 @@ from .destinations import registry
 from .destinations.base import Destination, DestinationSettings
 from .errors import Problem, ProjectError
 from .graph import after_problems
-from .model import Model, parse_model
+from .model import Model, check_dialect, parse_model, transpile
 from .schedules import check_schedule
 from .settings import Settings, WarehouseSettings, load_settings, secret_values
 from .tomlfile import did_you_mean, interpolate, line_of, parse_toml, read_text, scrub
@@ -51,6 +51,13 @@ class SyncHeader(BaseModel):
     max_delete_fraction: float | None = Field(default=None, ge=0, le=1)
     after: list[str] = Field(default_factory=list)
     trigger_query: str | None = None
+    dialect: str | None = None  # the model's SQL dialect, when not the warehouse's
+    diff: Literal["local", "warehouse"] | None = None  # else [warehouse] diff
+
+    @field_validator("dialect")
+    @classmethod
+    def _known_dialect(cls, value: str | None) -> str | None:
+        return None if value is None else check_dialect(value)
 
     @field_validator("primary_key")
     @classmethod
@@ -102,6 +109,7 @@ class Sync:
     text: str  # the whole file, to find header lines for later errors
     destination: DestinationSpec
     probe: Model | None = None  # the parsed trigger_query
+    in_warehouse: bool = False  # diff = "warehouse": the snapshot and the diff live there
 
     @property
     def primary_key(self) -> tuple[str, ...]:
@@ -241,7 +249,11 @@ class Project:
             except ValidationError as exc:
                 fields = SyncHeader.model_fields
                 problems += [_field_problem(file, header_text, e, fields) for e in exc.errors()]
-        model, model_problems = parse_model(sql, self.dialect, file, sql_line)
+        written_in = header.dialect if header and header.dialect else self.dialect
+        model, model_problems = parse_model(sql, written_in, file, sql_line)
+        if model is not None and header is not None:
+            at = line_of(header_text, "dialect") or sql_line
+            model, model_problems = transpile(model, written_in, self.dialect, file, at)
         problems += model_problems
         probe, probe_problems = self._probe(header, header_text, file)
         problems += probe_problems
@@ -275,18 +287,35 @@ class Project:
             elif report_destination:
                 problems += destination
             return None, _in_order(scrub(problems, secrets))
-        if header.mode == "mirror" and "delete" not in destination.adapter.operations:
+        in_warehouse = header.diff == "warehouse" or (
+            header.diff is None and self._settings is not None
+            and self._settings.warehouse.diff == "warehouse"
+        )  # fmt: skip
+        if in_warehouse and self.dialect == "duckdb":
             problems.append(
                 Problem(
                     file,
-                    line_of(header_text, "mode"),
-                    f"mode 'mirror' needs deletes, which destination type "
-                    f"{destination.adapter.type!r} does not support",
+                    line_of(header_text, "diff"),
+                    'diff = "warehouse" keeps the snapshot in the warehouse, which the embedded '
+                    "DuckDB warehouse (opened read-only) cannot hold: remove it, DuckDB models "
+                    "are diffed where they are already",
                 )
             )
+        asked = destination.adapter.sync_problems(
+            destination.settings,
+            object_name=header.object,
+            mode=header.mode,
+            primary_key=tuple(_key_list(header.primary_key)),
+        )
+        for key, message in asked:
+            line = line_of(header_text, key) if key in header_text else None
+            problems.append(Problem(file, line, f"{message} ({destination.file})"))
         if problems:
             return None, _in_order(scrub(problems, secrets))
-        return Sync(name, file, header, model, sql_line, text, destination, probe), []
+        return (
+            Sync(name, file, header, model, sql_line, text, destination, probe, in_warehouse),
+            [],
+        )
 
     def _probe(
         self, header: SyncHeader | None, header_text: str, file: str
@@ -304,7 +333,10 @@ class Project:
                     '(e.g. schedule = "every 5m")',
                 )
             ]
-        probe, problems = parse_model(header.trigger_query, self.dialect, file, line or 1)
+        written_in = header.dialect or self.dialect
+        probe, problems = parse_model(header.trigger_query, written_in, file, line or 1)
+        if probe is not None:
+            probe, problems = transpile(probe, written_in, self.dialect, file, line or 1)
         return probe, [
             Problem(p.file, line, "trigger_query: " + p.message.replace("a model", "a probe"))
             for p in problems

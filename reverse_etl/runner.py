@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from .errors import Interrupted, ReverseEtlError, WarehouseError
+from .errors import Interrupted, ModelFailed, ReverseEtlError, WarehouseError
 from .history import History
 from .locks import SyncLock
 from .project import Project, Sync
@@ -25,6 +25,7 @@ from .rails import hold_reason
 from .snapshot import DiffCounts, SyncState, snapshot_path
 from .tomlfile import blank
 from .validate import model_problem
+from .warehouse_state import WarehouseState, warehouse_state_path
 from .warehouses import open_warehouse
 
 if TYPE_CHECKING:
@@ -91,15 +92,24 @@ class RunResult:
         return {"success": 0, "partial": 1, "held": 1}.get(self.status, 2)
 
 
-def _open_state(project: Project, name: str, read_only: bool) -> SyncState:
+def _open_state(project: Project, sync: Sync, read_only: bool) -> SyncState:
     state = project.settings.state
-    return SyncState(
-        snapshot_path(project.state_dir, name),
+    name = sync.name
+    kind, path = SyncState, snapshot_path(project.state_dir, name)
+    if sync.in_warehouse:
+        kind, path = WarehouseState, warehouse_state_path(project.state_dir, name)
+    opened = kind(
+        path,
         read_only=read_only,
         memory_limit=state.memory_limit,
         threads=state.threads,
         temp_dir=project.state_dir / "tmp" / name,  # DuckDB clears its temp folder on close
     )
+    if isinstance(opened, WarehouseState):
+        settings = project.settings.warehouse
+        warehouse = open_warehouse(settings, project.root)
+        opened.attach(warehouse, settings.state_schema, name)
+    return opened
 
 
 @contextmanager
@@ -107,23 +117,28 @@ def _model_errors(sync: Sync) -> Iterator[None]:
     """DuckDB's complaints about the model (binding or running it) name the sync file's line."""
     try:
         yield
-    except duckdb.Error as exc:
+    except (duckdb.Error, ModelFailed) as exc:
         raise WarehouseError(str(model_problem(sync, exc))) from None
 
 
 def _bind(project: Project, sync: Sync, state: SyncState) -> None:
-    warehouse = open_warehouse(project.settings.warehouse, project.root)
+    settings = project.settings.warehouse
+    warehouse = open_warehouse(settings, project.root)
     warehouse.connect(state.con)
-    relation = warehouse.relation(state.con, sync.model.sql)
+    key_line = sync.header_line("primary_key")
     with _model_errors(sync):
-        state.bind(relation, sync.primary_key, sync.file, sync.header_line("primary_key"))
+        if isinstance(state, WarehouseState):  # the model runs inside the diff's queries
+            state.use(sync.model, sync.primary_key, sync.file, key_line)
+            return
+        relation = warehouse.relation(state.con, sync.model.sql)
+        state.bind(relation, sync.primary_key, sync.file, key_line, source=warehouse)
 
 
 def plan_sync(project: Project, name: str) -> dict[str, Any]:
     """What a run would do now; sends nothing and changes no state."""
     sync = project.sync(name)
     lock = SyncLock(project.state_dir, name, "reverse-etl plan")
-    with lock, _open_state(project, name, read_only=True) as state:
+    with lock, _open_state(project, sync, read_only=True) as state:
         _bind(project, sync, state)
         with _model_errors(sync):
             counts = state.diff(sync.header.mode, full_resync=False, build_pending=False)
@@ -181,7 +196,7 @@ def _run(
     result = RunResult(sync.name, run_id, "error", None)
     try:
         keep_fields = sync.header.mode == "mirror"  # deletes carry the last delivered fields
-        with _open_state(project, sync.name, read_only=False) as state:
+        with _open_state(project, sync, read_only=False) as state:
             state.fold_acknowledged(keep_fields)  # what a run that died had delivered
             if retry_quarantined:
                 state.clear_quarantine()
@@ -269,6 +284,7 @@ async def _deliver(
 ) -> Any:
     import httpx
 
+    from .connect import open_adapter
     from .delivery.engine import Delivery
     from .delivery.ratelimit import limiter_for
 
@@ -294,24 +310,15 @@ async def _deliver(
         if failed:
             history.record_undelivered(sync.name, run_id, "failed", failed)
 
-    limits = httpx.Limits(
-        max_connections=settings.max_concurrency, max_keepalive_connections=settings.max_concurrency
-    )
-    verify = spec.adapter.uses_tls(settings)  # False only where no TLS is spoken at all
-
     async def observe(response: httpx.Response) -> None:  # rate-limit headers, any adapter
         limiter.observe(response.headers)
 
-    async with httpx.AsyncClient(
-        timeout=settings.timeout_seconds,
-        limits=limits,
-        verify=verify,
-        event_hooks={"response": [observe]},
-    ) as client:
+    async with open_adapter(spec, observe) as adapter:
         delivery = Delivery(
             sync=sync.name,
             object_name=sync.header.object,
-            adapter=spec.adapter(spec.name, settings, client),
+            primary_key=sync.primary_key,
+            adapter=adapter,
             limiter=limiter,
             state=state,
             on_batch=bookkeeping,

@@ -8,7 +8,15 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -36,9 +44,27 @@ class _Section(BaseModel):
 
 
 class WarehouseSettings(_Section):
-    type: Literal["duckdb"] = "duckdb"
-    path: str = "warehouse.duckdb"
-    dsn: SecretStr | None = None
+    type: Literal["duckdb", "postgres"] = "duckdb"
+    path: str = "warehouse.duckdb"  # duckdb
+    dsn: SecretStr | None = None  # postgres: postgresql://user@host:5432/db (password: ${VAR})
+    statement_timeout_seconds: float | None = Field(default=None, gt=0)  # postgres: per model
+    diff: Literal["local", "warehouse"] = "local"  # where syncs diff (a sync may say otherwise)
+    state_schema: str = Field(default="reverse_etl", min_length=1)  # diff = "warehouse": its home
+
+    @model_validator(mode="after")
+    def _postgres_needs_dsn(self) -> WarehouseSettings:
+        if self.type == "postgres" and self.dsn is None:
+            raise ValueError(
+                'type "postgres" needs a dsn, e.g. dsn = "postgresql://user@host:5432/analytics" '
+                '(the password from the environment: "postgresql://user:${PGPASSWORD}@...", or '
+                "libpq's PGPASSWORD)"
+            )
+        if self.type == "duckdb" and self.diff == "warehouse":
+            raise ValueError(
+                'diff = "warehouse" keeps the snapshot in the warehouse, which the embedded '
+                "DuckDB warehouse (opened read-only) cannot hold: its syncs diff locally"
+            )
+        return self
 
 
 class StateSettings(_Section):

@@ -82,6 +82,8 @@ class PendingBatch:
 
 
 class SyncState:
+    SCHEMA = _SCHEMA  # the state file's tables
+
     def __init__(
         self,
         path: Path,
@@ -107,8 +109,8 @@ class SyncState:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self.con.execute(f"ATTACH {quote_literal(str(path))} AS state{mode}")
             if not read_only or not path.exists():
-                self.con.execute(_SCHEMA)
-            self.con.execute("SELECT count(*) FROM state.snapshot").fetchall()
+                self.con.execute(self.SCHEMA)
+            self.con.execute("SELECT count(*) FROM state.quarantine").fetchall()
         except duckdb.Error as exc:
             self.con.close()
             raise StateError(
@@ -116,12 +118,21 @@ class SyncState:
                 f"away (or run `reverse-etl reset`) to start this sync over."
             ) from None
         self.outbox = Outbox(path)
+        self.source: Any = None  # the warehouse streaming the model (see bind)
         self.columns: list[str] = []
         self.types: list[Any] = []
 
     def close(self) -> None:
         self.outbox.close()
+        if self.source is not None:
+            self.source.close()
         self.con.close()
+
+    def _read(self) -> None:
+        """Before each read of the model: a warehouse that streams it runs it again (a stream
+        is read once; staging it whole would cost memory in proportion to the model)."""
+        if self.source is not None:
+            self.source.rewind(self.con)
 
     def __enter__(self) -> SyncState:
         return self
@@ -156,25 +167,21 @@ class SyncState:
     # -- staging and diff --------------------------------------------------------------
 
     def bind(
-        self, relation: str, primary_key: Sequence[str], file: str, key_line: int | None
+        self,
+        relation: str,
+        primary_key: Sequence[str],
+        file: str,
+        key_line: int | None,
+        source: Any = None,
     ) -> None:
         """Learn the model's columns (the warehouse binds it without running it) and build the
-        SQL for each row's wire key, hash and fields."""
+        SQL for each row's wire key, hash and fields. `source`: the warehouse, when it streams
+        the model (each read of the relation then runs the model anew: see _read)."""
         rel = self.con.sql(f"SELECT * FROM {relation}")
         self.relation = relation
+        self.source = source
         self.columns, self.types = list(rel.columns), list(rel.types)
-        missing = [c for c in primary_key if c not in self.columns]
-        if missing:
-            raise ProjectError(
-                [
-                    Problem(
-                        file,
-                        key_line,
-                        f"primary key column {missing[0]!r} is not among the model's columns "
-                        f"({', '.join(self.columns)})",
-                    )
-                ]
-            )
+        check_key_columns(primary_key, self.columns, file, key_line)
         key_types = [self.types[self.columns.index(c)] for c in primary_key]
         fingerprint = ";".join(f"{c}:{t}" for c, t in zip(self.columns, self.types, strict=True))
         self.key_sql = key_text(primary_key, key_types)
@@ -209,6 +216,7 @@ class SyncState:
         again there: what is recorded as delivered is always the hash of what was sent."""
         con = self.con
         self._scheme, trusted = self._hash_scheme()
+        self._read()
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {DIFF} AS
             SELECT m.key, m.hash, m.present, d.key AS prev_key, d.hash AS prev_hash
@@ -313,6 +321,7 @@ class SyncState:
                 {fields} AS fields, w.status
             FROM m JOIN wanted w ON w.key = m.__retl_key
             {deletes}"""
+        self._read()
         if not materialise:
             return select
         con.execute(f"CREATE OR REPLACE TEMP TABLE {PICKED} AS {select}")
@@ -401,6 +410,7 @@ class SyncState:
     def invalid_rows(self, chunk: int = 10_000) -> Iterator[list[tuple[str | None, str]]]:
         """(key, error) for each duplicated key and each row with a NULL key, in chunks."""
         fields = fields_json(self.columns, self.types, table="m")
+        self._read()
         cursor = self.con.execute(
             f"""SELECT key, rows, NULL FROM {DUPLICATES}
             UNION ALL
@@ -439,6 +449,25 @@ class SyncState:
     def acknowledge(self, batch: PendingBatch, keys: list[str] | None) -> None:
         """Durably record that the destination accepted `keys` of the batch (None: all of it)."""
         self.outbox.acknowledge(batch.first, batch.last, keys)
+
+
+def check_key_columns(
+    primary_key: Sequence[str], columns: Sequence[str], file: str, key_line: int | None
+) -> None:
+    """ProjectError when a primary key column is not among the model's columns (which only the
+    warehouse can tell for `select *`)."""
+    missing = [c for c in primary_key if c not in columns]
+    if missing:
+        raise ProjectError(
+            [
+                Problem(
+                    file,
+                    key_line,
+                    f"primary key column {missing[0]!r} is not among the model's columns "
+                    f"({', '.join(columns)})",
+                )
+            ]
+        )
 
 
 def _preview(fields_text: str | None, limit: int = 200) -> str:

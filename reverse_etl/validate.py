@@ -6,16 +6,16 @@ import re
 
 import duckdb
 
-from .errors import Problem, ReverseEtlError
+from .errors import ModelFailed, Problem, ReverseEtlError
 from .project import Project, Sync
 from .settings import where_set
-from .warehouses import open_warehouse
+from .warehouses import Warehouse, open_warehouse
 
 _DUCKDB_LINE = re.compile(r"LINE (\d+):")
 # The name a DuckDB Catalog/Binder error is about: `Table with name x does not exist`,
 # `Referenced column "x" not found`, `Scalar Function with name x does not exist`, ...
 _DUCKDB_NAME = re.compile(r'with name "?([^\s"!]+)"?|column "([^"]+)"|(?:Table|table) "([^"]+)"')
-_HINTS = ("Candidate bindings:", "Did you mean")
+_HINTS = ("Candidate bindings:", "Did you mean", "HINT:")
 
 
 def model_problem(sync: Sync, exc: Exception) -> Problem:
@@ -28,7 +28,8 @@ def model_problem(sync: Sync, exc: Exception) -> Problem:
     lines = message.split("\n")
     sql = sync.model.sql
     leading = sql[: len(sql) - len(sql.lstrip())].count("\n")
-    found = _DUCKDB_LINE.search(message)
+    # A transpiled model's lines are not the file's: find the name the error is about instead.
+    found = None if sync.model.transpiled else _DUCKDB_LINE.search(message)
     named = _DUCKDB_NAME.search(lines[0])
     if found:
         line = sync.sql_line + leading + int(found.group(1)) - 2
@@ -68,20 +69,17 @@ def validate_project(project: Project) -> list[Problem]:
 
 
 def _warehouse_problems(
-    con: duckdb.DuckDBPyConnection, warehouse: object, sync: Sync
+    con: duckdb.DuckDBPyConnection, warehouse: Warehouse, sync: Sync
 ) -> list[Problem]:
     try:
-        relation = warehouse.relation(con, sync.model.sql)  # type: ignore[attr-defined]
-        # LIMIT 0: the model is planned and bound (tables, columns, types) but not run
-        columns = con.sql(f"SELECT * FROM {relation} LIMIT 0").columns
-    except duckdb.Error as exc:
+        columns = warehouse.columns(con, sync.model.sql)
+    except (duckdb.Error, ModelFailed) as exc:
         return [model_problem(sync, exc)]
     problems = []
     if sync.probe is not None:
         try:
-            probe = warehouse.relation(con, sync.probe.sql)  # type: ignore[attr-defined]
-            con.sql(f"SELECT * FROM {probe} LIMIT 0")
-        except duckdb.Error as exc:
+            warehouse.columns(con, sync.probe.sql)
+        except (duckdb.Error, ModelFailed) as exc:
             problems.append(
                 Problem(
                     sync.file,

@@ -134,3 +134,23 @@ def users_project(
         return project
 
     return make
+
+
+POSTGRES_DSN = os.environ.get(
+    "REVERSE_ETL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def postgres_dsn() -> str:
+    """The test PostgreSQL server's DSN. Without a server the test is skipped, saying why,
+    unless REVERSE_ETL_REQUIRE_SERVICES=1 (CI), where it fails."""
+    import psycopg
+
+    try:
+        psycopg.connect(POSTGRES_DSN, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        reason = f"PostgreSQL is not reachable at {POSTGRES_DSN}: {str(exc).strip()}"
+        if os.environ.get("REVERSE_ETL_REQUIRE_SERVICES") == "1":
+            pytest.fail(reason + " (REVERSE_ETL_REQUIRE_SERVICES=1)")
+        pytest.skip(reason + " (set REVERSE_ETL_TEST_POSTGRES to a server's DSN)")
+    return POSTGRES_DSN

@@ -27,6 +27,7 @@ from ..destinations.base import (
     Retryable,
     SplitBatch,
     Throttled,
+    Unreachable,
 )
 from ..errors import CredentialsError, DestinationError, ReverseEtlError
 from ..snapshot import PendingBatch, SyncState
@@ -67,6 +68,7 @@ class Delivery:
         *,
         sync: str,
         object_name: str | None,
+        primary_key: tuple[str, ...] = (),
         adapter: Destination,
         limiter: RateLimiter,
         state: SyncState,
@@ -75,6 +77,7 @@ class Delivery:
     ) -> None:
         self.sync = sync
         self.object_name = object_name
+        self.primary_key = primary_key
         self.adapter = adapter
         self.settings = adapter.settings
         self.limiter = limiter
@@ -219,7 +222,7 @@ class Delivery:
             if self._stop is not None:  # stopped while waiting: nothing more goes out
                 sent.failed += _all(records, f"not sent: {self._stop}", attempts + throttled)
                 return
-            batch = Batch(self.sync, self.object_name, operation, records)
+            batch = Batch(self.sync, self.object_name, operation, records, self.primary_key)
             try:
                 results = await self.adapter.send(batch)
             except Throttled as exc:
@@ -245,7 +248,7 @@ class Delivery:
                 attempts += 1
                 error = _describe(exc)
                 if attempts > self.settings.max_retries:
-                    if isinstance(exc, httpx.ConnectError):
+                    if isinstance(exc, httpx.ConnectError | Unreachable):
                         raise DestinationError(
                             f"destination {self.adapter.name!r} is unreachable: {error}"
                         ) from None

@@ -6,12 +6,20 @@ only for conditions of the whole batch, typed by what the engine should do next:
 
     Throttled        wait (Retry-After when given), slow down, send the batch again
     Retryable        back off exponentially and send again (5xx, outage, timeout)
+    Unreachable      a Retryable that stops the run when retries run out (no connection at all)
     SplitBatch       the batch was refused as a whole for some record in it: split and retry
     BatchFailed      the batch's records fail for this run; they are sent again next run
     CredentialsError stop sending to this destination (errors.CredentialsError)
 
 httpx transport errors (timeouts, refused or dropped connections) may propagate: the engine
-treats them as Retryable.
+treats them as Retryable. A DestinationError (errors.DestinationError) stops the run's sending
+as CredentialsError does, with its message (e.g. a daily API quota that is spent).
+
+Besides `send`, an adapter may override:
+    check()          test the connection and credentials without sending data (`reverse-etl check`)
+    aclose()         release what it holds (database connections) when the run's sending ends
+    sync_problems()  what a sync's settings ask that this destination cannot do (validation)
+Its default rate limits are its settings model's defaults (e.g. requests_per_10_seconds = 100).
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from typing import TYPE_CHECKING, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..delivery.ratelimit import Window
-from ..errors import CredentialsError
+from ..errors import CredentialsError, DestinationError
 
 if TYPE_CHECKING:  # adapters get httpx objects from the engine; importing it here costs start-up
     import httpx
@@ -40,16 +48,26 @@ class DestinationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: str
-    batch_size: int = Field(default=100, ge=1)
-    requests_per_second: float | None = Field(default=None, gt=0)
-    requests_per_10_seconds: int | None = Field(default=None, ge=1)
-    requests_per_minute: int | None = Field(default=None, ge=1)
-    requests_per_day: int | None = Field(default=None, ge=1)
-    max_concurrency: int = Field(default=4, ge=1)
-    timeout_seconds: float = Field(default=30, gt=0)
-    max_retries: int = Field(default=5, ge=0)
-    retry_backoff_seconds: float = Field(default=1.0, ge=0)
-    max_attempts: int = Field(default=3, ge=1)  # rejections in a row before quarantine
+    batch_size: int = Field(
+        default=100, ge=1, description="records per request (capped by the type's maximum)"
+    )
+    requests_per_second: float | None = Field(
+        default=None, gt=0, description="rate limit, shared by every sync of this destination"
+    )
+    requests_per_10_seconds: int | None = Field(default=None, ge=1, description="rate limit")
+    requests_per_minute: int | None = Field(default=None, ge=1, description="rate limit")
+    requests_per_day: int | None = Field(default=None, ge=1, description="rate limit")
+    max_concurrency: int = Field(default=4, ge=1, description="requests in flight at once")
+    timeout_seconds: float = Field(default=30, gt=0, description="per request")
+    max_retries: int = Field(
+        default=5, ge=0, description="retries of a batch within one run (429 waits not counted)"
+    )
+    retry_backoff_seconds: float = Field(
+        default=1.0, ge=0, description="first backoff; doubles with each retry, with jitter"
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, description="runs in a row a record may be rejected before quarantine"
+    )
 
     def rate_windows(self) -> list[Window]:
         """The limits set, as windows: at most N requests in any rolling window of W seconds."""
@@ -78,6 +96,7 @@ class Batch:
     object: str | None
     operation: str
     records: list[Record]
+    primary_key: tuple[str, ...] = ()  # the sync's key columns (e.g. HubSpot's idProperty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +131,12 @@ class Retryable(Exception):
         self.retry_after = retry_after
 
 
+class Unreachable(Retryable):
+    """The destination cannot be connected to (not HTTP: a database refusing connections).
+    Retried as a Retryable; when retries run out the run stops, "unreachable", as it does for
+    an HTTP destination that refuses connections."""
+
+
 class SplitBatch(Exception):
     pass
 
@@ -120,10 +145,14 @@ class BatchFailed(Exception):
     pass
 
 
+MODE_OPERATION = {"upsert": "upsert", "update": "update", "insert": "insert", "mirror": "upsert"}
+
+
 class Destination:
     """Base class of every adapter."""
 
     type: ClassVar[str]  # noqa: A003 (the adapter's `type` name, as in destination files)
+    description: ClassVar[str] = ""  # one line, for `reverse-etl destinations`
     settings_model: ClassVar[builtins.type[DestinationSettings]] = DestinationSettings
     operations: ClassVar[frozenset[str]] = frozenset(OPERATIONS)
     max_batch_size: ClassVar[int | None] = None
@@ -135,6 +164,46 @@ class Destination:
 
     async def send(self, batch: Batch) -> list[Result]:
         raise NotImplementedError
+
+    async def check(self) -> str:
+        """Test the connection and the credentials without sending any data: one line saying
+        what was checked. Raises CredentialsError or DestinationError (httpx errors may
+        propagate: the caller reports them as unreachable)."""
+        raise DestinationError(f"destination type {self.type!r} has no connection check")
+
+    async def aclose(self) -> None:
+        """Release what the adapter holds; called once its run has stopped sending."""
+
+    @classmethod
+    def sync_problems(
+        cls,
+        settings: DestinationSettings,
+        *,
+        object_name: str | None,
+        mode: str,
+        primary_key: tuple[str, ...],
+    ) -> list[tuple[str, str]]:
+        """What a sync asks that this destination cannot do: (header key, message) pairs,
+        reported at validation on that key's line. The base checks the mode's operations."""
+        problems = []
+        wanted = [MODE_OPERATION[mode]] + (["delete"] if mode == "mirror" else [])
+        for operation in wanted:
+            if operation not in cls.operations:
+                problems.append(
+                    (
+                        "mode",
+                        f"mode {mode!r} needs {operation}s, which destination type {cls.type!r} "
+                        f"does not support (it supports: {', '.join(sorted(cls.operations))})",
+                    )
+                )
+        return problems
+
+    @classmethod
+    def default_rate_limits(cls) -> list[Window]:
+        """The rate limits that apply when the destination file sets none."""
+        fields = cls.settings_model.model_fields
+        defaults = {name: field.default for name, field in fields.items()}
+        return DestinationSettings.model_construct(**defaults).rate_windows()
 
     @classmethod
     def uses_tls(cls, settings: DestinationSettings) -> bool:

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 from json.encoder import encode_basestring as encode_string  # C; json.dumps costs more per call
+from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -19,11 +20,18 @@ from .base import (
     raise_for_batch_status,
 )
 
+if TYPE_CHECKING:
+    import httpx
+
 
 class WebhookSettings(DestinationSettings):
-    url: str
-    headers: dict[str, SecretStr] = Field(default_factory=dict)
-    signing_secret: SecretStr | None = None
+    url: str = Field(description="where each batch is POSTed (http:// or https://)")
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="sent with every request, e.g. Authorization"
+    )
+    signing_secret: SecretStr | None = Field(
+        default=None, description="adds X-Reverse-ETL-Signature: sha256=<HMAC of the body>"
+    )
 
     @field_validator("url")
     @classmethod
@@ -47,23 +55,22 @@ def encode_batch(batch: Batch) -> bytes:
 
 class WebhookDestination(Destination):
     type = "webhook"
+    description = "one JSON POST per batch to any URL (the wire format of CONTRACT §2)"
     settings_model = WebhookSettings
 
     @classmethod
     def uses_tls(cls, settings: DestinationSettings) -> bool:
         return not getattr(settings, "url", "").startswith("http://")
 
+    async def check(self) -> str:
+        """An empty batch (`"records": []`): the receiver's answer tests the URL, the headers
+        and the signature without any record."""
+        response = await self._post(encode_batch(Batch("reverse-etl check", None, "upsert", [])))
+        raise_for_batch_status(response)
+        return f"{self.settings.url}: an empty batch was accepted (HTTP {response.status_code})"  # type: ignore[attr-defined]
+
     async def send(self, batch: Batch) -> list[Result]:
-        settings: WebhookSettings = self.settings  # type: ignore[assignment]
-        body = encode_batch(batch)
-        headers = {name: value.get_secret_value() for name, value in settings.headers.items()}
-        headers["Content-Type"] = "application/json"
-        headers["Idempotency-Key"] = hashlib.sha256(body).hexdigest()
-        if settings.signing_secret is not None:
-            secret = settings.signing_secret.get_secret_value().encode()
-            digest = hmac.new(secret, body, hashlib.sha256).hexdigest()
-            headers["X-Reverse-ETL-Signature"] = f"sha256={digest}"
-        response = await self.client.post(settings.url, content=body, headers=headers)
+        response = await self._post(encode_batch(batch))
         raise_for_batch_status(response)
         rejected = _rejected_keys(response.content)
         if not rejected:
@@ -71,6 +78,17 @@ class WebhookDestination(Destination):
         return [
             Rejected(rejected[key]) if key in rejected else DELIVERED for key, _ in batch.records
         ]
+
+    async def _post(self, body: bytes) -> httpx.Response:
+        settings: WebhookSettings = self.settings  # type: ignore[assignment]
+        headers = {name: value.get_secret_value() for name, value in settings.headers.items()}
+        headers["Content-Type"] = "application/json"
+        headers["Idempotency-Key"] = hashlib.sha256(body).hexdigest()
+        if settings.signing_secret is not None:
+            secret = settings.signing_secret.get_secret_value().encode()
+            digest = hmac.new(secret, body, hashlib.sha256).hexdigest()
+            headers["X-Reverse-ETL-Signature"] = f"sha256={digest}"
+        return await self.client.post(settings.url, content=body, headers=headers)
 
 
 def _rejected_keys(content: bytes) -> dict[str, str]:

@@ -13,4 +13,11 @@ def open_warehouse(settings: WarehouseSettings, project_root: Path) -> Warehouse
         from .duckdb import DuckDBWarehouse
 
         return DuckDBWarehouse(project_root / settings.path, settings.path)
+    if settings.type == "postgres":
+        from .postgres import PostgresWarehouse
+
+        assert settings.dsn is not None  # the settings require it
+        return PostgresWarehouse(
+            settings.dsn.get_secret_value(), settings.statement_timeout_seconds
+        )
     raise NotImplementedError(settings.type)  # unreachable: settings validate the type

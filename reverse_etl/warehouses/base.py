@@ -17,4 +17,14 @@ class Warehouse(Protocol):
         """Prepare `con` (a duckdb connection) to run models; WarehouseError if unreachable."""
 
     def relation(self, con: Any, sql: str) -> str:
-        """SQL text usable in a FROM clause of `con` that yields the model's rows."""
+        """SQL text usable in a FROM clause of `con` that yields the model's rows, after each
+        rewind(). Errors: duckdb.Error, or ModelFailed, whose messages keep `LINE n:`."""
+
+    def rewind(self, con: Any) -> None:
+        """Make the relation readable (again): a streamed result is read once."""
+
+    def close(self) -> None:
+        """Release what reading the model holds (connections)."""
+
+    def columns(self, con: Any, sql: str) -> list[str]:
+        """The model's output columns, without running it."""

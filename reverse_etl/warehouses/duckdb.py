@@ -41,3 +41,13 @@ class DuckDBWarehouse:
 
     def relation(self, con: Any, sql: str) -> str:
         return "(\n" + sql.strip().rstrip(";") + "\n)"
+
+    def rewind(self, con: Any) -> None:
+        """Nothing to do: the model is a query over the attached file, run by each read."""
+
+    def close(self) -> None:
+        pass
+
+    def columns(self, con: Any, sql: str) -> list[str]:
+        # LIMIT 0: the model is planned and bound (tables, columns, types) but not run
+        return list(con.sql(f"SELECT * FROM {self.relation(con, sql)} LIMIT 0").columns)

@@ -1,0 +1,239 @@
+"""`diff = "warehouse"`: the snapshot lives in the warehouse and the diff runs there, so only the
+rows to send (and the keys removed) leave it. For models too big to move.
+
+The warehouse holds `<state_schema>.snapshot_<sync>` (wh_key, key, hash, fields: diffsql.py); the
+queries are generated for its dialect. Everything after the diff is the local engine's, unchanged:
+the rows to send are staged in DuckDB, encoded for the wire by the same SQL as a local diff's,
+written to the outbox before the first request and acknowledged per batch with an fsync'd line.
+The accepted records are folded back into the warehouse's snapshot in one transaction at the end
+of the run, or at the start of the next if the process died: the same guarantees as the local
+snapshot. Quarantine and the outbox stay local, in `.reverse_etl/syncs/<sync>.wh.duckdb`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .diffsql import diff_sql, invalid_sql, removed_sql, snapshot_ddl
+from .encoding import fields_json, key_text, quote_identifier, quote_literal
+from .errors import ModelFailed, WarehouseError
+from .model import Model
+from .snapshot import DIFF, DiffCounts, SyncState, check_key_columns
+
+log = logging.getLogger("reverse_etl.warehouse_state")
+
+CHANGES = "__retl_changes"  # the rows the warehouse sent: status, wh_key, hash, model columns
+REMOVED = "__retl_removed"  # delivered records whose key left the model: wh_key, key, hash, fields
+_OPERATION = {"upsert": "upsert", "mirror": "upsert", "update": "update", "insert": "insert"}
+_META = ("__retl_status", "__retl_wh_key", "__retl_hash", "__retl_rows")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS state.quarantine (key VARCHAR NOT NULL, hash VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS state.meta (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+"""
+
+
+def snapshot_table(sync: str) -> str:
+    """The snapshot's table in the state schema (named apart from the data a schema holds)."""
+    return f"snapshot_{sync}"
+
+
+def warehouse_state_path(state_dir: Path, sync: str) -> Path:
+    return state_dir / "syncs" / f"{sync}.wh.duckdb"
+
+
+class WarehouseState(SyncState):
+    SCHEMA = _SCHEMA
+
+    def attach(self, warehouse: Any, schema: str, sync: str) -> None:
+        """The warehouse, and where in it this sync's snapshot lives."""
+        self.warehouse, self.table = warehouse, (schema, snapshot_table(sync))
+
+    def use(
+        self, model: Model, primary_key: Sequence[str], file: str, key_line: int | None
+    ) -> None:
+        """The model and its key; its columns, asked of the warehouse (whose errors about the
+        model's own SQL keep its line numbers)."""
+        self.model, self.primary_key = model.tree, tuple(primary_key)
+        self.columns = self.warehouse.columns(self.con, model.sql)
+        check_key_columns(primary_key, self.columns, file, key_line)
+
+    # -- the snapshot in the warehouse ---------------------------------------------------
+
+    def _snapshot_exists(self) -> bool:
+        schema, table = self.table
+        found = self.warehouse.stage(
+            self.con,
+            "SELECT count(*) AS n FROM information_schema.tables "
+            f"WHERE table_schema = {quote_literal(schema)} AND table_name = {quote_literal(table)}",
+        )
+        # fetchall, not fetchone: a result left unfinished blocks DuckDB's next register()
+        return bool(self.con.execute(f"SELECT n FROM {found}").fetchall()[0][0])
+
+    def _write(self, statements: Sequence[str], upload: Any = None) -> None:
+        """Run statements in one transaction of the warehouse, after uploading `upload` (an
+        Arrow table) as the temporary table __retl_upload."""
+        connection = self.warehouse.writer()
+        try:
+            cursor = connection.cursor()
+            for statement in snapshot_ddl(*self.table, self.warehouse.dialect):
+                cursor.execute(statement)
+            if upload is not None:
+                cursor.adbc_ingest("__retl_upload", upload, mode="create", temporary=True)
+            for statement in statements:
+                cursor.execute(statement)
+            connection.commit()
+        except WarehouseError:
+            raise
+        except Exception as exc:
+            raise WarehouseError(
+                f"cannot write the snapshot {'.'.join(self.table)} in the warehouse: {exc}"
+            ) from None
+        finally:
+            connection.close()
+
+    def fold_acknowledged(self, keep_fields: bool) -> None:
+        """Fold what the destination accepted into the warehouse's snapshot (one transaction),
+        then drop the outbox."""
+        if not self.outbox.exists():
+            self.outbox.remove()
+            return
+        fields = "fields" if keep_fields else "NULL::VARCHAR AS fields"
+        accepted = self.con.sql(
+            f"SELECT op, wh_key, key, hash, {fields} FROM ({self.outbox.accepted(self.con)})"
+        ).to_arrow_table()
+        if accepted.num_rows:
+            table = ".".join(quote_identifier(part) for part in self.table)
+            self._write(
+                [
+                    f"DELETE FROM {table} WHERE wh_key IN (SELECT wh_key FROM __retl_upload)",
+                    f"INSERT INTO {table} (wh_key, key, hash, fields) "
+                    "SELECT wh_key, key, hash, fields FROM __retl_upload WHERE op <> 'delete'",
+                ],
+                accepted,
+            )
+        self.outbox.remove()
+
+    def forget_removed(self) -> None:
+        keys = self.con.sql(f"SELECT wh_key FROM {REMOVED}").to_arrow_table()
+        if keys.num_rows:
+            table = ".".join(quote_identifier(part) for part in self.table)
+            self._write(
+                [f"DELETE FROM {table} WHERE wh_key IN (SELECT wh_key FROM __retl_upload)"], keys
+            )
+
+    # -- the diff ------------------------------------------------------------------------
+
+    def _stage(self, sql: str) -> str:
+        """Run one of the diff's queries; its errors are not on the model's lines (the model
+        itself was checked by use())."""
+        try:
+            return str(self.warehouse.stage(self.con, sql))
+        except ModelFailed as exc:
+            raise WarehouseError(f"the diff failed in the warehouse: {exc}") from None
+
+    def diff(self, mode: str, full_resync: bool, build_pending: bool) -> DiffCounts:
+        """Counts computed in the warehouse; with `build_pending`, the rows to send (and the
+        removed keys) brought out, and the outbox written."""
+        dialect, model, key = self.warehouse.dialect, self.model, self.primary_key
+        snapshot = self.table if self._snapshot_exists() else None
+        send: list[str] = []
+        if build_pending:
+            send = ["added"] if mode == "insert" else ["added", "changed"]
+            if full_resync:
+                send = ["added", "changed", "unchanged"]
+        # One query, one pass over the model: the rows to send and the counts.
+        staged = self._stage(diff_sql(model, self.columns, key, snapshot, dialect, send))
+        found = dict(
+            self.con.execute(
+                f"SELECT __retl_status, __retl_count FROM {staged} WHERE __retl_kind = 'count'"
+            ).fetchall()
+        )
+        invalid, added, changed, unchanged, removed = (
+            int(found.get(status, 0))
+            for status in ("invalid", "added", "changed", "unchanged", "removed")
+        )
+        counts = DiffCounts(
+            invalid + added + changed + unchanged, added, changed, removed, unchanged, invalid
+        )
+        if not build_pending:
+            return counts
+        self.con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {CHANGES} AS
+            SELECT * EXCLUDE (__retl_kind, __retl_count) FROM {staged}
+            WHERE __retl_kind = 'row'"""
+        )
+        if removed:  # their keys (and, for mirror deletes, their last fields) come out too
+            gone = self._stage(removed_sql(model, key, snapshot, dialect))
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {REMOVED} AS SELECT * FROM {gone}")
+        else:
+            self.con.execute(
+                f"""CREATE OR REPLACE TEMP TABLE {REMOVED}
+                (wh_key VARCHAR, key VARCHAR, hash VARCHAR, fields VARCHAR)"""
+            )
+        self._describe_diff()
+        self._fill(mode)
+        return counts
+
+    def _describe_diff(self) -> None:
+        """The local DIFF table the quarantine reads: each row that left the warehouse, with
+        its wire key (encoded here as a local diff encodes it) and hash."""
+        rel = self.con.sql(f"SELECT * FROM {CHANGES}")
+        types = dict(zip(rel.columns, rel.types, strict=True))
+        self.model_types = [types[c] for c in self.columns]
+        key_types = [types[c] for c in self.primary_key]
+        self.key_sql = key_text(self.primary_key, key_types)
+        self.con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {DIFF} AS
+            SELECT {self.key_sql} AS key, __retl_hash AS hash, true AS present,
+                NULL AS prev_key, NULL AS prev_hash
+            FROM {CHANGES}
+            UNION ALL SELECT NULL, NULL, NULL, key, hash FROM {REMOVED}"""
+        )
+
+    def _fill(self, mode: str) -> None:
+        fields = fields_json(self.columns, self.model_types, table="c")
+        deletes = (
+            f"""UNION ALL SELECT 'delete', key, hash, wh_key, coalesce(fields, '{{}}')
+            FROM {REMOVED}"""
+            if mode == "mirror"
+            else ""
+        )
+        source = f"""SELECT {quote_literal(_OPERATION[mode])} AS op, {self.key_sql} AS key,
+                __retl_hash AS hash, __retl_wh_key AS wh_key, {fields} AS fields
+            FROM {CHANGES} c
+            WHERE NOT EXISTS (SELECT 1 FROM state.quarantine q
+                              WHERE q.key = {self.key_sql} AND q.hash = c.__retl_hash)
+            {deletes}"""
+        self.outbox.write(
+            self.con,
+            f"""SELECT row_number() OVER (ORDER BY op) - 1 AS seq, op, key, hash, wh_key,
+                unhex(md5(fields)) AS digest, fields
+            FROM ({source}) ORDER BY seq""",
+        )
+
+    def settle(self) -> None:
+        """Nothing to bring up to date: the MD5 of the warehouse does not change."""
+
+    def invalid_rows(self, chunk: int = 10_000) -> Iterator[list[tuple[str | None, str]]]:
+        dialect = self.warehouse.dialect
+        staged = self._stage(invalid_sql(self.model, self.columns, self.primary_key, dialect))
+        rel = self.con.sql(f"SELECT * FROM {staged}")
+        types = dict(zip(rel.columns, rel.types, strict=True))
+        key_sql = key_text(self.primary_key, [types[c] for c in self.primary_key])
+        fields = fields_json(self.columns, [types[c] for c in self.columns], table="m")
+        cursor = self.con.execute(
+            f"""SELECT DISTINCT {key_sql}, __retl_rows, NULL FROM {staged} m
+                WHERE {key_sql} IS NOT NULL
+            UNION ALL SELECT NULL, NULL, {fields} FROM {staged} m WHERE {key_sql} IS NULL"""
+        )
+        while rows := cursor.fetchmany(chunk):
+            yield [
+                (key, f"primary key value appears in {n} rows")
+                if key is not None
+                else (None, f"primary key is NULL in row {(text or '{}')[:200]}")
+                for key, n, text in rows
+            ]

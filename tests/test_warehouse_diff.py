@@ -1,0 +1,156 @@
+"""`diff = "warehouse"` against the real PostgreSQL: the snapshot lives in the warehouse, the diff
+runs there, only the rows to send leave it, and a kill loses nothing."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from conftest import ProjectFixture
+from test_crash_and_concurrency import wait_for
+from test_postgres_warehouse import pg  # noqa: F401 (the fixture)
+
+from reverse_etl.project import Project
+from reverse_etl.runner import _bind, _open_state
+
+
+def users_table(sql, rows: int) -> None:
+    sql(f"""create table users as select i as id, 'user' || i || '@example.com' as email,
+            (i * 1.5)::numeric(10, 2) as score from generate_series(1, {rows}) i""")
+
+
+def warehouse_sync(
+    project: ProjectFixture, sql, receiver, mode: str = "upsert", **destination
+) -> None:
+    """A sync diffed in the warehouse; its snapshot in the test's own schema."""
+    with (project.root / "config.toml").open("a") as config:
+        config.write(f'state_schema = "{sql.schema}"\n')
+    project.webhook("hook", receiver.url, **destination)
+    project.sync(
+        "users",
+        {"destination": "hook", "primary_key": "id", "mode": mode, "diff": "warehouse"},
+        "select id, email, score from users",
+    )
+
+
+def snapshot_keys(rows_of, sql) -> set[str]:
+    """The keys in the warehouse's snapshot (none before the first fold)."""
+    table = f"{sql.schema}.snapshot_users"
+    if rows_of(f"select to_regclass('{table}')")[0][0] is None:
+        return set()
+    return {key for (key,) in rows_of(f"select key from {table}")}
+
+
+@pytest.fixture
+def rows_of(pg):  # noqa: F811
+    """Read the warehouse: a function from SQL to its rows."""
+    import psycopg
+    from conftest import postgres_dsn
+
+    connection = psycopg.connect(postgres_dsn(), autocommit=True)
+    yield lambda sql: connection.execute(sql).fetchall()
+    connection.close()
+
+
+def test_the_diff_runs_in_the_warehouse_and_only_changes_leave_it(pg, rows_of, receiver):  # noqa: F811
+    project, sql = pg
+    users_table(sql, 2000)
+    warehouse_sync(project, sql, receiver, mode="mirror")
+    [plan] = project.cli("plan", "users", "--json").json_lines()
+    assert plan["added"] == 2000 and not rows_of(
+        f"select 1 from information_schema.tables where table_schema = '{sql.schema}' "
+        "and table_name = 'snapshot_users'"
+    ), "plan creates nothing"
+    [first] = project.cli("run", "users", "--json").json_lines()
+    assert first["status"] == "success" and first["delivered"] == 2000, first
+    assert len(snapshot_keys(rows_of, sql)) == 2000
+    assert receiver.data["7"] == {"id": 7, "email": "user7@example.com", "score": 10.5}
+
+    sql("update users set email = 'new@example.com' where id = 7")
+    sql("delete from users where id in (8, 9)")
+    sql("insert into users values (5000, 'late@example.com', 1.00)")
+    # What leaves the warehouse: the changed and added rows, and the removed keys.
+    loaded = Project.open(project.root)
+    sync = loaded.sync("users")
+    with _open_state(loaded, sync, read_only=False) as state:
+        _bind(loaded, sync, state)
+        counts = state.diff("mirror", full_resync=False, build_pending=True)
+        changes = state.con.execute("select count(*) from __retl_changes").fetchall()[0][0]
+        removed = state.con.execute("select count(*) from __retl_removed").fetchall()[0][0]
+        moved = state.warehouse.bytes_read
+        state.outbox.remove()
+    assert (counts.added, counts.changed, counts.removed, counts.unchanged) == (1, 1, 2, 1997)
+    assert (changes, removed) == (2, 2)
+    assert moved < 2_000, f"{moved} bytes left the warehouse for 4 changes"
+
+    [second] = project.cli("run", "users", "--json").json_lines()
+    assert (second["delivered"], second["removed"], second["unchanged"]) == (4, 2, 1997), second
+    assert receiver.data["7"]["email"] == "new@example.com" and "8" not in receiver.data
+    assert "5000" in receiver.data and snapshot_keys(rows_of, sql) == set(receiver.data)
+    [third] = project.cli("run", "users", "--json").json_lines()
+    assert third["delivered"] == 0 and third["unchanged"] == 1999, third
+
+
+def test_modes_full_resync_invalid_keys_and_reset(pg, rows_of, receiver):  # noqa: F811
+    project, sql = pg
+    users_table(sql, 10)
+    warehouse_sync(project, sql, receiver, mode="insert")
+    project.cli("run", "users")
+    sql("update users set email = 'changed@example.com' where id = 1")
+    sql("insert into users values (11, 'eleven@example.com', 0), (12, 'a@b.c', 0), "
+        "(12, 'twin@b.c', 0), (null, 'nokey@b.c', 0)")  # fmt: skip
+    outcome = project.cli("run", "users", "--json")
+    [result] = outcome.json_lines()
+    assert outcome.exit_code == 1 and result["status"] == "partial", result
+    assert (result["added"], result["changed"], result["invalid"]) == (1, 1, 3), result
+    assert result["delivered"] == 1  # insert mode: only the new key, never the changed one
+    assert receiver.data["1"]["email"] == "user1@example.com"
+    listed = project.cli("rejected", "users", "--json").json_lines()
+    errors = sorted(r["error"] for r in listed if r["reason"] == "invalid")
+    assert errors[0].startswith("primary key is NULL in row") and "nokey@b.c" in errors[0]
+    assert errors[1] == "primary key value appears in 2 rows", errors
+
+    before = sum(receiver.received.values())
+    [resync] = project.cli("run", "users", "--full-resync", "--json").json_lines()
+    assert resync["delivered"] == 11 and sum(receiver.received.values()) == before + 11
+    assert project.cli("reset", "users").exit_code == 0
+    assert not rows_of(
+        f"select 1 from information_schema.tables where table_schema = '{sql.schema}' "
+        "and table_name = 'snapshot_users'"
+    ), "reset drops the warehouse's snapshot"
+    [after_reset] = project.cli("run", "users", "--json").json_lines()
+    assert after_reset["added"] == 11, after_reset
+
+
+def test_a_kill_mid_run_loses_nothing(pg, rows_of, receiver):  # noqa: F811
+    project, sql = pg
+    users_table(sql, 3000)
+    warehouse_sync(project, sql, receiver, batch_size=50, max_concurrency=2)
+    receiver.delay = 0.01
+    proc = project.popen("run", "users")
+    wait_for(lambda: receiver.records_received() >= 1000)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    got = receiver.records_received()
+    assert 1000 <= got < 3000, "the kill landed mid-run"
+    assert not snapshot_keys(rows_of, sql), "nothing was folded into the warehouse yet"
+    receiver.delay = 0
+    [rerun] = project.cli("run", "users", "--json").json_lines()
+    assert rerun["status"] == "success", rerun
+    assert rerun["unchanged"] >= got - 100, "what was acknowledged is folded, not sent again"
+    assert len(receiver.data) == 3000 and len(snapshot_keys(rows_of, sql)) == 3000
+    twice = [key for key, count in receiver.received.items() if count > 1]
+    assert len(twice) <= 100, f"{len(twice)} keys sent twice (at most the batches in flight)"
+
+
+def test_diff_in_the_warehouse_needs_a_warehouse_that_can_hold_it(project, receiver):
+    project.warehouse("create table users as select 1 as id")
+    project.webhook("hook", receiver.url)
+    project.sync(
+        "users",
+        {"destination": "hook", "primary_key": "id", "diff": "warehouse"},
+        "select id from users",
+    )
+    outcome = project.cli("validate")
+    assert outcome.exit_code == 2 and "syncs/users.sql:3" in outcome.stderr, outcome.stderr
+    assert "DuckDB warehouse" in outcome.stderr

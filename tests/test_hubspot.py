@@ -182,6 +182,27 @@ def test_mirror_deletes_read_hubspot_ids_by_the_id_property_then_archive_them(pr
     assert sorted(hubspot.stored()) == ["1", "4", "5", "6"]
 
 
+@pytest.fixture
+def ten_per_second() -> Iterator[Fake]:
+    yield from running(Fake(window_limit=10, window_ms=1000))
+
+
+def test_deletes_count_both_their_requests_against_the_rate_limit(project, ten_per_second):
+    """A delete is two requests (batch read, then archive): the limiter takes two slots, so a
+    limit set to HubSpot's own holds, deletes included (counting one, they went twice as fast
+    and met 429s)."""
+    fake = ten_per_second
+    header = {**HEADER, "mode": "mirror", "max_delete_fraction": 1}
+    setup(project, fake, rows=24, header=header, batch_size=2, requests_per_second=10)
+    run(project)
+    project.warehouse("delete from people where id > 4")
+    code, result = run(project)
+    assert code == 0 and result["removed"] == 20 and result["delivered"] == 20, result
+    assert sorted(fake.stored()) == ["1", "2", "3", "4"]
+    assert len(posts(fake, "read")) == 10 and len(posts(fake, "archive")) == 10
+    assert fake.throttled() == 0, "the rolling limit was exceeded"
+
+
 def test_email_as_the_key_finds_records_hubspot_keeps_in_lower_case(project, hubspot):
     setup(
         project,

@@ -85,6 +85,7 @@ class Delivery:
         self.on_batch = on_batch  # (run bookkeeping) rejected and failed records of a batch
         self.on_progress = on_progress
         self.outcome = Outcome()
+        adapter.pace = self._pace  # a batch of several requests takes a slot for each
         self._stop: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
@@ -111,6 +112,20 @@ class Delivery:
             self._state_thread = state_thread
             await self._send_all(batches)
         return self.outcome
+
+    async def _slot(self) -> None:
+        """Wait for the rate limiter's next slot (or for the run to stop)."""
+        if (wait := self.limiter.try_acquire()) > 0:
+            began = time.monotonic()
+            while wait > 0 and not await self._pause(wait):
+                wait = self.limiter.try_acquire()
+            self.limiter.waited(time.monotonic() - began)
+
+    async def _pace(self) -> None:
+        """Given to the adapter: a slot for each further request it makes for one batch."""
+        await self._slot()
+        if self._stop is not None:
+            raise BatchFailed(f"not sent: {self._stop}")
 
     async def _pause(self, seconds: float) -> bool:
         """Wait, unless the run is stopped meanwhile; True when it was."""
@@ -214,11 +229,7 @@ class Delivery:
         attempts = 0  # requests for these records that failed in a retryable way
         throttled = 0
         while records:
-            if (wait := self.limiter.try_acquire()) > 0:
-                began = time.monotonic()
-                while wait > 0 and not await self._pause(wait):
-                    wait = self.limiter.try_acquire()
-                self.limiter.waited(time.monotonic() - began)
+            await self._slot()
             if self._stop is not None:  # stopped while waiting: nothing more goes out
                 sent.failed += _all(records, f"not sent: {self._stop}", attempts + throttled)
                 return

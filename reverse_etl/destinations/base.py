@@ -15,6 +15,9 @@ httpx transport errors (timeouts, refused or dropped connections) may propagate:
 treats them as Retryable. A DestinationError (errors.DestinationError) stops the run's sending
 as CredentialsError does, with its message (e.g. a daily API quota that is spent).
 
+An adapter whose batch takes several requests (a lookup, then the write) awaits `self.pace()`
+before each after the first: the engine's rate limiter takes a slot for each, so limits hold.
+
 Besides `send`, an adapter may override:
     check()          test the connection and credentials without sending data (`reverse-etl check`)
     aclose()         release what it holds (database connections) when the run's sending ends
@@ -27,6 +30,7 @@ from __future__ import annotations
 import builtins
 import email.utils
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -161,6 +165,9 @@ class Destination:
         self.name = name
         self.settings = settings
         self.client = client
+        # Awaited before each request of a batch after its first (a lookup, then the write):
+        # the engine sets one that takes a slot of the rate limiter, so limits hold for all.
+        self.pace: Callable[[], Awaitable[None]] = _unpaced
 
     async def send(self, batch: Batch) -> list[Result]:
         raise NotImplementedError
@@ -210,6 +217,10 @@ class Destination:
         """Whether requests go over TLS. Loading the CA certificates for a TLS context costs
         about 0.1 s; a destination on plain http:// is spared it."""
         return True
+
+
+async def _unpaced() -> None:
+    """Outside the engine (a check, a test calling send()), nothing to wait for."""
 
 
 def response_text(response: httpx.Response) -> str:

@@ -193,6 +193,8 @@ class BrazeDestination(Destination):
         harmless."""
         keys = [key for key, _ in batch.records]
         for start in range(0, len(keys), DELETE_LIMIT):
+            if start:
+                await self.pace()  # each request takes a slot of the rate limit
             body = json.dumps({"external_ids": keys[start : start + DELETE_LIMIT]})
             response = await self._post(DELETE, body.encode())
             if not response.is_success:

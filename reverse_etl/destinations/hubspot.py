@@ -204,6 +204,7 @@ class HubSpotDestination(Destination):
         if found:
             ids = sorted(set(found.values()))
             archive = {"inputs": [{"id": record_id} for record_id in ids]}
+            await self.pace()  # a second request: a slot of the rate limit of its own
             _answer(await self._post(object_type, "archive", archive))
         results: list[Result] = []
         for position in range(len(keys)):

@@ -198,6 +198,7 @@ class SalesforceDestination(Destination):
                 bodies.append(_with_id(fields, ids[0]))
         if bodies:
             url = f"{self.base}/composite/sobjects"
+            await self.pace()  # the write after the lookup: a rate-limit slot of its own
             response = await self._write("PATCH", url, sobject, bodies)
             for position, result in zip(
                 positions, self._results(response, len(bodies)), strict=True
@@ -224,6 +225,7 @@ class SalesforceDestination(Destination):
                 ids.append(matches[0])
         if ids:
             params = {"ids": ",".join(ids), "allOrNone": "false"}
+            await self.pace()  # the write after the lookup: a rate-limit slot of its own
             response = await self._request(
                 "DELETE", f"{self.base}/composite/sobjects", params=params
             )
@@ -261,7 +263,9 @@ class SalesforceDestination(Destination):
 
     async def _lookup(self, sobject: str, field: str, values: list[Any]) -> _Matches:
         matches = _Matches()
-        for soql in _queries(sobject, field, values):
+        for number, soql in enumerate(_queries(sobject, field, values)):
+            if number:  # the batch's first request is paced by the engine; later ones here
+                await self.pace()
             response = await self._request("GET", f"{self.base}/query", params={"q": soql})
             while True:
                 if response.status_code != 200:
@@ -276,6 +280,7 @@ class SalesforceDestination(Destination):
                 following = answer.get("nextRecordsUrl")
                 if answer.get("done", True) or not following:
                     break
+                await self.pace()
                 response = await self._request("GET", f"{self.sf.instance_url}{following}")
         return matches
 

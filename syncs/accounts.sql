@@ -3,6 +3,7 @@
 -- primary_key = "account_id"
 -- mode = "mirror"
 -- object = "companies"
+-- schedule = "every 15m"         # `reverse-etl daemon` runs it every 15 minutes
 select
     a.account_id,
     a.name,

@@ -3,7 +3,7 @@
 -- primary_key = "user_id"
 -- mode = "upsert"
 -- object = "contacts"
--- schedule = "every 15m"
+-- after = ["accounts"]           # the daemon runs it when accounts has run: companies first
 select
     user_id,
     email,

@@ -19,6 +19,7 @@ from fakes.postgres import Fake
 from fakes.project import people, write_destination
 
 from reverse_etl.destinations.base import DELIVERED, Batch, Rejected, SplitBatch
+from reverse_etl.destinations.pg_errors import scrub
 from reverse_etl.destinations.postgres import PostgresDestination, PostgresSettings
 
 
@@ -458,12 +459,9 @@ def test_the_dsns_password_is_never_shown(project, pg):
     for shown in (check, outcome, history, listed):
         assert secret not in shown.stdout + shown.stderr
     # the adapter's own scrubbing, for a message that would quote the DSN
-    destination_ = PostgresDestination(
-        "db",
-        PostgresSettings(type="postgres", dsn=f"postgresql://u:{secret}@h/db", table="t"),
-        client=None,
-    )
-    assert secret not in destination_._scrub(f"bad: postgresql://u:{secret}@h/db {secret}")
+    settings = PostgresSettings(type="postgres", dsn=f"postgresql://u:{secret}@h/db", table="t")
+    dsn = settings.dsn.get_secret_value()
+    assert secret not in scrub(f"bad: postgresql://u:{secret}@h/db {secret}", dsn)
 
 
 # -- validation ----------------------------------------------------------------------------------

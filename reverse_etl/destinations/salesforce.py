@@ -12,6 +12,7 @@ order, and a bad record is rejected alone ("Upsert/Update/Delete Records Using s
 Collections", REST API Developer Guide). An update never goes through upsert, which would create
 the records it does not find. Every answer carries `Sforce-Limit-Info: api-usage=USED/MAX`, the
 org's rolling 24-hour allocation ("Limit Info Header"); once it is used up, nothing more is sent.
+The lookup's SOQL (and the matching of its answer to the records) is in soql.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import re
 from decimal import Decimal
 from json.encoder import encode_basestring as encode_string
 from typing import TYPE_CHECKING, Any, NoReturn
-from urllib.parse import quote
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -41,6 +41,7 @@ from .base import (
     raise_for_batch_status,
     response_text,
 )
+from .soql import Matches, field_value, key_value, lookup_queries
 
 if TYPE_CHECKING:
     import httpx
@@ -51,9 +52,6 @@ MAX_RECORDS = 200  # sObject Collections: "The list can contain up to 200 object
 FIRST_VERSION = 46  # the collections upsert exists from API version 46.0
 API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # also keeps SOQL and URL paths well formed
 USAGE = re.compile(r"(?:^|[\s;,])api-usage=(\d+)/(\d+)")  # not per-app-api-usage=...
-# The URI and headers of a request may hold 16,384 bytes (Salesforce Help 000386264): a lookup
-# query whose IN list would be longer is split in several.
-QUERY_URL_BUDGET = 10_000
 # Per-record errors worth sending again in this run (a record locked by another transaction).
 TRANSIENT = frozenset({"UNABLE_TO_LOCK_ROW"})
 # A whole request refused for what every record of the sync shares (the object, the external ID
@@ -182,7 +180,7 @@ class SalesforceDestination(Destination):
         self, sobject: str, field: str, records: list[tuple[str, str]]
     ) -> list[Result]:
         """Salesforce updates by record Id: look the Ids up by external ID first."""
-        values = [_key_value(key, fields, field) for key, fields in records]
+        values = [key_value(key, fields, field) for key, fields in records]
         found = await self._lookup(sobject, field, values)
         results: list[Result] = []
         bodies, positions = [], []
@@ -210,7 +208,7 @@ class SalesforceDestination(Destination):
         self, sobject: str, field: str, records: list[tuple[str, str]]
     ) -> list[Result]:
         """Keys Salesforce does not hold any more are delivered: they are gone already."""
-        values = [_key_value(key, fields, field) for key, fields in records]
+        values = [key_value(key, fields, field) for key, fields in records]
         found = await self._lookup(sobject, field, values)
         results: list[Result] = []
         ids, positions = [], []
@@ -261,9 +259,9 @@ class SalesforceDestination(Destination):
 
     # --- looking records up by external ID ---------------------------------------------------
 
-    async def _lookup(self, sobject: str, field: str, values: list[Any]) -> _Matches:
-        matches = _Matches()
-        for number, soql in enumerate(_queries(sobject, field, values)):
+    async def _lookup(self, sobject: str, field: str, values: list[Any]) -> Matches:
+        matches = Matches()
+        for number, soql in enumerate(lookup_queries(sobject, field, values)):
             if number:  # the batch's first request is paced by the engine; later ones here
                 await self.pace()
             response = await self._request("GET", f"{self.base}/query", params={"q": soql})
@@ -276,7 +274,7 @@ class SalesforceDestination(Destination):
                     text = response_text(response)
                     raise BatchFailed(f"unexpected answer to a query: {text}") from None
                 for record in answer.get("records", []):
-                    matches.add(_field(record, field), record["Id"])
+                    matches.add(field_value(record, field), record["Id"])
                 following = answer.get("nextRecordsUrl")
                 if answer.get("done", True) or not following:
                     break
@@ -399,76 +397,6 @@ class SalesforceDestination(Destination):
         if left <= 0:
             raise DestinationError(self._spent_message())
         return f"{where}: api usage: {left} of {allocation} requests left today"
-
-
-class _Matches:
-    """Record Ids by external ID value: text matched exactly, else regardless of case (text
-    external IDs are case-insensitive unless marked case-sensitive), numbers by value."""
-
-    def __init__(self) -> None:
-        self.exact: dict[Any, list[str]] = {}
-        self.folded: dict[str, list[str]] = {}
-
-    def add(self, value: Any, record_id: str) -> None:
-        self.exact.setdefault(value, []).append(record_id)
-        if isinstance(value, str):
-            self.folded.setdefault(value.casefold(), []).append(record_id)
-
-    def get(self, value: Any) -> list[str] | None:
-        found = self.exact.get(value)
-        if found is None and isinstance(value, str):
-            found = self.folded.get(value.casefold())
-        return found
-
-
-def _key_value(key: str, fields: str, field: str) -> Any:
-    """The external ID as the model typed it (a number is queried unquoted), else the key."""
-    value = _field(json.loads(fields, parse_float=Decimal), field)
-    return key if value is None or isinstance(value, (dict, list)) else value
-
-
-def _field(record: dict[str, Any], field: str) -> Any:
-    """A field of a record, whatever the case of its name (Salesforce answers with its own)."""
-    if field in record:
-        return record[field]
-    lowered = field.lower()
-    return next((v for k, v in record.items() if k.lower() == lowered), None)
-
-
-def _literal(value: Any) -> str:
-    """A SOQL literal: strings quoted and escaped ("Quoted String Escape Sequences")."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, Decimal, float)):
-        return str(value)
-    text = str(value)
-    for plain, escaped in (
-        ("\\", "\\\\"),
-        ("'", "\\'"),
-        ("\n", "\\n"),
-        ("\r", "\\r"),
-        ("\t", "\\t"),
-    ):
-        text = text.replace(plain, escaped)
-    return f"'{text}'"
-
-
-def _queries(sobject: str, field: str, values: list[Any]) -> list[str]:
-    """SELECT Id, field FROM sobject WHERE field IN (...), split to keep each URL short."""
-    head = f"SELECT Id, {field} FROM {sobject} WHERE {field} IN ("
-    queries: list[str] = []
-    chunk: list[str] = []
-    size = len(quote(head, safe=""))
-    for literal in dict.fromkeys(_literal(v) for v in values):
-        cost = len(quote(literal, safe="")) + 3  # and a comma
-        if chunk and size + cost > QUERY_URL_BUDGET:
-            queries.append(head + ",".join(chunk) + ")")
-            chunk, size = [], len(quote(head, safe=""))
-        chunk.append(literal)
-        size += cost
-    if chunk:
-        queries.append(head + ",".join(chunk) + ")")
-    return queries
 
 
 def _with_id(fields: str, record_id: str) -> str:

@@ -311,7 +311,7 @@ async def _deliver(
             history.record_undelivered(sync.name, run_id, "failed", failed)
 
     async def observe(response: httpx.Response) -> None:  # rate-limit headers, any adapter
-        limiter.observe(response.headers)
+        limiter.observe(spec.adapter.requests_left(response.headers))
 
     async with open_adapter(spec, observe) as adapter:
         delivery = Delivery(

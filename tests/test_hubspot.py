@@ -203,6 +203,22 @@ def test_deletes_count_both_their_requests_against_the_rate_limit(project, ten_p
     assert fake.throttled() == 0, "the rolling limit was exceeded"
 
 
+@pytest.fixture
+def five_per_second() -> Iterator[Fake]:
+    yield from running(Fake(window_limit=5, window_ms=1000))
+
+
+def test_hubspots_remaining_header_slows_the_engine_before_a_429(project, five_per_second):
+    """Configured for HubSpot's usual 100 per 10 s, against an app limited to 5 per second:
+    X-HubSpot-RateLimit-Remaining and -Interval-Milliseconds pace the requests to what is
+    left, so none is refused."""
+    fake = five_per_second
+    setup(project, fake, rows=16, batch_size=1, max_concurrency=1)
+    code, result = run(project)
+    assert code == 0 and result["delivered"] == 16, result
+    assert fake.throttled() == 0, "HubSpot's headers were not heeded"
+
+
 def test_email_as_the_key_finds_records_hubspot_keeps_in_lower_case(project, hubspot):
     setup(
         project,

@@ -9,7 +9,7 @@ from collections import deque
 
 import pytest
 
-from reverse_etl.delivery.ratelimit import RateLimiter, Window
+from reverse_etl.delivery.ratelimit import RateLimiter, Window, requests_left
 from reverse_etl.receiver import RollingLimit
 
 
@@ -108,11 +108,11 @@ def test_unconfigured_limiter_learns_the_server_limit():
 def test_rate_headers_slow_down_before_a_429():
     clock = Clock()
     limiter = RateLimiter(clock=clock)
-    limiter.observe({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "3"})
+    limiter.observe(requests_left({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "3"}))
     assert limiter.try_acquire() == pytest.approx(3.0)
     clock.now += 3.0
     assert limiter.try_acquire() == 0.0
-    limiter.observe({"ratelimit-remaining": "4", "ratelimit-reset": "2"})
+    limiter.observe(requests_left({"ratelimit-remaining": "4", "ratelimit-reset": "2"}))
     assert limiter.try_acquire() == pytest.approx(0.5)  # 4 left over 2 s: one each 0.5 s
 
 

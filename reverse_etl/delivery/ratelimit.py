@@ -145,15 +145,12 @@ class RateLimiter:
                 # 0.05 requests/s), till the next 429: a sawtooth just under the real limit.
                 self.learned += 0.05
 
-    def observe(self, headers: Mapping[str, str]) -> None:
-        """Rate-limit headers of an answer: when few requests are left before the reset,
-        spread them over the time that remains (none left: wait for the reset)."""
-        remaining = _number(headers, "x-ratelimit-remaining", "ratelimit-remaining")
-        reset = _number(headers, "x-ratelimit-reset", "ratelimit-reset")
-        if remaining is None or reset is None:
+    def observe(self, left: tuple[float, float] | None) -> None:
+        """What an answer said of the limit: (requests left, seconds until they are renewed).
+        When few are left, spread them over the time that remains (none: wait for it)."""
+        if left is None:
             return
-        if reset > 1e9:  # some APIs give the reset as a Unix time
-            reset = max(0.0, reset - time.time())
+        remaining, reset = left
         with self._lock:
             now = self.clock()
             if remaining <= 0:
@@ -167,7 +164,20 @@ class RateLimiter:
         return f"learned {self.learned:.1f}/s" if self.learned else "unlimited"
 
 
-def _number(headers: Mapping[str, str], *names: str) -> float | None:
+def requests_left(headers: Mapping[str, str]) -> tuple[float, float] | None:
+    """The common rate-limit headers of an answer (`X-RateLimit-Remaining` or
+    `RateLimit-Remaining`, with `...-Reset` in seconds or as a Unix time), as
+    (requests left, seconds until renewed); None without them."""
+    remaining = header_number(headers, "x-ratelimit-remaining", "ratelimit-remaining")
+    reset = header_number(headers, "x-ratelimit-reset", "ratelimit-reset")
+    if remaining is None or reset is None:
+        return None
+    if reset > 1e9:  # some APIs give the reset as a Unix time
+        reset = max(0.0, reset - time.time())
+    return remaining, reset
+
+
+def header_number(headers: Mapping[str, str], *names: str) -> float | None:
     for name in names:
         value = headers.get(name)
         if value is not None:

@@ -30,13 +30,13 @@ from __future__ import annotations
 import builtins
 import email.utils
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..delivery.ratelimit import Window
+from ..delivery.ratelimit import Window, requests_left
 from ..errors import CredentialsError, DestinationError
 
 if TYPE_CHECKING:  # adapters get httpx objects from the engine; importing it here costs start-up
@@ -180,6 +180,13 @@ class Destination:
 
     async def aclose(self) -> None:
         """Release what the adapter holds; called once its run has stopped sending."""
+
+    @classmethod
+    def requests_left(cls, headers: Mapping[str, str]) -> tuple[float, float] | None:
+        """What an answer's headers say of the rate limit: (requests left, seconds until they
+        are renewed), read by the rate limiter to slow down before a 429. The common
+        X-RateLimit-* headers by default; a vendor with headers of its own overrides it."""
+        return requests_left(headers)
 
     @classmethod
     def sync_problems(

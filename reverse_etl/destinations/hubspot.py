@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -98,6 +99,10 @@ class HubSpotDestination(Destination):
     @classmethod
     def uses_tls(cls, settings: DestinationSettings) -> bool:
         return not getattr(settings, "base_url", API).startswith("http://")
+
+    @classmethod
+    def requests_left(cls, headers: Mapping[str, str]) -> tuple[float, float] | None:
+        return _requests_left(headers)
 
     @classmethod
     def sync_problems(
@@ -388,6 +393,16 @@ def _rate_limited(response: httpx.Response, body: dict[str, Any], message: str) 
     if after is None:
         after = _slot_wait(headers, policy)
     return Throttled(message, after)
+
+
+def _requests_left(headers: Mapping[str, str]) -> tuple[float, float] | None:
+    """HubSpot's X-HubSpot-RateLimit-Remaining: the requests left in its rolling window of
+    -Interval-Milliseconds, which frees up within that interval at the latest."""
+    remaining = _number(headers.get("X-HubSpot-RateLimit-Remaining"))
+    interval = _number(headers.get("X-HubSpot-RateLimit-Interval-Milliseconds"))
+    if remaining is None or not interval:
+        return None
+    return remaining, interval / 1000
 
 
 def _slot_wait(headers: httpx.Headers, policy: str) -> float | None:

@@ -288,19 +288,17 @@ def test_a_ten_secondly_429_waits_for_a_slot_of_the_rolling_window(hubspot):
     assert hubspot.stored()["1"]["email"] == "a@example.com"
 
 
-def test_a_run_past_the_rolling_window_is_throttled_and_still_delivers_everything(project):
-    fake = Fake(window_limit=3, window_ms=1000)  # HubSpot's window, shortened for the test
-    fake.start()
-    try:
-        setup(project, fake, rows=24, batch_size=4, max_concurrency=1,
-              requests_per_10_seconds=1000)  # fmt: skip
-        code, result = run(project)
-        assert code == 0 and result["delivered"] == 24, result
-        assert fake.throttled() > 0 and len(fake.stored()) == 24
-        statuses = [r["status"] for r in fake.requests]
-        assert statuses.count(429) == fake.throttled() and statuses.count(200) == 6
-    finally:
-        fake.stop()
+def test_ten_secondly_429s_are_waited_out_and_everything_is_delivered(project, hubspot):
+    """HubSpot answering 429 TEN_SECONDLY_ROLLING (its body and headers) twice: the batches
+    wait and go again. (A limit HubSpot's headers announce is usually kept without any 429:
+    see test_hubspots_remaining_header_slows_the_engine_before_a_429.)"""
+    setup(project, hubspot, rows=24, batch_size=4, max_concurrency=1)
+    hubspot.throttle(2)
+    code, result = run(project)
+    assert code == 0 and result["delivered"] == 24, result
+    assert hubspot.throttled() == 2 and len(hubspot.stored()) == 24
+    statuses = [r["status"] for r in hubspot.requests]
+    assert statuses.count(429) == 2 and statuses.count(200) == 6
 
 
 def test_a_spent_daily_limit_stops_the_run_until_it_resets(project):

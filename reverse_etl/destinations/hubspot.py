@@ -396,13 +396,16 @@ def _rate_limited(response: httpx.Response, body: dict[str, Any], message: str) 
 
 
 def _requests_left(headers: Mapping[str, str]) -> tuple[float, float] | None:
-    """HubSpot's X-HubSpot-RateLimit-Remaining: the requests left in its rolling window of
-    -Interval-Milliseconds, which frees up within that interval at the latest."""
+    """HubSpot's window is rolling (X-HubSpot-RateLimit-Max requests in any
+    -Interval-Milliseconds): a slot frees about every interval/max, so the requests left are
+    spread at that pace, whatever the limit configured; none left waits for one slot."""
     remaining = _number(headers.get("X-HubSpot-RateLimit-Remaining"))
     interval = _number(headers.get("X-HubSpot-RateLimit-Interval-Milliseconds"))
-    if remaining is None or not interval:
+    limit = _number(headers.get("X-HubSpot-RateLimit-Max"))
+    if remaining is None or not interval or not limit:
         return None
-    return remaining, interval / 1000
+    pace = interval / 1000 / limit
+    return remaining, pace * max(remaining, 1)
 
 
 def _slot_wait(headers: httpx.Headers, policy: str) -> float | None:

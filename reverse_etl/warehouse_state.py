@@ -141,6 +141,9 @@ class WarehouseState(SyncState):
         dialect, model, key = self.warehouse.dialect, self.model, self.primary_key
         snapshot = self.table if self._snapshot_exists() else None
         send: list[str] = []
+        unfolded = not build_pending and self.outbox.exists()  # a plan after a killed run
+        if unfolded:
+            send = ["added", "changed"]  # to tell apart what that run had delivered
         if build_pending:
             send = ["added"] if mode == "insert" else ["added", "changed"]
             if full_resync:
@@ -159,6 +162,8 @@ class WarehouseState(SyncState):
         counts = DiffCounts(
             invalid + added + changed + unchanged, added, changed, removed, unchanged, invalid
         )
+        if unfolded:
+            return self._around_unfolded(counts, staged)
         if not build_pending:
             return counts
         self.con.execute(
@@ -177,6 +182,28 @@ class WarehouseState(SyncState):
         self._describe_diff()
         self._fill(mode)
         return counts
+
+    def _around_unfolded(self, counts: DiffCounts, staged: str) -> DiffCounts:
+        """Counts as a plan should see them after a run that died before its fold: what it had
+        delivered (the same row, by its hash) is unchanged; what it had deleted, gone."""
+        accepted = self.outbox.accepted(self.con)
+        [(added, changed, deleted)] = self.con.execute(
+            f"""SELECT
+                count(*) FILTER (r.__retl_status = 'added' AND a.op <> 'delete'),
+                count(*) FILTER (r.__retl_status = 'changed' AND a.op <> 'delete'),
+                (SELECT count(*) FROM ({accepted}) WHERE op = 'delete')
+            FROM {staged} r JOIN ({accepted}) a
+                ON a.wh_key = r.__retl_wh_key AND a.hash = r.__retl_hash
+            WHERE r.__retl_kind = 'row'"""
+        ).fetchall()
+        return DiffCounts(
+            counts.rows,
+            counts.added - added,
+            counts.changed - changed,
+            max(0, counts.removed - deleted),
+            counts.unchanged + added + changed,
+            counts.invalid,
+        )
 
     def _describe_diff(self) -> None:
         """The local DIFF table the quarantine reads: each row that left the warehouse, with

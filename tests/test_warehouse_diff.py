@@ -134,10 +134,14 @@ def test_a_kill_mid_run_loses_nothing(pg, rows_of, receiver):  # noqa: F811
     got = receiver.records_received()
     assert 1000 <= got < 3000, "the kill landed mid-run"
     assert not snapshot_keys(rows_of, sql), "nothing was folded into the warehouse yet"
+    [plan] = project.cli("plan", "users", "--json").json_lines()
+    assert plan["unchanged"] >= got - 100, "plan counts what the killed run had delivered"
+    assert plan["added"] == 3000 - plan["unchanged"]
     receiver.delay = 0
     [rerun] = project.cli("run", "users", "--json").json_lines()
     assert rerun["status"] == "success", rerun
     assert rerun["unchanged"] >= got - 100, "what was acknowledged is folded, not sent again"
+    assert rerun["unchanged"] == plan["unchanged"]
     assert len(receiver.data) == 3000 and len(snapshot_keys(rows_of, sql)) == 3000
     twice = [key for key, count in receiver.received.items() if count > 1]
     assert len(twice) <= 100, f"{len(twice)} keys sent twice (at most the batches in flight)"

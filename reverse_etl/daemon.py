@@ -42,6 +42,7 @@ class Daemon:
         )
         self.problems: list[Problem] = []
         self.started_at = time.time()
+        self._followed_since = self.started_at  # runs elsewhere, followed from here on
         self._wake = threading.Event()
         self._stop_reason: str | None = None
         self._reload_reason: str | None = None
@@ -80,10 +81,22 @@ class Daemon:
                 if self._reload_reason is not None:
                     reason, self._reload_reason = self._reload_reason, None
                     self.reload(reason)
+                self._follow_other_processes()
             return self._shut_down(status)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _follow_other_processes(self) -> None:
+        """Runs that finished elsewhere (a CLI, an orchestrator) start their followers too."""
+        history = History(self.project.state_dir)
+        try:
+            finished = history.finished_elsewhere(self._followed_since, os.getpid())
+        finally:
+            history.close()
+        for sync, finished_at, pid in finished:
+            self._followed_since = max(self._followed_since, finished_at)
+            self.scheduler.finished_elsewhere(sync, pid)
 
     def _shut_down(self, status: StatusServer) -> int:
         timeout = self.settings.daemon.shutdown_timeout_seconds

@@ -158,6 +158,18 @@ class History:
         ).fetchall()
         return [_run_dict(row) for row in rows]
 
+    def finished_elsewhere(self, since: float, pid: int) -> list[tuple[str, float, int]]:
+        """(sync, finished_at, pid) of runs that finished with success or partial after
+        `since`, in processes other than `pid` (the daemon follows them with `after`)."""
+        return [
+            (row["sync"], row["finished_at"], row["pid"])
+            for row in self.db.execute(
+                "SELECT sync, finished_at, pid FROM runs WHERE finished_at > ? AND pid <> ? "
+                "AND status IN ('success', 'partial') ORDER BY finished_at",
+                (since, pid),
+            )
+        ]
+
     # -- the ledger ----------------------------------------------------------------------
 
     def replace_invalid(

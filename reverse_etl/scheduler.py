@@ -294,6 +294,21 @@ class Scheduler:
         if self._on_skip:
             self._on_skip(name, reason)
 
+    def finished_elsewhere(self, upstream: str, pid: int) -> None:
+        """A run of `upstream` finished in another process (a CLI, an orchestrator): the syncs
+        that run after it count it as they count the daemon's own."""
+        followers = self._followers.get(upstream, [])
+        if followers:
+            log.info(
+                "%s: finished in another process (pid %d): %s may run",
+                upstream,
+                pid,
+                ", ".join(followers),
+                extra={"event": "finished_elsewhere", "sync": upstream, "pid": pid},
+            )
+        for follower in followers:
+            self._upstream_finished(follower, upstream)
+
     def _upstream_finished(self, name: str, upstream: str) -> None:
         with self._lock:
             sync = self._syncs.get(name)

@@ -293,3 +293,15 @@ def test_the_daemon_refuses_to_start_on_a_taken_port_or_a_broken_config(base):
     outcome = base.command("daemon", timeout=30)
     assert outcome.exit_code == 2 and "config.toml:2" in outcome.stderr, outcome
     assert "Traceback" not in outcome.stderr
+
+
+def test_a_run_from_another_process_starts_the_syncs_after_it(base, receiver):
+    hook = {"destination": "hook", "primary_key": "id"}
+    base.sync("accounts", hook, "select id from users")  # no schedule: run by hand
+    base.sync("contacts", {**hook, "after": ["accounts"]}, "select id, email from users")
+    with DaemonProcess(base.root) as daemon:
+        assert base.command("run", "accounts").exit_code == 0  # e.g. an Airflow task
+        [run] = daemon.finished("contacts", timeout=10)
+        [followed] = daemon.named("finished_elsewhere", "accounts")
+    assert run["status"] == "success" and run["why"] == "after accounts", run
+    assert followed["pid"] != daemon.proc.pid

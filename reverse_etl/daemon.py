@@ -68,6 +68,7 @@ class Daemon:
             status.url,
             extra={"event": "daemon_started", "pid": os.getpid(), "status_url": status.url},
         )
+        history = History(self.project.state_dir)  # the main loop's, read every interval
         try:
             while self._stop_reason is None:
                 self._wake.wait(options.watch_interval_seconds)
@@ -81,19 +82,16 @@ class Daemon:
                 if self._reload_reason is not None:
                     reason, self._reload_reason = self._reload_reason, None
                     self.reload(reason)
-                self._follow_other_processes()
+                self._follow_other_processes(history)
             return self._shut_down(status)
         finally:
+            history.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _follow_other_processes(self) -> None:
+    def _follow_other_processes(self, history: History) -> None:
         """Runs that finished elsewhere (a CLI, an orchestrator) start their followers too."""
-        history = History(self.project.state_dir)
-        try:
-            finished = history.finished_elsewhere(self._followed_since, os.getpid())
-        finally:
-            history.close()
+        finished = history.finished_elsewhere(self._followed_since, os.getpid())
         for sync, finished_at, pid in finished:
             self._followed_since = max(self._followed_since, finished_at)
             self.scheduler.finished_elsewhere(sync, pid)

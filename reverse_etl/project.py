@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from .destinations import registry
-from .destinations.base import Destination, DestinationSettings
+from .destinations.base import Destination, DestinationSettings, SyncTarget
 from .errors import Problem, ProjectError
 from .graph import after_problems
 from .model import Model, check_dialect, parse_model, transpile
@@ -287,10 +287,7 @@ class Project:
             elif report_destination:
                 problems += destination
             return None, _in_order(scrub(problems, secrets))
-        in_warehouse = header.diff == "warehouse" or (
-            header.diff is None and self._settings is not None
-            and self._settings.warehouse.diff == "warehouse"
-        )  # fmt: skip
+        in_warehouse = (header.diff or self.warehouse.diff) == "warehouse"
         if in_warehouse and self.dialect == "duckdb":
             problems.append(
                 Problem(
@@ -301,15 +298,12 @@ class Project:
                     "are diffed where they are already",
                 )
             )
-        asked = destination.adapter.sync_problems(
-            destination.settings,
-            object_name=header.object,
-            mode=header.mode,
-            primary_key=tuple(_key_list(header.primary_key)),
-        )
+        target = SyncTarget(header.object, header.mode, tuple(_key_list(header.primary_key)))
+        asked = destination.adapter.sync_problems(destination.settings, target)
         for key, message in asked:
-            line = line_of(header_text, key) if key in header_text else None
-            problems.append(Problem(file, line, f"{message} ({destination.file})"))
+            problems.append(
+                Problem(file, line_of(header_text, key), f"{message} ({destination.file})")
+            )
         if problems:
             return None, _in_order(scrub(problems, secrets))
         return (
@@ -408,11 +402,15 @@ class Project:
         return DestinationSpec(name, file, settings, adapter)
 
     @property
+    def warehouse(self) -> WarehouseSettings:
+        """The warehouse settings (the defaults when the settings are broken, so that validate
+        still checks every model)."""
+        return self._settings.warehouse if self._settings else WarehouseSettings()
+
+    @property
     def dialect(self) -> str:
-        """The SQL dialect of the models (the default warehouse's when the settings are
-        broken, so that validate still checks every model)."""
-        warehouse = self._settings.warehouse if self._settings else WarehouseSettings()
-        return warehouse.type
+        """The SQL dialect of the models."""
+        return self.warehouse.type
 
 
 def split_header(text: str) -> tuple[str, str, int]:

@@ -23,7 +23,7 @@ from .locks import SyncLock
 from .project import Project, Sync
 from .rails import hold_reason
 from .snapshot import DiffCounts, SyncState, snapshot_path
-from .tomlfile import blank
+from .tomlfile import blank, blanker
 from .validate import model_problem
 from .warehouse_state import WarehouseState, warehouse_state_path
 from .warehouses import open_warehouse
@@ -299,12 +299,11 @@ async def _deliver(
         if on_progress:
             on_progress(sync.name, done, total)
 
-    secrets = project.secrets()
+    hide = blanker(project.secrets())  # a destination may echo a token back in its errors
 
     def bookkeeping(rejected: list[Any], failed: list[Any]) -> None:
-        if secrets:  # a destination may echo a token back in its error text
-            rejected = [(key, blank(error, secrets), n) for key, error, n in rejected]
-            failed = [(key, blank(error, secrets), n) for key, error, n in failed]
+        rejected = [(key, hide(error), n) for key, error, n in rejected]
+        failed = [(key, hide(error), n) for key, error, n in failed]
         if rejected:
             history.record_undelivered(sync.name, run_id, "rejected", rejected)
         if failed:

@@ -416,13 +416,7 @@ class SyncState:
             UNION ALL
             SELECT NULL, NULL, {fields} FROM {self.relation} m WHERE {self.key_sql} IS NULL"""
         )
-        while rows := cursor.fetchmany(chunk):
-            yield [
-                (key, f"primary key value appears in {dup_rows} rows")
-                if key is not None
-                else (None, f"primary key is NULL in row {_preview(fields_text)}")
-                for key, dup_rows, fields_text in rows
-            ]
+        yield from invalid_messages(cursor, chunk)
 
     # -- delivery ----------------------------------------------------------------------
 
@@ -468,6 +462,17 @@ def check_key_columns(
                 )
             ]
         )
+
+
+def invalid_messages(cursor: Any, chunk: int) -> Iterator[list[tuple[str | None, str]]]:
+    """(key, error) from a cursor of (key, rows sharing it, fields of a NULL-key row)."""
+    while rows := cursor.fetchmany(chunk):
+        yield [
+            (key, f"primary key value appears in {dup_rows} rows")
+            if key is not None
+            else (None, f"primary key is NULL in row {_preview(fields_text)}")
+            for key, dup_rows, fields_text in rows
+        ]
 
 
 def _preview(fields_text: str | None, limit: int = 200) -> str:

@@ -10,7 +10,7 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -110,13 +110,20 @@ def scrub(problems: list[Problem], secrets: Mapping[str, str]) -> list[Problem]:
 
 
 def blank(text: str, secrets: Mapping[str, str]) -> str:
-    """`text` with each secret value (a key of `secrets`, 3 characters or more: shorter ones
-    would blank too much that is not secret) replaced by what `secrets` gives for it."""
+    """`text` with each secret value (a key of `secrets`) replaced by what `secrets` gives for
+    it. For many texts, build a blanker() once."""
+    return blanker(secrets)(text)
+
+
+def blanker(secrets: Mapping[str, str]) -> Callable[[str], str]:
+    """A function blanking these secret values (3 characters or more: shorter ones would blank
+    too much that is not secret), the longest first, its pattern compiled once."""
     values = sorted((v for v in secrets if len(v) >= 3), key=len, reverse=True)
-    if not values or not text:
-        return text
+    if not values:
+        return lambda text: text
     pattern = re.compile("|".join(re.escape(v) for v in values))
-    return pattern.sub(lambda m: secrets[m.group(0)], text)
+    replacements = dict(secrets)
+    return lambda text: pattern.sub(lambda m: replacements[m.group(0)], text) if text else text
 
 
 def line_of(text: str, needle: str, first_line: int = 1, section: str | None = None) -> int | None:

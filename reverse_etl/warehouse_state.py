@@ -21,7 +21,7 @@ from .diffsql import diff_sql, invalid_sql, removed_sql, snapshot_ddl
 from .encoding import fields_json, key_text, quote_identifier, quote_literal
 from .errors import ModelFailed, WarehouseError
 from .model import Model
-from .snapshot import DIFF, DiffCounts, SyncState, check_key_columns
+from .snapshot import DIFF, DiffCounts, SyncState, check_key_columns, invalid_messages
 
 log = logging.getLogger("reverse_etl.warehouse_state")
 
@@ -257,10 +257,4 @@ class WarehouseState(SyncState):
                 WHERE {key_sql} IS NOT NULL
             UNION ALL SELECT NULL, NULL, {fields} FROM {staged} m WHERE {key_sql} IS NULL"""
         )
-        while rows := cursor.fetchmany(chunk):
-            yield [
-                (key, f"primary key value appears in {n} rows")
-                if key is not None
-                else (None, f"primary key is NULL in row {(text or '{}')[:200]}")
-                for key, n, text in rows
-            ]
+        yield from invalid_messages(cursor, chunk)

@@ -149,6 +149,15 @@ class BatchFailed(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class SyncTarget:
+    """What a sync asks of its destination, for the destination to validate."""
+
+    object: str | None
+    mode: str
+    primary_key: tuple[str, ...]
+
+
 MODE_OPERATION = {"upsert": "upsert", "update": "update", "insert": "insert", "mirror": "upsert"}
 
 
@@ -190,16 +199,12 @@ class Destination:
 
     @classmethod
     def sync_problems(
-        cls,
-        settings: DestinationSettings,
-        *,
-        object_name: str | None,
-        mode: str,
-        primary_key: tuple[str, ...],
+        cls, settings: DestinationSettings, sync: SyncTarget
     ) -> list[tuple[str, str]]:
         """What a sync asks that this destination cannot do: (header key, message) pairs,
         reported at validation on that key's line. The base checks the mode's operations."""
         problems = []
+        mode = sync.mode
         wanted = [MODE_OPERATION[mode]] + (["delete"] if mode == "mirror" else [])
         for operation in wanted:
             if operation not in cls.operations:

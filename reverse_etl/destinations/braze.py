@@ -39,6 +39,7 @@ from .base import (
     Rejected,
     Result,
     Retry,
+    SyncTarget,
     Throttled,
     raise_for_batch_status,
     response_text,
@@ -122,16 +123,10 @@ class BrazeDestination(Destination):
 
     @classmethod
     def sync_problems(
-        cls,
-        settings: DestinationSettings,
-        *,
-        object_name: str | None,
-        mode: str,
-        primary_key: tuple[str, ...],
+        cls, settings: DestinationSettings, sync: SyncTarget
     ) -> list[tuple[str, str]]:
-        problems = super().sync_problems(
-            settings, object_name=object_name, mode=mode, primary_key=primary_key
-        )
+        problems = super().sync_problems(settings, sync)
+        object_name, primary_key = sync.object, sync.primary_key
         if object_name is not None:
             problems.append(
                 (

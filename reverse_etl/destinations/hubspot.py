@@ -39,6 +39,7 @@ from .base import (
     Result,
     Retry,
     SplitBatch,
+    SyncTarget,
     Throttled,
     raise_for_batch_status,
     response_text,
@@ -106,16 +107,10 @@ class HubSpotDestination(Destination):
 
     @classmethod
     def sync_problems(
-        cls,
-        settings: DestinationSettings,
-        *,
-        object_name: str | None,
-        mode: str,
-        primary_key: tuple[str, ...],
+        cls, settings: DestinationSettings, sync: SyncTarget
     ) -> list[tuple[str, str]]:
-        problems = super().sync_problems(
-            settings, object_name=object_name, mode=mode, primary_key=primary_key
-        )
+        problems = super().sync_problems(settings, sync)
+        object_name, primary_key = sync.object, sync.primary_key
         if not object_name:
             problems.append(
                 (
@@ -395,30 +390,28 @@ def _rate_limited(response: httpx.Response, body: dict[str, Any], message: str) 
     return Throttled(message, after)
 
 
-def _requests_left(headers: Mapping[str, str]) -> tuple[float, float] | None:
-    """HubSpot's window is rolling (X-HubSpot-RateLimit-Max requests in any
-    -Interval-Milliseconds): a slot frees about every interval/max, so the requests left are
-    spread at that pace, whatever the limit configured; none left waits for one slot."""
-    remaining = _number(headers.get("X-HubSpot-RateLimit-Remaining"))
+def _slot_pace(headers: Mapping[str, str]) -> float | None:
+    """How often HubSpot's rolling window (X-HubSpot-RateLimit-Max requests in any
+    -Interval-Milliseconds) frees a slot: its oldest request leaves it about every interval/max
+    (0.1 s for 100 per 10 s)."""
     interval = _number(headers.get("X-HubSpot-RateLimit-Interval-Milliseconds"))
     limit = _number(headers.get("X-HubSpot-RateLimit-Max"))
-    if remaining is None or not interval or not limit:
+    return interval / 1000 / limit if interval and limit else None
+
+
+def _requests_left(headers: Mapping[str, str]) -> tuple[float, float] | None:
+    """The requests left, spread at the window's pace whatever the limit configured; none left
+    waits for one slot."""
+    remaining = _number(headers.get("X-HubSpot-RateLimit-Remaining"))
+    pace = _slot_pace(headers)
+    if remaining is None or pace is None:
         return None
-    pace = interval / 1000 / limit
     return remaining, pace * max(remaining, 1)
 
 
 def _slot_wait(headers: httpx.Headers, policy: str) -> float | None:
-    """When the rolling window (X-HubSpot-RateLimit-Max requests per -Interval-Milliseconds)
-    frees a slot, at the pace it allows: its oldest request leaves it about every interval/max
-    (0.1 s for 100 per 10 s). The engine also halves its rate on each 429."""
-    if policy == "SECONDLY":
-        return 1.0
-    interval = _number(headers.get("X-HubSpot-RateLimit-Interval-Milliseconds"))
-    limit = _number(headers.get("X-HubSpot-RateLimit-Max"))
-    if interval and limit:
-        return interval / 1000 / limit
-    return None
+    """After a 429, when a slot frees (the engine also halves its rate on each 429)."""
+    return 1.0 if policy == "SECONDLY" else _slot_pace(headers)
 
 
 def _number(value: str | None) -> float | None:

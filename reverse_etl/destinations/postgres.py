@@ -37,6 +37,7 @@ from .base import (
     Result,
     Retryable,
     SplitBatch,
+    SyncTarget,
 )
 from .pg_errors import batch_error, connect_error
 from .pg_pool import ConnectionPool
@@ -119,16 +120,10 @@ class PostgresDestination(Destination):
 
     @classmethod
     def sync_problems(
-        cls,
-        settings: DestinationSettings,
-        *,
-        object_name: str | None,
-        mode: str,
-        primary_key: tuple[str, ...],
+        cls, settings: DestinationSettings, sync: SyncTarget
     ) -> list[tuple[str, str]]:
-        problems = super().sync_problems(
-            settings, object_name=object_name, mode=mode, primary_key=primary_key
-        )
+        problems = super().sync_problems(settings, sync)
+        object_name = sync.object
         if object_name is None and getattr(settings, "table", None) is None:
             problems.append(
                 (

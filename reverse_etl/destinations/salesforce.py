@@ -37,6 +37,7 @@ from .base import (
     Result,
     Retry,
     SplitBatch,
+    SyncTarget,
     Throttled,
     raise_for_batch_status,
     response_text,
@@ -114,16 +115,10 @@ class SalesforceDestination(Destination):
 
     @classmethod
     def sync_problems(
-        cls,
-        settings: DestinationSettings,
-        *,
-        object_name: str | None,
-        mode: str,
-        primary_key: tuple[str, ...],
+        cls, settings: DestinationSettings, sync: SyncTarget
     ) -> list[tuple[str, str]]:
-        problems = super().sync_problems(
-            settings, object_name=object_name, mode=mode, primary_key=primary_key
-        )
+        problems = super().sync_problems(settings, sync)
+        object_name, primary_key = sync.object, sync.primary_key
         if not object_name:
             problems.append(
                 ("object", 'Salesforce needs the sObject to write: e.g. object = "Contact"')

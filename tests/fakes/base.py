@@ -32,18 +32,18 @@ class Fake(ABC):
         """The destination file's keys (type included) pointing at this fake; with
         `good_credentials` False, credentials the fake refuses."""
 
-    @abstractmethod
     def sync_header(self) -> dict[str, Any]:
         """The sync header keys this destination needs (primary_key, object, ...)."""
+        return {"primary_key": "id"}
 
-    @abstractmethod
     def model_sql(self) -> str:
         """A model over the warehouse table `people (id integer, email varchar, name varchar)`,
         its columns named as this destination wants them; the primary key is built from id."""
+        return "select id, email, name from people"
 
-    @abstractmethod
     def key_of(self, person_id: int) -> str:
         """The engine's key (as in the wire format) of the person with this id."""
+        return str(person_id)
 
     @abstractmethod
     def stored(self) -> dict[str, dict[str, Any]]:

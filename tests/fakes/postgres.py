@@ -96,15 +96,6 @@ class Fake(BaseFake):
             dsn = psycopg.conninfo.make_conninfo(**{**params, "user": MISSING_ROLE})
         return {"type": "postgres", "dsn": dsn, "table": f"{self.schema}.people"}
 
-    def sync_header(self) -> dict[str, Any]:
-        return {"primary_key": "id"}
-
-    def model_sql(self) -> str:
-        return "select id, email, name from people"
-
-    def key_of(self, person_id: int) -> str:
-        return str(person_id)
-
     def stored(self) -> dict[str, dict[str, Any]]:
         rows = self.query("SELECT id, email, name FROM {schema}.people")
         return {str(id_): {"email": email, "name": name} for id_, email, name in rows}

@@ -52,15 +52,6 @@ class Fake(BaseFake):
             "headers": {"Authorization": f"Bearer {token}"},
         }
 
-    def sync_header(self) -> dict[str, Any]:
-        return {"primary_key": "id"}
-
-    def model_sql(self) -> str:
-        return "select id, email, name from people"
-
-    def key_of(self, person_id: int) -> str:
-        return str(person_id)
-
     def stored(self) -> dict[str, dict[str, Any]]:
         return dict(self.receiver.data)
 

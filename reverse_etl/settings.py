@@ -211,11 +211,20 @@ def _unknown_sections(data: dict[str, Any], text: str) -> list[Problem]:
         if name in sections:
             continue
         if isinstance(value, dict):
+            # Keys another section has (a setting that moved, e.g. [run] → [scheduler]) say where.
+            moved = {
+                key: home
+                for key in value
+                for home, model in sections.items()
+                if key in model.model_fields
+            }
+            hint = "".join(f"; {key} belongs under [{home}]" for key, home in moved.items())
             problems.append(
                 Problem(
                     CONFIG_FILE,
                     section_line(text, name),
-                    f"unknown section [{name}]{did_you_mean(name, sections)} (sections: {known})",
+                    f"unknown section [{name}]{did_you_mean(name, sections)} "
+                    f"(sections: {known}){hint}",
                 )
             )
         else:

@@ -556,6 +556,16 @@ def test_unknown_section_in_config(base):
     assert_refused(base.cli("validate"), "config.toml:4", "unknown section [warehose]")
 
 
+def test_a_setting_under_a_section_that_is_gone_says_where_it_belongs(base):
+    write(base, "config.toml", "[run]\nmax_concurrent_syncs = 2\n")  # before 0.2: [run]
+    assert_refused(
+        base.cli("validate"),
+        "config.toml:1",
+        "unknown section [run]",
+        "max_concurrent_syncs belongs under [scheduler]",
+    )
+
+
 def test_bad_config_value_names_key_and_line(base):
     write(base, "config.toml", "[scheduler]\nmax_concurrent_syncs = 0\n")
     assert_refused(base.cli("validate"), "config.toml:2", "max_concurrent_syncs")

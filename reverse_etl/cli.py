@@ -180,6 +180,9 @@ def plan_command(ctx: Context, syncs: tuple[str, ...], all_syncs: bool, show_sql
             if "sql" in plan:
                 click.echo(f"-- the SQL that runs for {plan['sync']}:\n{plan['sql']}\n")
         plan_table([p for p in plans if "error" not in p])
+        for plan in plans:
+            if "note" in plan:
+                click.echo(f"{plan['sync']}: {plan['note']}")
     return code
 
 

@@ -36,11 +36,14 @@ def _joined(columns: Sequence[str]) -> str:
     return " || '|' || ".join(_text(c) for c in columns)
 
 
-def _key(columns: Sequence[str]) -> str:
-    """The key as text; NULL when any key column is NULL (such a row is invalid)."""
+def _key(columns: Sequence[str], fold_case: bool = False) -> str:
+    """The key as text; NULL when any key column is NULL (such a row is invalid). With
+    `fold_case` (a destination comparing keys ignoring case), in lower case: the record's
+    identity at the destination."""
     quoted = [exp.to_identifier(c, quoted=True).sql(TEMPLATE_DIALECT) for c in columns]
     any_null = " OR ".join(f"m.{c} IS NULL" for c in quoted)
-    return f"CASE WHEN {any_null} THEN NULL ELSE {_joined(columns)} END"
+    text = f"LOWER({_joined(columns)})" if fold_case else _joined(columns)
+    return f"CASE WHEN {any_null} THEN NULL ELSE {text} END"
 
 
 def _literal(text: str) -> str:
@@ -61,13 +64,13 @@ def _table(snapshot: Snapshot) -> str:
     return exp.table_(table, db=schema, quoted=True).sql(TEMPLATE_DIALECT)
 
 
-def _current(columns: Sequence[str], key: Sequence[str]) -> str:
+def _current(columns: Sequence[str], key: Sequence[str], fold_case: bool = False) -> str:
     """The CTEs every query starts with: the model, each row's key and hash, and the keys more
     than one row has (grouped on the narrow key alone: cheaper than a window over whole rows)."""
     fingerprint = _literal(",".join(columns))
     return f"""WITH __retl_model AS (SELECT * FROM {PLACEHOLDER}),
     __retl_current AS (
-        SELECT {_key(key)} AS __retl_wh_key,
+        SELECT {_key(key, fold_case)} AS __retl_wh_key,
             MD5({fingerprint} || '|' || {_joined(columns)}) AS __retl_hash, m.*
         FROM __retl_model AS m),
     __retl_repeated AS (
@@ -89,7 +92,7 @@ def _quoted(column: str) -> str:
 
 def diff_sql(
     model: exp.Query, columns: Sequence[str], key: Sequence[str], snapshot: Snapshot,
-    dialect: str, send: Sequence[str],
+    dialect: str, send: Sequence[str], fold_case: bool = False,
 ) -> str:  # fmt: skip
     """One query, one pass over the model: the rows to send (`send`: which of added, changed,
     unchanged), then one row per status with its count in __retl_count (invalid, added, changed,
@@ -109,7 +112,7 @@ def diff_sql(
         else ""
     )
     return _render(
-        f"""{_current(columns, key)},
+        f"""{_current(columns, key, fold_case)},
         __retl_status AS (
             SELECT CASE WHEN v.__retl_wh_key IS NULL OR r.__retl_wh_key IS NOT NULL THEN 'invalid'
                         WHEN s.wh_key IS NULL THEN 'added'
@@ -129,12 +132,14 @@ def diff_sql(
     )
 
 
-def removed_sql(model: exp.Query, key: Sequence[str], snapshot: Snapshot, dialect: str) -> str:
+def removed_sql(
+    model: exp.Query, key: Sequence[str], snapshot: Snapshot, dialect: str, fold_case: bool = False
+) -> str:
     """Delivered records whose key left the model: wh_key, key, hash, fields."""
     table = _table(snapshot)
     return _render(
         f"""WITH __retl_model AS (SELECT * FROM {PLACEHOLDER}),
-        __retl_keys AS (SELECT {_key(key)} AS __retl_wh_key FROM __retl_model AS m)
+        __retl_keys AS (SELECT {_key(key, fold_case)} AS __retl_wh_key FROM __retl_model AS m)
         SELECT r.wh_key, r.key, r.hash, r.fields FROM {table} AS r
         WHERE NOT EXISTS (SELECT 1 FROM __retl_keys AS c WHERE c.__retl_wh_key = r.wh_key)""",
         model,
@@ -142,10 +147,13 @@ def removed_sql(model: exp.Query, key: Sequence[str], snapshot: Snapshot, dialec
     )
 
 
-def invalid_sql(model: exp.Query, columns: Sequence[str], key: Sequence[str], dialect: str) -> str:
+def invalid_sql(
+    model: exp.Query, columns: Sequence[str], key: Sequence[str], dialect: str,
+    fold_case: bool = False,
+) -> str:  # fmt: skip
     """Rows whose key is NULL or repeated, with __retl_rows (how many rows share the key)."""
     return _render(
-        f"""{_current(columns, key)}
+        f"""{_current(columns, key, fold_case)}
         SELECT r.__retl_rows, c.* FROM __retl_current AS c
         LEFT JOIN __retl_repeated AS r ON r.__retl_wh_key = c.__retl_wh_key
         WHERE c.__retl_wh_key IS NULL OR r.__retl_wh_key IS NOT NULL""",

@@ -27,6 +27,8 @@ _INTEGERS = {
     "varint",
     "bignum",
 }
+# Types whose plain text is their JSON (a key of such a type needs no quotes in `fields`).
+BARE_JSON = _INTEGERS | {"decimal", "boolean"}
 _TIMESTAMPS = {"timestamp", "timestamp_s", "timestamp_ms", "timestamp_ns"}
 
 
@@ -142,8 +144,37 @@ def key_text(key_columns: Sequence[str], types: Sequence[Any]) -> str:
     return f"CASE WHEN {any_null} THEN NULL ELSE '[' || {array} || ']' END"
 
 
-def row_hash(columns: Sequence[str], fingerprint: str) -> str:
-    """A 64-bit hash of a row's values, salted with the column names and types so that a renamed
-    or retyped column counts as a change."""
-    refs = ", ".join(quote_identifier(c) for c in columns)
-    return f"xor(hash({refs}), hash({quote_literal(fingerprint)}))"
+def _type_class(dtype: Any) -> str:
+    """What of a column's type shapes its wire text: integers of any width are written alike,
+    and so are decimals of one scale (12.50 as DECIMAL(14,2) or (18,2)); the rest as named."""
+    kind = dtype.id
+    if kind in _INTEGERS:
+        return "integer"
+    if kind == "decimal":
+        return f"decimal scale {dict(dtype.children)['scale']}"
+    if kind in ("float", "double"):
+        return "float"
+    return str(dtype)
+
+
+def _hashed_value(column: str, dtype: Any) -> str:
+    """What the row hash reads of a column. DuckDB's hash() takes an empty list for NULL, a
+    struct of NULLs for a NULL struct and `[[], [1]]` for `[NULL, [1]]`, where the wire format
+    does not: nested values are hashed as the JSON text they are sent as."""
+    ref = quote_identifier(column)
+    if dtype.id not in ("list", "array", "struct", "map"):
+        return ref
+    if _exact_in_to_json(dtype):
+        return f"CAST(to_json({ref}) AS VARCHAR)"
+    return json_text(ref, dtype)
+
+
+def row_hash(columns: Sequence[str], types: Sequence[Any]) -> str:
+    """A 64-bit hash of what a row sends: its values and, salted in, its column names and the
+    type classes that shape their text, so a renamed column or a number turned text counts as
+    a change. Columns are taken in name order and widened types hash alike: reordering the
+    model's columns, or widening DECIMAL(14,2) to (18,2), changes nothing that is sent."""
+    ordered = sorted(zip(columns, types, strict=True), key=lambda pair: pair[0])
+    refs = ", ".join(_hashed_value(name, dtype) for name, dtype in ordered)
+    salt = ";".join(f"{name}:{_type_class(dtype)}" for name, dtype in ordered)
+    return f"xor(hash({refs}), hash({quote_literal(salt)}))"

@@ -59,6 +59,10 @@ CREATE TABLE IF NOT EXISTS ledger (
     run_id TEXT NOT NULL,
     UNIQUE (sync, key)
 );
+CREATE TABLE IF NOT EXISTS resets (  -- when `reset` last forgot what a sync delivered
+    sync TEXT PRIMARY KEY,
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS probes (  -- a trigger_query's answer when its sync last ran whole
     sync TEXT PRIMARY KEY,
     value TEXT NOT NULL,
@@ -208,11 +212,14 @@ class History:
             ],
         )
 
-    def rejected_repeatedly(self, sync: str, times: int) -> list[str]:
-        """Keys rejected in `times` runs in a row, or more."""
+    def rejected_repeatedly(self, sync: str, run_id: str, times: int) -> list[str]:
+        """Keys rejected by run `run_id` and by the runs before it: `times` runs in a row, or
+        more. (A record accepted by this run keeps its old entry until drop_resolved: it is
+        delivered, not to be quarantined.)"""
         rows = self.db.execute(
-            "SELECT key FROM ledger WHERE sync = ? AND reason = 'rejected' AND rejections >= ?",
-            (sync, times),
+            "SELECT key FROM ledger WHERE sync = ? AND run_id = ? AND reason = 'rejected' "
+            "AND rejections >= ?",
+            (sync, run_id, times),
         ).fetchall()
         return [row[0] for row in rows]
 
@@ -262,8 +269,27 @@ class History:
         ]
 
     def forget(self, sync: str) -> None:
-        self.db.execute("DELETE FROM ledger WHERE sync = ?", (sync,))
+        """`reset`: what the sync delivered is forgotten (and when, so that a later run can
+        tell a reset from a state file that went missing)."""
+        self.forget_undelivered(sync)
         self.db.execute("DELETE FROM probes WHERE sync = ?", (sync,))
+        self.db.execute(
+            "INSERT OR REPLACE INTO resets (sync, at) VALUES (?, ?)", (sync, time.time())
+        )
+
+    def forget_undelivered(self, sync: str) -> None:
+        """The ledger of a sync's records not delivered, emptied (they are owed to a target
+        the sync no longer points at)."""
+        self.db.execute("DELETE FROM ledger WHERE sync = ?", (sync,))
+
+    def delivered_since_reset(self, sync: str) -> bool:
+        """Whether a run of `sync` delivered records since its last `reset` (or ever)."""
+        row = self.db.execute(
+            "SELECT 1 FROM runs WHERE sync = ? AND delivered > 0 AND started_at > "
+            "coalesce((SELECT at FROM resets WHERE sync = ?), 0) LIMIT 1",
+            (sync, sync),
+        ).fetchone()
+        return row is not None
 
     # -- trigger_query answers -----------------------------------------------------------
 

@@ -6,6 +6,7 @@ is a Problem naming the file and, where there is one, the line.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -124,6 +125,27 @@ class Sync:
 
     def header_line(self, key: str) -> int | None:
         return line_of(split_header(self.text)[0], key)
+
+    @property
+    def key_identity(self) -> str:
+        """How the destination tells this sync's records apart by key (see Destination)."""
+        spec = self.destination
+        target = SyncTarget(self.header.object, self.header.mode, self.primary_key)
+        return spec.adapter.key_identity(spec.settings, target)
+
+    @property
+    def target(self) -> str:
+        """What the snapshot of delivered records belongs to: the destination, its object
+        and the primary key. Pointed elsewhere, the sync starts over for the new target."""
+        return json.dumps(
+            {
+                "destination": self.destination.name,
+                "type": self.destination.adapter.type,
+                "object": self.header.object,
+                "primary_key": list(self.primary_key),
+            },
+            separators=(",", ":"),
+        )
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .errors import ProjectError
 from .history import History
 from .locks import SyncLock
+from .outbox import Outbox
 from .project import Project
 from .snapshot import snapshot_path
 from .warehouse_state import snapshot_table, warehouse_state_path
@@ -16,6 +17,9 @@ def reset_sync(project: Project, name: str) -> None:
             snapshot_path(project.state_dir, name),
             warehouse_state_path(project.state_dir, name),
         ):
+            # A killed run's outbox goes too: folded into a new snapshot, its acknowledgements
+            # would count records as delivered that the reset means to send again.
+            Outbox(path).remove()
             for leftover in (path, path.with_name(path.name + ".wal")):
                 leftover.unlink(missing_ok=True)
         _drop_warehouse_snapshot(project, name)

@@ -7,12 +7,14 @@ The CLI and the daemon are thin callers of these two functions."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -22,7 +24,7 @@ from .history import History
 from .locks import SyncLock
 from .project import Project, Sync
 from .rails import hold_reason
-from .snapshot import DiffCounts, SyncState, snapshot_path
+from .snapshot import DiffCounts, SyncState, snapshot_path, stored_target
 from .tomlfile import blank, blanker
 from .validate import model_problem
 from .warehouse_state import WarehouseState, warehouse_state_path
@@ -95,15 +97,14 @@ class RunResult:
 def _open_state(project: Project, sync: Sync, read_only: bool) -> SyncState:
     state = project.settings.state
     name = sync.name
-    kind, path = SyncState, snapshot_path(project.state_dir, name)
-    if sync.in_warehouse:
-        kind, path = WarehouseState, warehouse_state_path(project.state_dir, name)
+    kind = WarehouseState if sync.in_warehouse else SyncState
     opened = kind(
-        path,
+        _state_path(project, sync),
         read_only=read_only,
         memory_limit=state.memory_limit,
         threads=state.threads,
         temp_dir=project.state_dir / "tmp" / name,  # DuckDB clears its temp folder on close
+        key_identity=sync.key_identity,
     )
     if isinstance(opened, WarehouseState):
         settings = project.settings.warehouse
@@ -131,7 +132,9 @@ def _bind(project: Project, sync: Sync, state: SyncState) -> None:
             state.use(sync.model, sync.primary_key, sync.file, key_line)
             return
         relation = warehouse.relation(state.con, sync.model.sql)
-        state.bind(relation, sync.primary_key, sync.file, key_line, source=warehouse)
+        state.bind(
+            relation, sync.primary_key, sync.file, key_line, source=warehouse, target=sync.target
+        )
 
 
 def plan_sync(project: Project, name: str) -> dict[str, Any]:
@@ -142,7 +145,24 @@ def plan_sync(project: Project, name: str) -> dict[str, Any]:
         _bind(project, sync, state)
         with _model_errors(sync):
             counts = state.diff(sync.header.mode, full_resync=False, build_pending=False)
-        return {"sync": name, **counts.as_dict()}
+        plan: dict[str, Any] = {"sync": name, **counts.as_dict()}
+        if state.previous_target is not None:
+            plan["note"] = _new_target_note(state.previous_target, sync.target)
+        return plan
+
+
+def _new_target_note(previous: str, current: str) -> str:
+    """What a plan says when the sync now points at another target than it delivered to."""
+    was, now = json.loads(previous), json.loads(current)
+    changed = ", ".join(
+        f"{what} {was.get(what)!r} → {now.get(what)!r}"
+        for what in ("destination", "type", "object", "primary_key")
+        if was.get(what) != now.get(what)
+    )
+    return (
+        f"the sync now points at another target ({changed}): what was delivered before "
+        "belongs to the old one, so the run sends every row to the new one"
+    )
 
 
 def run_sync(
@@ -196,8 +216,17 @@ def _run(
     result = RunResult(sync.name, run_id, "error", None)
     try:
         keep_fields = sync.header.mode == "mirror"  # deletes carry the last delivered fields
+        orphan = None if force else _orphaned_deletes(project, sync, history)
+        if orphan:  # before the state is opened, which would create it: the next run holds too
+            result.status, result.reason = "held", orphan
+            _finish(history, result, started, project.secrets())
+            return result
         with _open_state(project, sync, read_only=False) as state:
             state.fold_acknowledged(keep_fields)  # what a run that died had delivered
+            previous = state.claim_target(sync.target)
+            if previous is not None:
+                log.warning("%s: %s", sync.name, _new_target_note(previous, sync.target))
+                history.forget_undelivered(sync.name)  # owed to the old target, not this one
             if retry_quarantined:
                 state.clear_quarantine()
                 history.reset_rejections(sync.name)
@@ -234,7 +263,9 @@ def _run(
                     _deliver(project, sync, state, history, run_id, batches, total, on_progress)
                 )
             state.fold_acknowledged(keep_fields)
-            newly = history.rejected_repeatedly(sync.name, sync.destination.settings.max_attempts)
+            newly = history.rejected_repeatedly(
+                sync.name, run_id, sync.destination.settings.max_attempts
+            )
             history.mark_quarantined(sync.name, state.update_quarantine(newly))
         history.drop_resolved(sync.name, run_id)
         if outcome is not None:
@@ -256,6 +287,42 @@ def _run(
         raise
     _finish(history, result, started, project.secrets())
     return result
+
+
+def _state_path(project: Project, sync: Sync) -> Path:
+    if sync.in_warehouse:
+        return warehouse_state_path(project.state_dir, sync.name)
+    return snapshot_path(project.state_dir, sync.name)
+
+
+def _orphaned_deletes(project: Project, sync: Sync, history: History) -> str | None:
+    """Why a mirror sync starting from nothing would leave records at its destination that it
+    can never delete: its state file was removed while runs had delivered, or a sync that no
+    longer exists (a renamed one) delivered to the same target. None when neither."""
+    path = _state_path(project, sync)
+    if sync.header.mode != "mirror" or path.exists():
+        return None
+    where = path.relative_to(project.root) if path.is_relative_to(project.root) else path
+    if history.delivered_since_reset(sync.name):
+        return (
+            f"the record of what this sync delivered ({where}) is gone, though earlier runs "
+            "delivered records: those that leave the model could never be deleted. Restore "
+            "the file, or run `reverse-etl approve` to start over (records delivered before "
+            "and no longer in the model then stay at the destination)"
+        )
+    current = set(project.sync_names())
+    for other in sorted(path.parent.glob("*.duckdb")) if path.parent.is_dir() else []:
+        name = other.name.removesuffix(".wh.duckdb").removesuffix(".duckdb")
+        if name in current or name == sync.name:
+            continue
+        if stored_target(other) == sync.target:
+            return (
+                f"sync {name!r}, which is no longer in syncs/, delivered to the same target: "
+                f"if this sync is it renamed, move {other.name} to "
+                f"{path.name} in {other.parent} (so its deletes are sent); otherwise "
+                f"run `reverse-etl approve` to start over without them"
+            )
+    return None
 
 
 def _finish(history: History, result: RunResult, started: float, secrets: dict[str, str]) -> None:

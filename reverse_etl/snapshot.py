@@ -10,6 +10,11 @@ The state file holds
     meta(name, value)                     the hash scheme the snapshot was written with
     quarantine(key, hash)                 records rejected too often: not sent again while
                                           their row stays as it was (or until `retry`)
+    owed(key, fields)                     records a run sent, or meant to, that the destination
+                                          did not acknowledge: what it holds of them is
+                                          unknown, so the next run sends them whatever their
+                                          hash says (and a mirror deletes them if they left
+                                          the model: a lost answer may have created them)
 
 and beside it each run's outbox (outbox.py): what the run sends, and what the destination
 accepted of it. Accepted records are folded into the snapshot in one set operation at the end
@@ -19,6 +24,7 @@ diff, the fold) runs inside DuckDB.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,22 +32,31 @@ from typing import Any
 
 import duckdb
 
+from .encoding import BARE_JSON as _BARE_JSON
 from .encoding import fields_json, key_text, quote_literal, row_hash
 from .errors import Problem, ProjectError, StateError
 from .outbox import Outbox
 
-DIFF = "__retl_diff"  # key, hash, present, prev_key, prev_hash: the model against the snapshot
-DUPLICATES = "__retl_duplicates"  # keys of more than one row
+DIFF = "__retl_diff"  # key, ident, hash, present, prev_key, prev_hash, prev_owed
+DUPLICATES = "__retl_duplicates"  # identities of more than one row: ident, rows, keys
 PICKED = "__retl_picked"  # what to send: op, key, hash, fields (then numbered into the outbox)
 REHASH = "__retl_rehash"  # keys delivered under another hash function, and their new hash
 BACKFILL = "__retl_backfill"  # mirror mode: delivered fields the snapshot lacks (key, fields)
-DELIVERED = "__retl_delivered"  # the snapshot, with any acknowledgements not yet folded in
+DELIVERED = "__retl_delivered"  # the snapshot and what is owed, with any acknowledgements
+#                                 not yet folded in: key, hash, digest, fields, owed
+ACCEPTED = "__retl_accepted"  # the outbox's acknowledged records
+UNACCEPTED = "__retl_unaccepted"  # the outbox's records without an acknowledgement
+
+# The row hash's scheme: changed when what it reads of a row changes (see encoding.row_hash),
+# so that a snapshot hashed the old way is compared once by the MD5 of its fields instead.
+_HASH_VERSION = "2"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state.snapshot (
     key VARCHAR NOT NULL, hash UBIGINT NOT NULL, digest BLOB NOT NULL, fields VARCHAR);
 CREATE TABLE IF NOT EXISTS state.meta (name VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS state.quarantine (key VARCHAR NOT NULL, hash UBIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS state.owed (key VARCHAR NOT NULL, fields VARCHAR);
 """
 
 # DuckDB does not promise that hash() stays the same across versions. The hash of these values
@@ -52,6 +67,14 @@ _HASH_CANARY = """SELECT hash(42::INTEGER, 'reverse-etl', 12.50::DECIMAL(10, 2),
     DATE '2024-02-29', TIMESTAMP '2024-01-02 03:04:05', TIMESTAMPTZ '2024-01-02 03:04:05+00', true,
     NULL::VARCHAR, [1, 2], {'a': 'b'}, '00000000-0000-0000-0000-000000000001'::UUID, 'x'::BLOB,
     42::HUGEINT, 42::BIGINT)::VARCHAR"""
+
+KEY_IDENTITIES = ("exact", "case_insensitive")
+
+
+def identity_sql(expr: str, key_identity: str) -> str:
+    """The record's identity at the destination, from its wire key: the text itself, or the
+    text in lower case where the destination compares keys ignoring case (HubSpot's emails)."""
+    return f"lower({expr})" if key_identity == "case_insensitive" else expr
 
 # What each mode sends for rows of each status (CONTRACT §1).
 _OPERATION = {"upsert": "upsert", "mirror": "upsert", "update": "update", "insert": "insert"}
@@ -92,9 +115,12 @@ class SyncState:
         memory_limit: str,
         threads: int | None,
         temp_dir: Path,
+        key_identity: str = "exact",
     ) -> None:
         self.path = path
         self.read_only = read_only
+        self.key_identity = key_identity
+        self.fresh = not path.exists()  # no state yet: never run, or its file was removed
         config: dict[str, Any] = {"memory_limit": memory_limit, "temp_directory": str(temp_dir)}
         if threads:
             config["threads"] = threads
@@ -111,6 +137,12 @@ class SyncState:
             if not read_only or not path.exists():
                 self.con.execute(self.SCHEMA)
             self.con.execute("SELECT count(*) FROM state.quarantine").fetchall()
+            self._has_owed = bool(
+                self.con.execute(
+                    "SELECT count(*) FROM duckdb_tables() "
+                    "WHERE database_name = 'state' AND table_name = 'owed'"
+                ).fetchall()[0][0]
+            )  # a state file of 0.2 opened read-only has none (until a run adds it)
         except duckdb.Error as exc:
             self.con.close()
             raise StateError(
@@ -121,6 +153,7 @@ class SyncState:
         self.source: Any = None  # the warehouse streaming the model (see bind)
         self.columns: list[str] = []
         self.types: list[Any] = []
+        self.previous_target: str | None = None  # set when the snapshot is another target's
 
     def close(self) -> None:
         self.outbox.close()
@@ -140,27 +173,91 @@ class SyncState:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def ident(self, expr: str) -> str:
+        return identity_sql(expr, self.key_identity)
+
+    # -- the target: what the snapshot says was delivered belongs to one --------------------
+
+    def stored_target(self) -> str | None:
+        rows = self.con.execute("SELECT value FROM state.meta WHERE name = 'target'").fetchall()
+        return str(rows[0][0]) if rows else None
+
+    def claim_target(self, target: str) -> str | None:
+        """Make `target` (destination, object, primary key) the one this state describes. The
+        snapshot of another target says nothing of what this one holds: it is emptied, so the
+        new target is sent everything. Returns the previous target when it was another."""
+        stored = self.stored_target()
+        con = self.con
+        con.execute("BEGIN")
+        if stored is not None and stored != target:
+            for table in ("snapshot", "quarantine", "owed"):
+                con.execute(f"DELETE FROM state.{table}")
+        con.execute("INSERT OR REPLACE INTO state.meta VALUES ('target', ?)", [target])
+        self._one_record_per_identity()
+        con.execute("COMMIT")
+        return stored if stored != target else None
+
+    def _one_record_per_identity(self) -> None:
+        """A snapshot written while keys were compared as exact text may hold two keys that the
+        destination takes for one record (it held one record all along): keep one of them."""
+        rows = self.con.execute(
+            "SELECT value FROM state.meta WHERE name = 'key_identity'"
+        ).fetchall()
+        if (rows[0][0] if rows else "exact") == self.key_identity:
+            return
+        for table in ("snapshot", "owed"):
+            self.con.execute(
+                f"""DELETE FROM state.{table} WHERE rowid IN (
+                    SELECT rowid FROM state.{table} QUALIFY
+                    row_number() OVER (PARTITION BY {self.ident("key")} ORDER BY key) > 1)"""
+            )
+        self.con.execute(
+            "INSERT OR REPLACE INTO state.meta VALUES ('key_identity', ?)", [self.key_identity]
+        )
+
     # -- recovery ----------------------------------------------------------------------
 
+    def _split_outbox(self, keep_fields: bool) -> None:
+        """The outbox's records, as ACCEPTED (acknowledged) and UNACCEPTED (not: the
+        destination may hold them or not) temporary tables."""
+        con = self.con
+        accepted = self.outbox.accepted(con)
+        fields = "fields" if keep_fields else "NULL::VARCHAR AS fields"
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {ACCEPTED} AS "
+            f"SELECT seq, op, key, hash, digest, {fields} FROM ({accepted})"
+        )
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {UNACCEPTED} AS
+            SELECT o.key, {"o.fields" if keep_fields else "NULL::VARCHAR AS fields"}
+            FROM {self.outbox.relation} o ANTI JOIN {ACCEPTED} a ON a.seq = o.seq"""
+        )
+
     def fold_acknowledged(self, keep_fields: bool) -> None:
-        """Fold what the destination accepted into the snapshot, then drop the outbox.
-        Fields are kept only where deletes will need them (mirror mode): writing them costs
-        more than anything else in the fold."""
+        """Fold what the destination accepted into the snapshot, and what it did not into
+        what is owed, then drop the outbox. Fields are kept only where deletes will need them
+        (mirror mode): writing them costs more than anything else in the fold."""
         if not self.outbox.exists():
             self.outbox.remove()  # a log whose outbox is gone was folded already
             return
         con = self.con
-        accepted = self.outbox.accepted(con)
+        self._split_outbox(keep_fields)
+        ident = self.ident
         con.execute("BEGIN")
-        columns = "op, key, hash, digest" + (", fields" if keep_fields else ", NULL AS fields")
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE __retl_accepted AS SELECT {columns} FROM ({accepted})"
+            f"DELETE FROM state.snapshot WHERE {ident('key')} IN "
+            f"(SELECT {ident('key')} FROM {ACCEPTED})"
         )
-        con.execute("DELETE FROM state.snapshot WHERE key IN (SELECT key FROM __retl_accepted)")
         con.execute(
             "INSERT INTO state.snapshot "
-            "SELECT key, hash, digest, fields FROM __retl_accepted WHERE op <> 'delete'"
+            f"SELECT key, hash, digest, fields FROM {ACCEPTED} WHERE op <> 'delete'"
         )
+        con.execute(
+            f"""DELETE FROM state.owed WHERE {ident('key')} IN (
+                SELECT {ident('key')} FROM {ACCEPTED}
+                UNION ALL SELECT {ident('key')} FROM {UNACCEPTED})"""
+        )
+        con.execute(f"INSERT INTO state.owed SELECT key, fields FROM {UNACCEPTED}")
         con.execute("COMMIT")
         self.outbox.remove()
 
@@ -173,31 +270,62 @@ class SyncState:
         file: str,
         key_line: int | None,
         source: Any = None,
+        target: str | None = None,
     ) -> None:
         """Learn the model's columns (the warehouse binds it without running it) and build the
         SQL for each row's wire key, hash and fields. `source`: the warehouse, when it streams
-        the model (each read of the relation then runs the model anew: see _read)."""
+        the model (each read of the relation then runs the model anew: see _read). `target`:
+        the sync's destination, object and key (a snapshot of another target is empty)."""
         rel = self.con.sql(f"SELECT * FROM {relation}")
         self.relation = relation
         self.source = source
         self.columns, self.types = list(rel.columns), list(rel.types)
         check_key_columns(primary_key, self.columns, file, key_line)
-        key_types = [self.types[self.columns.index(c)] for c in primary_key]
-        fingerprint = ";".join(f"{c}:{t}" for c, t in zip(self.columns, self.types, strict=True))
-        self.key_sql = key_text(primary_key, key_types)
-        self.hash_sql = row_hash(self.columns, fingerprint)
-        # A run folds first; `plan` after a killed run reads around what it left.
-        delivered = "SELECT * FROM state.snapshot"
+        self.primary_key = tuple(primary_key)
+        self.key_types = [self.types[self.columns.index(c)] for c in primary_key]
+        self.key_sql = key_text(primary_key, self.key_types)
+        self.hash_sql = row_hash(self.columns, self.types)
+        stored = self.stored_target()
+        if target is not None and stored is not None and stored != target:
+            self.previous_target = stored  # a plan: the run would start this target over
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {DELIVERED} AS {self._delivered_sql()}")
+
+    def _delivered_sql(self) -> str:
+        """What the destination holds as far as the state knows: the snapshot, each record
+        flagged `owed` when its last sending was not acknowledged, and owed records the
+        snapshot lacks (hash NULL). A run folds first; `plan` after a killed run reads around
+        what it left in the outbox."""
+        ident = self.ident
+        if self.previous_target is not None:
+            return (
+                "SELECT NULL::VARCHAR AS key, NULL::UBIGINT AS hash, NULL::BLOB AS digest, "
+                "NULL::VARCHAR AS fields, NULL::BOOLEAN AS owed WHERE false"
+            )
+        snapshot = "SELECT key, hash, digest, fields FROM state.snapshot"
+        owed = (
+            "SELECT key, fields FROM state.owed"
+            if self._has_owed
+            else "SELECT NULL::VARCHAR AS key, NULL::VARCHAR AS fields WHERE false"
+        )
         if self.outbox.exists():
-            delivered = f"""WITH accepted AS ({self.outbox.accepted(self.con)})
-            SELECT key, hash, digest, fields FROM state.snapshot
-            WHERE key NOT IN (SELECT key FROM accepted)
-            UNION ALL SELECT key, hash, digest, fields FROM accepted WHERE op <> 'delete'"""
-        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {DELIVERED} AS {delivered}")
+            self._split_outbox(keep_fields=True)
+            done = f"SELECT {ident('key')} FROM {ACCEPTED}"
+            snapshot = f"""{snapshot} WHERE {ident('key')} NOT IN ({done})
+                UNION ALL SELECT key, hash, digest, fields FROM {ACCEPTED} WHERE op <> 'delete'"""
+            owed = f"""{owed} WHERE {ident('key')} NOT IN ({done}
+                    UNION ALL SELECT {ident('key')} FROM {UNACCEPTED})
+                UNION ALL SELECT key, fields FROM {UNACCEPTED}"""
+        return f"""WITH s AS ({snapshot}), o AS ({owed})
+            SELECT s.key, s.hash, s.digest, s.fields, o.key IS NOT NULL AS owed
+            FROM s LEFT JOIN o ON {ident('o.key')} = {ident('s.key')}
+            UNION ALL
+            SELECT o.key, NULL, NULL, o.fields, true FROM o
+            WHERE {ident('o.key')} NOT IN (SELECT {ident('key')} FROM s)"""
 
     def _hash_scheme(self) -> tuple[str, bool]:
         """The current hash scheme, and whether the snapshot's hashes were made with it."""
-        current: str = self.con.execute(_HASH_CANARY).fetchone()[0]  # type: ignore[index]
+        canary: str = self.con.execute(_HASH_CANARY).fetchone()[0]  # type: ignore[index]
+        current = f"{_HASH_VERSION}:{canary}"
         stored = self.con.execute(
             "SELECT value FROM state.meta WHERE name = 'hash_scheme'"
         ).fetchone()
@@ -210,19 +338,24 @@ class SyncState:
         """Compare the model with what was delivered; with `build_pending`, also gather what to
         send (with its fields) into the outbox.
 
-        One pass hashes each row and full-outer-joins the (key, hash) pairs with the snapshot
-        into a narrow table; everything else is read from that table. The rows to send are
-        then read from the model a second time, only for the keys that need it, and hashed
-        again there: what is recorded as delivered is always the hash of what was sent."""
+        One pass hashes each row and full-outer-joins the (key, hash) pairs with the snapshot,
+        on the key's identity at the destination, into a narrow table; everything else is read
+        from that table. The rows to send are then read from the model a second time, only
+        for the keys that need it, and hashed again there: what is recorded as delivered is
+        always the hash of what was sent."""
         con = self.con
         self._scheme, trusted = self._hash_scheme()
+        if self.previous_target is not None:
+            trusted = True  # nothing delivered to this target: nothing to compare
         self._read()
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {DIFF} AS
-            SELECT m.key, m.hash, m.present, d.key AS prev_key, d.hash AS prev_hash
-            FROM (SELECT {self.key_sql} AS key, {self.hash_sql} AS hash, true AS present
-                  FROM {self.relation}) m
-            FULL OUTER JOIN {DELIVERED} d ON d.key = m.key"""
+            SELECT m.key, m.ident, m.hash, m.present, d.key AS prev_key, d.hash AS prev_hash,
+                d.owed AS prev_owed
+            FROM (SELECT key, {self.ident("key")} AS ident, hash, present FROM (
+                    SELECT {self.key_sql} AS key, {self.hash_sql} AS hash, true AS present
+                    FROM {self.relation})) m
+            FULL OUTER JOIN {DELIVERED} d ON {self.ident("d.key")} = m.ident"""
         )
         self._find_duplicates()
         status = self._status_sql()
@@ -232,7 +365,7 @@ class SyncState:
                 count(*) FILTER (s = 'removed'), count(*) FILTER (s = 'unchanged'),
                 count(*) FILTER (s = 'invalid')
             FROM (SELECT {status} AS s FROM {DIFF} x
-                  LEFT JOIN {DUPLICATES} dup ON dup.key = x.key)"""
+                  LEFT JOIN {DUPLICATES} dup ON dup.ident = x.ident)"""
         ).fetchone()
         assert counts is not None
         added, changed, removed, unchanged, invalid = counts
@@ -262,8 +395,9 @@ class SyncState:
         )
 
     def _find_duplicates(self) -> None:
-        """Keys that more than one row of the model has. A matched snapshot key counts once, so
-        when the matched rows are as many as the matched keys, only new keys can repeat: the
+        """Identities that more than one row of the model has (the same key, or keys the
+        destination takes for one record). A matched snapshot record counts once, so when the
+        matched rows are as many as the matched records, only new keys can repeat: the
         grouping then runs over the added rows alone (none, in a steady state)."""
         delivered = self.con.execute(f"SELECT count(*) FROM {DELIVERED}").fetchone()[0]  # type: ignore[index]
         matched_rows, removed = self.con.execute(
@@ -273,17 +407,17 @@ class SyncState:
         scope = "" if matched_rows > delivered - removed else "AND prev_key IS NULL"
         self.con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {DUPLICATES} AS
-            SELECT key, count(*) AS rows FROM {DIFF}
+            SELECT ident, count(*) AS rows, list(DISTINCT key ORDER BY key) AS keys FROM {DIFF}
             WHERE present AND key IS NOT NULL {scope}
-            GROUP BY key HAVING count(*) > 1"""
+            GROUP BY ident HAVING count(*) > 1"""
         )
 
     @staticmethod
     def _status_sql() -> str:
-        return """CASE WHEN x.present AND (x.key IS NULL OR dup.key IS NOT NULL) THEN 'invalid'
+        return """CASE WHEN x.present AND (x.key IS NULL OR dup.ident IS NOT NULL) THEN 'invalid'
             WHEN x.present IS NULL THEN 'removed'
-            WHEN x.prev_key IS NULL THEN 'added'
-            WHEN x.hash <> x.prev_hash THEN 'changed'
+            WHEN x.prev_hash IS NULL THEN 'added'
+            WHEN x.hash <> x.prev_hash OR x.prev_owed THEN 'changed'
             ELSE 'unchanged' END"""
 
     def _pick(
@@ -297,8 +431,10 @@ class SyncState:
         read = send + (["unchanged"] if backfill and not full_resync else [])
         fields = fields_json(self.columns, self.types, table="m")
         operation = quote_literal(_OPERATION[mode])
+        key_fields = self._key_fields("d.key")
         deletes = (
-            f"""UNION ALL SELECT 'delete', d.key, d.hash, coalesce(d.fields, '{{}}'), 'removed'
+            f"""UNION ALL SELECT 'delete', d.key, d.hash, coalesce(d.fields, {key_fields}),
+                'removed'
             FROM {DELIVERED} d
             WHERE d.key IN (SELECT prev_key FROM {DIFF} WHERE present IS NULL)"""
             if mode == "mirror"
@@ -308,7 +444,7 @@ class SyncState:
         select = f"""
             WITH wanted AS (
                 SELECT x.key, {self._status_sql()} AS status
-                FROM {DIFF} x LEFT JOIN {DUPLICATES} dup ON dup.key = x.key
+                FROM {DIFF} x LEFT JOIN {DUPLICATES} dup ON dup.ident = x.ident
                 WHERE status IN ({", ".join(quote_literal(w) for w in read)})
                     AND NOT EXISTS (SELECT 1 FROM state.quarantine q
                                     WHERE q.key = x.key AND q.hash = x.hash)),
@@ -340,11 +476,26 @@ class SyncState:
             con.execute(
                 f"""INSERT INTO {REHASH}
                 SELECT p.key, p.hash FROM {PICKED} p JOIN {DELIVERED} d ON d.key = p.key
-                WHERE p.status = 'changed' AND d.digest = unhex(md5(p.fields))"""
+                WHERE p.status = 'changed' AND NOT d.owed
+                    AND d.digest = unhex(md5(p.fields))"""
             )
             self._rehashed = con.execute(f"SELECT count(*) FROM {REHASH}").fetchone()[0]  # type: ignore[index]
             con.execute(f"DELETE FROM {PICKED} WHERE key IN (SELECT key FROM {REHASH})")
         return f"SELECT * FROM {PICKED}"
+
+    def _key_fields(self, key: str) -> str:
+        """A delete's fields where the last delivered ones were not kept (the record was
+        delivered before its sync became a mirror): the primary key's columns, from the key."""
+        parts = []
+        for i, (column, dtype) in enumerate(zip(self.primary_key, self.key_types, strict=True)):
+            if len(self.primary_key) > 1:
+                value = f"json_extract({key}, '$[{i}]')::VARCHAR"
+            elif dtype.id in _BARE_JSON:
+                value = key  # a number or a boolean: its text is its JSON
+            else:
+                value = f"to_json({key})::VARCHAR"
+            parts.append(f"{quote_literal(json.dumps(column) + ':')} || {value}")
+        return "'{' || " + " || ',' || ".join(parts) + " || '}'"
 
     def _fill_outbox(self, source: str) -> None:
         """Write what to send, numbered in sending order, durably, before the first request."""
@@ -401,10 +552,12 @@ class SyncState:
         self.con.execute("DELETE FROM state.quarantine")
 
     def forget_removed(self) -> None:
-        """Outside mirror mode a key that left the model is counted once and forgotten."""
-        removed = f"SELECT prev_key FROM {DIFF} WHERE present IS NULL"
+        """Outside mirror mode a key that left the model is counted once and forgotten (and
+        so is a record owed to the destination that left it)."""
+        removed = f"SELECT {self.ident('prev_key')} FROM {DIFF} WHERE present IS NULL"
         self.con.execute("BEGIN")
-        self.con.execute(f"DELETE FROM state.snapshot WHERE key IN ({removed})")
+        self.con.execute(f"DELETE FROM state.snapshot WHERE {self.ident('key')} IN ({removed})")
+        self.con.execute(f"DELETE FROM state.owed WHERE {self.ident('key')} IN ({removed})")
         self.con.execute("COMMIT")
 
     def invalid_rows(self, chunk: int = 10_000) -> Iterator[list[tuple[str | None, str]]]:
@@ -412,9 +565,9 @@ class SyncState:
         fields = fields_json(self.columns, self.types, table="m")
         self._read()
         cursor = self.con.execute(
-            f"""SELECT key, rows, NULL FROM {DUPLICATES}
+            f"""SELECT unnest(keys), rows, NULL, keys FROM {DUPLICATES}
             UNION ALL
-            SELECT NULL, NULL, {fields} FROM {self.relation} m WHERE {self.key_sql} IS NULL"""
+            SELECT NULL, NULL, {fields}, NULL FROM {self.relation} m WHERE {self.key_sql} IS NULL"""
         )
         yield from invalid_messages(cursor, chunk)
 
@@ -465,19 +618,40 @@ def check_key_columns(
 
 
 def invalid_messages(cursor: Any, chunk: int) -> Iterator[list[tuple[str | None, str]]]:
-    """(key, error) from a cursor of (key, rows sharing it, fields of a NULL-key row)."""
+    """(key, error) from a cursor of (key, rows sharing its identity, fields of a NULL-key
+    row, the distinct keys of those rows)."""
     while rows := cursor.fetchmany(chunk):
-        yield [
-            (key, f"primary key value appears in {dup_rows} rows")
-            if key is not None
-            else (None, f"primary key is NULL in row {_preview(fields_text)}")
-            for key, dup_rows, fields_text in rows
-        ]
+        yield [_invalid_message(*row) for row in rows]
+
+
+def _invalid_message(
+    key: str | None, rows: int | None, fields_text: str | None, keys: list[str] | None = None
+) -> tuple[str | None, str]:
+    if key is None:
+        return None, f"primary key is NULL in row {_preview(fields_text)}"
+    if keys is None or len(keys) < 2:
+        return key, f"primary key value appears in {rows} rows"
+    others = ", ".join(repr(k) for k in keys[:5] if k != key) + (", ..." if len(keys) > 5 else "")
+    return key, (
+        f"primary key value is the same record as {others} to the destination, which "
+        f"compares keys ignoring case ({rows} rows): none of them is sent until one is left"
+    )
 
 
 def _preview(fields_text: str | None, limit: int = 200) -> str:
     text = fields_text or "{}"
     return text if len(text) <= limit else text[:limit] + "...}"
+
+
+def stored_target(path: Path) -> str | None:
+    """The target a sync state file says its records were delivered to (None: none, or the
+    file cannot be read)."""
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            row = con.execute("SELECT value FROM meta WHERE name = 'target'").fetchone()
+    except duckdb.Error:
+        return None
+    return None if row is None else str(row[0])
 
 
 def snapshot_path(state_dir: Path, sync: str) -> Path:

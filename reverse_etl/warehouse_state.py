@@ -29,6 +29,7 @@ CHANGES = "__retl_changes"  # the rows the warehouse sent: status, wh_key, hash,
 REMOVED = "__retl_removed"  # delivered records whose key left the model: wh_key, key, hash, fields
 _OPERATION = {"upsert": "upsert", "mirror": "upsert", "update": "update", "insert": "insert"}
 _META = ("__retl_status", "__retl_wh_key", "__retl_hash", "__retl_rows")
+OWED = "owed"  # a snapshot hash that no row has (an MD5 is hex): the record is sent again
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state.quarantine (key VARCHAR NOT NULL, hash VARCHAR NOT NULL);
@@ -95,25 +96,75 @@ class WarehouseState(SyncState):
         finally:
             connection.close()
 
+    @property
+    def _fold_case(self) -> bool:
+        return self.key_identity == "case_insensitive"
+
+    @property
+    def _quoted_table(self) -> str:
+        return ".".join(quote_identifier(part) for part in self.table)
+
+    def claim_target(self, target: str) -> str | None:
+        """As the local state's: the warehouse's snapshot of another target is emptied; one
+        written while keys were compared as exact text is brought to the key identity."""
+        stored = self.stored_target()
+        table = self._quoted_table
+        statements = []
+        if stored is not None and stored != target:
+            statements.append(f"DELETE FROM {table}")
+            self.con.execute("DELETE FROM state.quarantine")
+        rows = self.con.execute(
+            "SELECT value FROM state.meta WHERE name = 'key_identity'"
+        ).fetchall()
+        if self._fold_case and (rows[0][0] if rows else "exact") != self.key_identity:
+            statements += [
+                f"""DELETE FROM {table} WHERE wh_key IN (SELECT wh_key FROM (
+                    SELECT wh_key, ROW_NUMBER() OVER (PARTITION BY LOWER(wh_key) ORDER BY wh_key)
+                    AS n FROM {table}) AS d WHERE n > 1)""",
+                f"UPDATE {table} SET wh_key = LOWER(wh_key)",
+            ]
+        if statements:
+            self._write(statements)
+        self.con.execute(
+            "INSERT OR REPLACE INTO state.meta VALUES ('target', ?), ('key_identity', ?)",
+            [target, self.key_identity],
+        )
+        return stored if stored != target else None
+
     def fold_acknowledged(self, keep_fields: bool) -> None:
         """Fold what the destination accepted into the warehouse's snapshot (one transaction),
-        then drop the outbox."""
+        then drop the outbox. A record sent without an acknowledgement is owed: its snapshot
+        hash becomes OWED, so the next diff finds it changed and sends it again (or, gone from
+        a mirror's model, deletes it: a lost answer may have created it)."""
         if not self.outbox.exists():
             self.outbox.remove()
             return
-        fields = "fields" if keep_fields else "NULL::VARCHAR AS fields"
-        accepted = self.con.sql(
-            f"SELECT op, wh_key, key, hash, {fields} FROM ({self.outbox.accepted(self.con)})"
+        fields = "o.fields" if keep_fields else "NULL::VARCHAR AS fields"
+        accepted = self.outbox.accepted(self.con)
+        upload = self.con.sql(
+            f"""SELECT o.op, o.wh_key, o.key, o.hash, {fields},
+                o.seq IN (SELECT seq FROM ({accepted})) AS accepted
+            FROM {self.outbox.relation} o"""
         ).to_arrow_table()
-        if accepted.num_rows:
-            table = ".".join(quote_identifier(part) for part in self.table)
+        if upload.num_rows:
+            table = self._quoted_table
             self._write(
                 [
-                    f"DELETE FROM {table} WHERE wh_key IN (SELECT wh_key FROM __retl_upload)",
-                    f"INSERT INTO {table} (wh_key, key, hash, fields) "
-                    "SELECT wh_key, key, hash, fields FROM __retl_upload WHERE op <> 'delete'",
+                    f"""DELETE FROM {table}
+                    WHERE wh_key IN (SELECT wh_key FROM __retl_upload WHERE accepted)""",
+                    f"""INSERT INTO {table} (wh_key, key, hash, fields)
+                    SELECT wh_key, key, hash, fields FROM __retl_upload
+                    WHERE accepted AND op <> 'delete'""",
+                    f"""UPDATE {table} SET hash = '{OWED}'
+                    WHERE wh_key IN (SELECT wh_key FROM __retl_upload WHERE NOT accepted)""",
+                    # an insert that may not have landed stays `added` (insert mode sends no
+                    # changes); the others are owed whether they landed or not
+                    f"""INSERT INTO {table} (wh_key, key, hash, fields)
+                    SELECT wh_key, key, '{OWED}', fields FROM __retl_upload u
+                    WHERE NOT accepted AND op NOT IN ('insert', 'delete')
+                        AND NOT EXISTS (SELECT 1 FROM {table} t WHERE t.wh_key = u.wh_key)""",
                 ],
-                accepted,
+                upload,
             )
         self.outbox.remove()
 
@@ -149,7 +200,9 @@ class WarehouseState(SyncState):
             if full_resync:
                 send = ["added", "changed", "unchanged"]
         # One query, one pass over the model: the rows to send and the counts.
-        staged = self._stage(diff_sql(model, self.columns, key, snapshot, dialect, send))
+        staged = self._stage(
+            diff_sql(model, self.columns, key, snapshot, dialect, send, self._fold_case)
+        )
         found = dict(
             self.con.execute(
                 f"SELECT __retl_status, __retl_count FROM {staged} WHERE __retl_kind = 'count'"
@@ -172,7 +225,7 @@ class WarehouseState(SyncState):
             WHERE __retl_kind = 'row'"""
         )
         if removed:  # their keys (and, for mirror deletes, their last fields) come out too
-            gone = self._stage(removed_sql(model, key, snapshot, dialect))
+            gone = self._stage(removed_sql(model, key, snapshot, dialect, self._fold_case))
             self.con.execute(f"CREATE OR REPLACE TEMP TABLE {REMOVED} AS SELECT * FROM {gone}")
         else:
             self.con.execute(
@@ -247,7 +300,9 @@ class WarehouseState(SyncState):
 
     def invalid_rows(self, chunk: int = 10_000) -> Iterator[list[tuple[str | None, str]]]:
         dialect = self.warehouse.dialect
-        staged = self._stage(invalid_sql(self.model, self.columns, self.primary_key, dialect))
+        staged = self._stage(
+            invalid_sql(self.model, self.columns, self.primary_key, dialect, self._fold_case)
+        )
         rel = self.con.sql(f"SELECT * FROM {staged}")
         types = dict(zip(rel.columns, rel.types, strict=True))
         key_sql = key_text(self.primary_key, [types[c] for c in self.primary_key])

@@ -32,7 +32,7 @@ import email.utils
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -158,6 +158,8 @@ class SyncTarget:
     primary_key: tuple[str, ...]
 
 
+KeyIdentity = Literal["exact", "case_insensitive"]
+
 MODE_OPERATION = {"upsert": "upsert", "update": "update", "insert": "insert", "mirror": "upsert"}
 
 
@@ -216,6 +218,15 @@ class Destination:
                     )
                 )
         return problems
+
+    @classmethod
+    def key_identity(cls, settings: DestinationSettings, sync: SyncTarget) -> KeyIdentity:
+        """How the destination tells records apart by the sync's primary key: "exact" (as
+        text, the default) or "case_insensitive" (`A@x.com` and `a@x.com` are one record, as
+        HubSpot's emails). The engine diffs on that identity: two rows of one identity are
+        invalid, a key whose letter case changes is one update, and no delete is sent for an
+        identity the model still has. Declare it from the vendor's documentation."""
+        return "exact"
 
     @classmethod
     def default_rate_limits(cls) -> list[Window]:

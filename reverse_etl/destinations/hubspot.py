@@ -35,6 +35,7 @@ from .base import (
     Batch,
     Destination,
     DestinationSettings,
+    KeyIdentity,
     Rejected,
     Result,
     Retry,
@@ -104,6 +105,14 @@ class HubSpotDestination(Destination):
     @classmethod
     def requests_left(cls, headers: Mapping[str, str]) -> tuple[float, float] | None:
         return _requests_left(headers)
+
+    @classmethod
+    def key_identity(cls, settings: DestinationSettings, sync: SyncTarget) -> KeyIdentity:
+        """HubSpot matches an idProperty's value ignoring case: it stores emails in lower case
+        and unique-value properties are unique regardless of case
+        (https://knowledge.hubspot.com/properties/create-and-edit-properties: "Require unique
+        values for this property"; https://developers.hubspot.com/docs/api-reference/latest/crm/objects/contacts/batch/upsert-contacts)."""
+        return "case_insensitive"
 
     @classmethod
     def sync_problems(

@@ -33,6 +33,7 @@ from .base import (
     BatchFailed,
     Destination,
     DestinationSettings,
+    KeyIdentity,
     Rejected,
     Result,
     Retry,
@@ -70,6 +71,11 @@ class SalesforceSettings(DestinationSettings):
     api_version: str = Field(default="v61.0", description="REST API version, v46.0 or later")
     batch_size: int = Field(
         default=MAX_RECORDS, ge=1, description="records per request (Salesforce takes up to 200)"
+    )
+    case_sensitive_external_id: bool = Field(
+        default=False,
+        description="the external ID field is marked case-sensitive in Salesforce's setup (a "
+        "text External ID is matched ignoring case unless so marked)",
     )
 
     @field_validator("instance_url")
@@ -112,6 +118,14 @@ class SalesforceDestination(Destination):
     @classmethod
     def uses_tls(cls, settings: DestinationSettings) -> bool:
         return not getattr(settings, "instance_url", "").startswith("http://")
+
+    @classmethod
+    def key_identity(cls, settings: DestinationSettings, sync: SyncTarget) -> KeyIdentity:
+        """A text External ID field is unique ignoring case unless it is marked case-sensitive
+        ("Unique: Treat 'ABC' and 'abc' as duplicate values (case insensitive)" is the
+        default of Setup's field wizard; https://help.salesforce.com/s/articleView?id=sf.custom_field_attributes.htm)."""
+        sensitive = getattr(settings, "case_sensitive_external_id", False)
+        return "exact" if sensitive else "case_insensitive"
 
     @classmethod
     def sync_problems(

@@ -15,8 +15,10 @@ from .base import (
     Batch,
     Destination,
     DestinationSettings,
+    KeyIdentity,
     Rejected,
     Result,
+    SyncTarget,
     raise_for_batch_status,
 )
 
@@ -28,6 +30,11 @@ class WebhookSettings(DestinationSettings):
     url: str = Field(description="where each batch is POSTed (http:// or https://)")
     headers: dict[str, SecretStr] = Field(
         default_factory=dict, description="sent with every request, e.g. Authorization"
+    )
+    key_identity: KeyIdentity = Field(
+        default="exact",
+        description='how the receiver tells records apart by key: "exact" text, or '
+        '"case_insensitive" (then keys differing only in letter case are one record)',
     )
     signing_secret: SecretStr | None = Field(
         default=None, description="adds X-Reverse-ETL-Signature: sha256=<HMAC of the body>"
@@ -61,6 +68,10 @@ class WebhookDestination(Destination):
     @classmethod
     def uses_tls(cls, settings: DestinationSettings) -> bool:
         return not getattr(settings, "url", "").startswith("http://")
+
+    @classmethod
+    def key_identity(cls, settings: DestinationSettings, sync: SyncTarget) -> KeyIdentity:
+        return getattr(settings, "key_identity", "exact")  # type: ignore[no-any-return]
 
     async def check(self) -> str:
         """An empty batch (`"records": []`): the receiver's answer tests the URL, the headers

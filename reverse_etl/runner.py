@@ -24,7 +24,13 @@ from .history import History
 from .locks import SyncLock
 from .project import Project, Sync
 from .rails import hold_reason
-from .snapshot import DiffCounts, SyncState, snapshot_path, stored_target
+from .snapshot import (
+    DiffCounts,
+    SyncState,
+    check_column_names,
+    snapshot_path,
+    stored_target,
+)
 from .tomlfile import blank, blanker
 from .validate import model_problem
 from .warehouse_state import WarehouseState, warehouse_state_path
@@ -128,6 +134,7 @@ def _bind(project: Project, sync: Sync, state: SyncState) -> None:
     warehouse.connect(state.con)
     key_line = sync.header_line("primary_key")
     with _model_errors(sync):
+        check_column_names(warehouse.columns(state.con, sync.model.sql), sync.file, sync.sql_line)
         if isinstance(state, WarehouseState):  # the model runs inside the diff's queries
             state.use(sync.model, sync.primary_key, sync.file, key_line)
             return

@@ -9,6 +9,7 @@ import duckdb
 from .errors import ModelFailed, Problem, ReverseEtlError
 from .project import Project, Sync
 from .settings import where_set
+from .snapshot import column_name_problem
 from .warehouses import Warehouse, open_warehouse
 
 _DUCKDB_LINE = re.compile(r"LINE (\d+):")
@@ -76,6 +77,8 @@ def _warehouse_problems(
     except (duckdb.Error, ModelFailed) as exc:
         return [model_problem(sync, exc)]
     problems = []
+    if (names := column_name_problem(columns)) is not None:
+        problems.append(Problem(sync.file, sync.sql_line, names))
     if sync.probe is not None:
         try:
             warehouse.columns(con, sync.probe.sql)

@@ -49,5 +49,7 @@ class DuckDBWarehouse:
         pass
 
     def columns(self, con: Any, sql: str) -> list[str]:
-        # LIMIT 0: the model is planned and bound (tables, columns, types) but not run
-        return list(con.sql(f"SELECT * FROM {self.relation(con, sql)} LIMIT 0").columns)
+        """The model's output columns as it names them (a subquery would rename a repeated
+        name): bound and planned, not run."""
+        con.sql(f"SELECT * FROM {self.relation(con, sql)} LIMIT 0")  # its errors keep lines
+        return list(con.sql(sql.strip().rstrip(";")).columns)

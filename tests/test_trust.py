@@ -1,0 +1,406 @@
+"""Trust: the destination decides when two keys are one record; what was not acknowledged is
+owed; what was delivered belongs to one target; changes are changes, and only changes.
+
+The receiver here is written for these tests from the webhook wire format (README, "The webhook
+wire format"), not the product's own receiver: it can compare keys ignoring case, as HubSpot
+and Salesforce do, and it remembers every live record that was ever deleted."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+Answer = tuple[int, bytes] | None
+
+
+class Receiver:
+    """Applies batches by key identity (exact, or ignoring case); `answer(body)` may answer a
+    request instead (before applying it), and `lose_answer(body)` applies the batch, then
+    answers 500 as if the answer was lost on the way back."""
+
+    def __init__(self, ignore_case: bool = False) -> None:
+        self.ignore_case = ignore_case
+        self.records: dict[str, dict[str, Any]] = {}  # identity -> fields
+        self.keys: dict[str, str] = {}  # identity -> the key text last written
+        self.writes: Counter[str] = Counter()  # identity -> writes
+        self.deleted_live: list[str] = []  # deletes of an identity some row still owned
+        self.batches: list[dict[str, Any]] = []
+        self.answer: Callable[[dict[str, Any]], Answer] = lambda body: None
+        self.lose_answer: Callable[[dict[str, Any]], bool] = lambda body: False
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+
+    def ident(self, key: str) -> str:
+        return key.lower() if self.ignore_case else key
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/in"
+
+    def sent(self, operation: str, since: int = 0) -> list[str]:
+        return [
+            r["key"]
+            for b in self.batches[since:]
+            if b["operation"] == operation
+            for r in b["records"]
+        ]
+
+    def _apply(self, body: dict[str, Any]) -> None:
+        with self.lock:
+            self.batches.append(body)
+            for record in body["records"]:
+                ident = self.ident(record["key"])
+                if body["operation"] == "delete":
+                    self.records.pop(ident, None)
+                    self.keys.pop(ident, None)
+                else:
+                    self.records[ident] = record["fields"]
+                    self.keys[ident] = record["key"]
+                    self.writes[ident] += 1
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                body = json.loads(raw, parse_float=str)  # 1.50 stays 1.50
+                status, answer = 200, b""
+                if (custom := receiver.answer(body)) is not None:
+                    status, answer = custom
+                else:
+                    receiver._apply(body)
+                    if receiver.lose_answer(body):
+                        status, answer = 500, b"the answer was lost"
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def __enter__(self) -> Receiver:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def ci_receiver() -> Iterator[Receiver]:
+    with Receiver(ignore_case=True) as server:
+        yield server
+
+
+@pytest.fixture
+def exact_receiver() -> Iterator[Receiver]:
+    with Receiver() as server:
+        yield server
+
+
+def contacts(project, emails: list[str]) -> None:
+    values = ", ".join(f"('{e}', '{e.split('@')[0]}')" for e in emails)
+    project.warehouse(f"create or replace table contacts as select * from (values {values}) "
+                      "t(email, name)")  # fmt: skip
+
+
+def email_sync(project, receiver, mode: str = "mirror", **destination: Any) -> None:
+    project.webhook("crm", receiver.url, key_identity="case_insensitive", **destination)
+    project.sync(
+        "people",
+        {"destination": "crm", "primary_key": "email", "mode": mode},
+        "select email, name from contacts",
+    )
+
+
+def run(project, *args: str) -> dict[str, Any]:
+    outcome = project.cli("run", "people", "--json", *args)
+    [result] = outcome.json_lines()
+    return result
+
+
+# -- 1. key identity -----------------------------------------------------------------------
+
+
+def test_case_variants_of_one_email_are_invalid_and_never_deleted(project, ci_receiver):
+    """Removing `First.Last@` while `first.last@` stays: the contact the second row owns is
+    never archived (0.2.0 deleted it and said success)."""
+    contacts(project, ["First.Last@example.com", "other@example.com"])
+    email_sync(project, ci_receiver)
+    assert run(project)["status"] == "success"
+    contacts(project, ["First.Last@example.com", "first.last@example.com", "other@example.com"])
+    result = run(project)
+    assert (result["status"], result["invalid"], result["removed"]) == ("partial", 2, 0)
+    rejected = project.cli("rejected", "people", "--json").json_lines()
+    assert sorted(r["key"] for r in rejected) == [
+        "First.Last@example.com",
+        "first.last@example.com",
+    ]
+    assert all("ignoring case" in r["error"] for r in rejected)
+
+    contacts(project, ["first.last@example.com", "other@example.com"])
+    result = run(project)
+    assert (result["status"], result["changed"], result["removed"]) == ("success", 1, 0)
+    assert ci_receiver.sent("delete") == []
+    assert ci_receiver.keys["first.last@example.com"] == "first.last@example.com"
+    assert sorted(ci_receiver.records) == ["first.last@example.com", "other@example.com"]
+    assert project.cli("rejected", "people", "--json").json_lines() == []
+
+
+def test_keys_changing_only_in_case_are_updates_not_deletes(project, ci_receiver):
+    """3 of 10 keys change only in letter case, 4 requests in flight: 10 records remain."""
+    emails = [f"user{i}@example.com" for i in range(10)]
+    contacts(project, emails)
+    email_sync(project, ci_receiver, batch_size=1, max_concurrency=4)
+    assert run(project)["delivered"] == 10
+    contacts(project, [e.upper() if i < 3 else e for i, e in enumerate(emails)])
+    result = run(project)
+    assert (result["changed"], result["removed"], result["delivered"]) == (3, 0, 3)
+    assert ci_receiver.sent("delete") == []
+    assert len(ci_receiver.records) == 10
+    assert sorted(k for k in ci_receiver.keys.values() if k.isupper()) == [
+        "USER0@EXAMPLE.COM",
+        "USER1@EXAMPLE.COM",
+        "USER2@EXAMPLE.COM",
+    ]
+    assert run(project)["unchanged"] == 10
+
+
+def test_case_variants_in_upsert_mode_are_not_both_delivered(project, ci_receiver):
+    contacts(project, ["a@example.com", "A@example.com", "b@example.com"])
+    email_sync(project, ci_receiver, mode="upsert")
+    result = run(project)
+    assert (result["invalid"], result["delivered"]) == (2, 1)
+    assert sorted(ci_receiver.records) == ["b@example.com"]
+
+
+def test_an_exact_destination_keeps_case_variants_apart(project, exact_receiver):
+    contacts(project, ["a@example.com", "A@example.com"])
+    project.webhook("crm", exact_receiver.url)
+    project.sync(
+        "people",
+        {"destination": "crm", "primary_key": "email", "mode": "mirror"},
+        "select email, name from contacts",
+    )
+    assert (run(project)["invalid"], len(exact_receiver.records)) == (0, 2)
+
+
+# -- 5. one target -------------------------------------------------------------------------
+
+
+def test_a_sync_pointed_at_another_destination_sends_it_everything(project, exact_receiver):
+    with Receiver() as second:
+        contacts(project, [f"u{i}@example.com" for i in range(100)])
+        project.webhook("first", exact_receiver.url)
+        project.webhook("second", second.url)
+        header = {"destination": "first", "primary_key": "email", "mode": "mirror"}
+        project.sync("people", header, "select email, name from contacts")
+        assert run(project)["delivered"] == 100
+        project.sync("people", {**header, "destination": "second"}, "select * from contacts")
+        [plan] = project.cli("plan", "people", "--json").json_lines()
+        assert plan["added"] == 100 and "another target" in plan["note"]
+        text = project.cli("plan", "people").stdout
+        assert "destination 'first' → 'second'" in text
+        result = run(project)
+        assert (result["added"], result["delivered"], result["removed"]) == (100, 100, 0)
+        assert len(second.records) == 100 and len(exact_receiver.records) == 100
+        header["object"] = "contacts"  # a new object is a new target too
+        project.sync("people", {**header, "destination": "second"}, "select * from contacts")
+        assert run(project)["delivered"] == 100
+
+
+def test_a_renamed_mirror_sync_is_held_until_approved(project, exact_receiver):
+    contacts(project, ["a@example.com", "b@example.com"])
+    project.webhook("crm", exact_receiver.url)
+    header = {"destination": "crm", "primary_key": "email", "mode": "mirror"}
+    project.sync("people", header, "select email, name from contacts")
+    assert run(project)["delivered"] == 2
+    (project.root / "syncs" / "people.sql").rename(project.root / "syncs" / "contacts.sql")
+    for attempt in range(2):  # held, and still held on the next run
+        [held] = project.cli("run", "contacts", "--json").json_lines()
+        assert held["status"] == "held", attempt
+        assert "sync 'people'" in held["reason"] and "people.duckdb" in held["reason"]
+    assert project.cli("approve", "contacts").exit_code == 0
+    assert project.cli("run", "contacts").exit_code == 0
+
+
+def test_a_missing_snapshot_of_a_mirror_sync_is_held(project, exact_receiver):
+    contacts(project, ["a@example.com", "b@example.com"])
+    email_sync(project, exact_receiver)
+    assert run(project)["delivered"] == 2
+    (project.root / ".reverse_etl" / "syncs" / "people.duckdb").unlink()
+    contacts(project, ["a@example.com"])
+    held = run(project)
+    assert held["status"] == "held" and "is gone" in held["reason"]
+    assert exact_receiver.sent("delete") == []
+    # A reset says the user means it: no hold.
+    assert project.cli("reset", "people").exit_code == 0
+    assert run(project)["status"] == "success"
+
+
+def test_switching_upsert_to_mirror_deletes_with_the_key_fields(project, exact_receiver):
+    project.warehouse("create table items as select i as id, 'n' || i as name from range(3) t(i)")
+    project.webhook("hook", exact_receiver.url)
+    header = {"destination": "hook", "primary_key": "id", "mode": "upsert"}
+    project.sync("items", header, "select id, name from items")
+    assert project.cli("run", "items").exit_code == 0
+    project.warehouse("delete from items where id = 2")
+    project.sync("items", {**header, "mode": "mirror"}, "select id, name from items")
+    assert project.cli("run", "items").exit_code == 0
+    [delete] = [b for b in exact_receiver.batches if b["operation"] == "delete"]
+    assert delete["records"] == [{"key": "2", "fields": {"id": 2}}]
+
+
+# -- 6. what is owed is sent ---------------------------------------------------------------
+
+
+def test_an_interrupted_full_resync_sends_what_it_did_not_deliver(project, exact_receiver):
+    project.warehouse("create table items as select i as id, 'n' || i as name from range(1000) t(i)")
+    project.webhook("hook", exact_receiver.url, max_retries=0, retry_backoff_seconds=0)
+    project.sync("items", {"destination": "hook", "primary_key": "id"}, "select * from items")
+    assert project.cli("run", "items").exit_code == 0
+    calls = 0
+
+    def first_batch_only(body: dict[str, Any]) -> Answer:
+        nonlocal calls
+        calls += 1
+        return None if calls == 1 else (503, b"down")
+
+    exact_receiver.answer = first_batch_only
+    [resync] = project.cli("run", "items", "--full-resync", "--json").json_lines()
+    assert (resync["delivered"], resync["failed"]) == (100, 900)
+    owed = project.cli("rejected", "items", "--json").json_lines()
+    assert len(owed) == 900
+    exact_receiver.answer = lambda body: None
+    before = len(exact_receiver.batches)
+    [after] = project.cli("run", "items", "--json").json_lines()
+    assert (after["status"], after["delivered"]) == ("success", 900)
+    assert sorted(exact_receiver.sent("upsert", before)) == sorted(r["key"] for r in owed)
+    assert project.cli("rejected", "items", "--json").json_lines() == []
+    assert project.cli("run", "items", "--json").json_lines()[0]["delivered"] == 0
+
+
+def test_a_record_whose_answer_was_lost_is_deleted_once_it_leaves_a_mirror(
+    project, exact_receiver
+):
+    """The write landed but its answer did not: the record exists at the destination. When it
+    leaves the model, the mirror deletes it (0.2.0 left it there forever)."""
+    contacts(project, ["a@example.com"])
+    email_sync(project, exact_receiver, max_retries=0)
+    assert run(project)["delivered"] == 1
+    contacts(project, ["a@example.com", "b@example.com"])
+    exact_receiver.lose_answer = lambda body: True
+    assert run(project)["failed"] == 1
+    assert "b@example.com" in exact_receiver.records
+    exact_receiver.lose_answer = lambda body: False
+    contacts(project, ["a@example.com"])
+    result = run(project)
+    assert (result["removed"], result["status"]) == (1, "success")
+    assert exact_receiver.sent("delete") == ["b@example.com"]
+    assert sorted(exact_receiver.records) == ["a@example.com"]
+
+
+def test_a_released_quarantine_record_that_is_accepted_leaves_the_ledger(
+    project, exact_receiver
+):
+    project.warehouse("create table items as select i as id, 'ok' as state from range(3) t(i)")
+    project.webhook("hook", exact_receiver.url, max_attempts=2)
+    project.sync("items", {"destination": "hook", "primary_key": "id"}, "select * from items")
+
+    def reject_bad(body: dict[str, Any]) -> Answer:
+        bad = [r["key"] for r in body["records"] if r["fields"]["state"] == "bad"]
+        if not bad:
+            return None
+        ok = dict(body, records=[r for r in body["records"] if r["key"] not in bad])
+        exact_receiver._apply(ok)
+        errors = [{"key": k, "error": "bad state"} for k in bad]
+        return 200, json.dumps({"errors": errors}).encode()
+
+    exact_receiver.answer = reject_bad
+    project.warehouse("update items set state = 'bad' where id = 1")
+    for _ in range(3):
+        project.cli("run", "items")
+    [ledger] = project.cli("rejected", "items", "--json").json_lines()
+    assert "quarantined" in ledger["error"]
+    project.warehouse("update items set state = 'fixed' where id = 1")
+    [fixed] = project.cli("run", "items", "--json").json_lines()
+    assert (fixed["status"], fixed["delivered"]) == ("success", 1)
+    assert project.cli("rejected", "items", "--json").json_lines() == []
+    again = project.cli("run", "items", "--json")
+    assert (again.exit_code, again.json_lines()[0]["status"]) == (0, "success")
+
+
+# -- 7. changes are changes ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("[]::INT[]", "NULL::INT[]"),
+        ("{'a': NULL}::STRUCT(a INT)", "NULL::STRUCT(a INT)"),
+        ("[[], [1]]::INT[][]", "[NULL, [1]]::INT[][]"),
+        ("[1.5]::DECIMAL(10,2)[]", "[1.50]::DECIMAL(10,1)[]"),
+    ],
+)
+def test_values_that_are_sent_differently_are_changes(project, exact_receiver, before, after):
+    project.warehouse(f"create table t as select 1 as id, {before} as v")
+    project.webhook("hook", exact_receiver.url)
+    project.sync("t", {"destination": "hook", "primary_key": "id"}, "select * from t")
+    assert project.cli("run", "t").exit_code == 0
+    project.warehouse(f"create or replace table t as select 1 as id, {after} as v")
+    [result] = project.cli("run", "t", "--json").json_lines()
+    assert (result["changed"], result["delivered"]) == (1, 1)
+    first, second = (b["records"][0]["fields"]["v"] for b in exact_receiver.batches)
+    assert first != second
+
+
+def test_reordered_columns_and_widened_decimals_send_nothing(project, exact_receiver):
+    project.warehouse(
+        "create table t as select i as id, (i * 1.25)::decimal(14,2) as amount, "
+        "'x' || i as name, i::integer as n from range(50) t(i)"
+    )
+    project.webhook("hook", exact_receiver.url)
+    header = {"destination": "hook", "primary_key": "id"}
+    project.sync("t", header, "select id, amount, name, n from t")
+    assert project.cli("run", "t").exit_code == 0
+    project.sync(
+        "t", header, "select name, amount::decimal(18,2) as amount, n::bigint as n, id from t"
+    )
+    [result] = project.cli("run", "t", "--json").json_lines()
+    assert (result["unchanged"], result["delivered"]) == (50, 0)
+    project.sync("t", header, "select id, amount::decimal(18,3) as amount, name, n from t")
+    [rescaled] = project.cli("run", "t", "--json").json_lines()
+    assert rescaled["changed"] == 50, "12.500 is sent where 12.50 was: a change"
+
+
+@pytest.mark.parametrize(
+    ("select", "named"),
+    [
+        ("select id, email as Email, email from t", "'Email' and 'email'"),
+        ("select id, 1 as v, 2 as v from t", "'v' twice"),
+        ("select * from t join t as u using (id)", "'email' twice"),
+    ],
+)
+def test_column_names_that_collide_are_a_validation_error(project, exact_receiver, select, named):
+    project.warehouse("create table t as select 1 as id, 'a@b.c' as email")
+    project.webhook("hook", exact_receiver.url)
+    project.sync("t", {"destination": "hook", "primary_key": "id"}, select)
+    validate = project.cli("validate", "--json")
+    assert validate.exit_code == 2
+    [error] = json.loads(validate.stdout)["errors"]
+    assert error["file"] == "syncs/t.sql" and error["line"] == 3 and named in error["message"]
+    run_outcome = project.cli("run", "t")
+    assert run_outcome.exit_code == 2 and named in run_outcome.stderr
+    assert exact_receiver.batches == []

@@ -244,12 +244,15 @@ def _handler(
                 self._send(fault.status, {"Content-Type": kind, **fault.headers}, body)
 
         def _send(self, status: int, headers: dict[str, str], content: bytes) -> None:
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(content)))
-            self.end_headers()
-            self.wfile.write(content)
+            try:
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+            except OSError:  # the client gave up first (its timeout): as a server sees it
+                self.close_connection = True
 
         def _drop(self) -> None:
             """Reset the connection: the client reads no answer at all."""

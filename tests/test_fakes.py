@@ -50,7 +50,7 @@ def upsert_input(key: str, prop: str = "email", **props: str) -> dict:
 
 def test_hubspot_matches_emails_ignoring_case_and_stores_them_lower_case(hs):
     first = hs_post(hs, "upsert", {"inputs": [upsert_input("First.Last@Example.com")]})
-    again = hs_post(hs, "upsert", {"inputs": [upsert_input("first.last@example.com")]})
+    again = hs_post(hs, "upsert", {"inputs": [upsert_input("FIRST.last@example.COM")]})
     assert first.status_code == 200 and first.json()["results"][0]["new"] is True
     assert again.status_code == 200 and again.json()["results"][0]["new"] is False
     assert again.json()["results"][0]["id"] == first.json()["results"][0]["id"]
@@ -63,12 +63,21 @@ def test_hubspot_unique_property_ignores_case_and_one_batch_may_not_name_a_recor
     hs_post(hs, "upsert", {"inputs": [upsert_input("abc", "warehouse_id", firstname="B")]})
     [(identity, props)] = hs.held("contacts", "warehouse_id").items()
     assert identity == "abc" and props["firstname"] == "B" and props["warehouse_id"] == "AbC"
+    assert len(hs.records("contacts")) == 1
     twice = hs_post(
         hs,
         "upsert",
         {"inputs": [upsert_input("x@a.io"), upsert_input("X@A.io")]},
     )
     assert twice.status_code == 400 and "Duplicate IDs" in twice.json()["message"]
+
+
+def test_hubspot_custom_unique_values_can_be_made_exact():
+    fake = hubspot.Fake(latency=FAST, unique_ignore_case=False)
+    for _ in running(fake):
+        hs_post(fake, "upsert", {"inputs": [upsert_input("AbC", "warehouse_id")]})
+        hs_post(fake, "upsert", {"inputs": [upsert_input("abc", "warehouse_id")]})
+        assert sorted(fake.held("contacts", "warehouse_id")) == ["AbC", "abc"]
 
 
 def test_hubspot_read_finds_by_identity_and_answers_207_for_the_missing(hs):
@@ -181,6 +190,7 @@ def test_salesforce_upsert_matches_a_unique_case_insensitive_external_id_ignorin
     assert first.json()[0]["created"] is True and again.json()[0]["created"] is False
     assert again.json()[0]["id"] == first.json()[0]["id"]
     assert list(sf.held()) == ["ab1"] and sf.created("Contact", "Warehouse_Id__c", "Ab1") == 1
+    assert len(sf.records["Contact"]) == 1
     assert "Sforce-Limit-Info" in again.headers
 
 

@@ -1,26 +1,44 @@
-"""A fake HubSpot: the CRM v3 objects batch endpoints and the account details, on 127.0.0.1,
-answering as HubSpot's documentation and its observed answers say.
+"""A fake HubSpot on 127.0.0.1: the CRM v3 objects batch endpoints and the account details,
+written from HubSpot's documentation (not from this project's adapter). Each rule, its source:
 
-- POST /crm/v3/objects/{objectType}/batch/{upsert,update,create,read,archive}: at most 100
-  inputs; idProperty must be a property with unique values ("Unable to perform update/upsert by
-  non-unique 0-1 property"); property values are strings (the schema's {[key]: string}); an
-  unknown property or an invalid email refuses the whole batch with 400 VALIDATION_ERROR
-  "Property values were not valid: [...]"; an existing unique value on create is 409 CONFLICT
-  "Contact already exists. Existing ID: N" (the first one only, as HubSpot does); records an
-  update or a read cannot find are 207 errors OBJECT_NOT_FOUND with their ids in `context`;
-  archive answers 204 whatever the records' state.
+- POST /crm/v3/objects/{objectType}/batch/{create,update,upsert,read,archive}, inputs of
+  {"id", "idProperty", "properties"} with property values as strings; upsert answers each
+  result with `new` (true when it created the record); update by record id or by a unique
+  `idProperty`; read by `idProperty`; archive answers 204 No Content
+  (https://developers.hubspot.com/docs/api-reference/latest/crm/objects/contacts/batch/upsert-contacts,
+  .../batch/update-contacts, https://developers.hubspot.com/docs/api/crm/understanding-the-crm).
+- idProperty must be a property with unique values (hasUniqueValue): "Unable to perform
+  update/upsert by non-unique 0-1 property"
+  (https://developers.hubspot.com/changelog/updating-objects-by-custom-field-and-adding-owner-properties-via-the-api).
+- At most 100 inputs per batch request, else 400 VALIDATION_ERROR
+  (https://developers.hubspot.com/docs/api/usage-details: "batch requests ... limited to 100").
+- Key identity: contacts are deduplicated by email, compared after lower-casing (HubSpot stores
+  emails in lower case); values of unique properties are compared ignoring case too (the
+  behaviour issue 10 reports; `unique_ignore_case=False` makes custom unique properties exact).
+  Two inputs of one batch naming one identity: 400 "Duplicate IDs found in batch input".
+- Multi-status: a batch where some inputs fail answers 207 with `results` for the others and
+  `errors` [{"status": "error", "category", "message", "context": {"ids": [...]}}], numErrors
+  (the batch endpoints' 207 schema on the reference pages above). Records an update or read
+  cannot find: category OBJECT_NOT_FOUND.
+- Create of an existing unique value (an email another contact has): the batch is refused with
+  409 CONFLICT "Contact already exists. Existing ID: N" and nothing is created
+  (https://community.hubspot.com/t5/APIs-Integrations/Updated-409-Conflict-responses/m-p/951534).
+- An invalid email refuses the batch: 400 VALIDATION_ERROR "Property values were not valid: [...]
+  Email address x is invalid" (INVALID_EMAIL), as HubSpot's validation answers quote it
+  (https://developers.hubspot.com/changelog/breaking-change-enhanced-validations-for-non-string-properties-in-hubspots-crmobject-apis
+  shows the shape).
+- Authorization: Bearer <token>, else 401 {"status": "error", "message": "Authentication
+  credentials not found. ...", "category": "INVALID_AUTHENTICATION", "correlationId"}.
+- Rate limits (https://developers.hubspot.com/docs/api/usage-details): a rolling window (100
+  requests per 10 s by default) and a daily quota; every answer but a 401 carries
+  X-HubSpot-RateLimit-Max, -Remaining, -Interval-Milliseconds, -Daily, -Daily-Remaining (and
+  -Secondly, -Secondly-Remaining); past a limit, 429 {"status": "error", "message": "You have
+  reached your ten_secondly_rolling limit.", "errorType": "RATE_LIMIT", "policyName":
+  "TEN_SECONDLY_ROLLING" | "DAILY", "correlationId", "requestId"}
+  (the DAILY example: https://community.hubspot.com/rss/message?board.id=integrations&message.id=47812).
 - GET /account-info/v3/details: the account's portalId and time zone.
-- Authorization: Bearer <token>, else 401 INVALID_AUTHENTICATION.
-- Limits: a rolling window (100 requests per 10 s) answered past it with 429 and the body
-  {"status": "error", "errorType": "RATE_LIMIT", "policyName": "TEN_SECONDLY_ROLLING", ...}, a
-  daily quota (policyName DAILY), and X-HubSpot-RateLimit-* headers on every answer.
 
-Sources: https://developers.hubspot.com/docs/developer-tooling/platform/usage-guidelines (limits,
-the 429 body, the headers); the batch endpoints' reference pages
-(https://developers.hubspot.com/docs/api-reference/latest/crm/objects/...); HubSpot's answers as
-quoted in its community forum and SDK issues (invalid email, 409 on batch create, batch read's
-OBJECT_NOT_FOUND). The wording of the 100-input refusal follows HubSpot's message for the
-property-history batch limit ("The maximum number of inputs supported in a batch request ...").
+Every answer takes 0.1-0.3 s (seeded); faults are injected with `inject` (fakes.base.Fault).
 """
 
 from __future__ import annotations
@@ -30,14 +48,14 @@ import re
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from fakes.base import REALISTIC_LATENCY, JsonHTTPServer
 from fakes.base import Fake as BaseFake
-from fakes.base import JsonHTTPServer
 
 TOKEN = "pat-na1-11111111-2222-3333-4444-555555555555"
 PORTAL_ID = 12345678
@@ -48,7 +66,20 @@ AUTH_MESSAGE = (
     "Authentication credentials not found. This API supports OAuth 2.0 authentication and you "
     "can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
 )
+RECORD_ID = "hs_object_id"
 Reply = tuple[int, dict[str, str], dict[str, Any] | None]
+
+
+class Refused(Exception):
+    """A whole request refused, with HubSpot's error body."""
+
+    def __init__(self, status: int, category: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body: dict[str, Any] = {"status": "error", "message": message, **extra}
+        self.body["correlationId"] = str(uuid.uuid4())
+        if category:
+            self.body["category"] = category
 
 
 @dataclass
@@ -56,33 +87,9 @@ class ObjectType:
     name: str  # as in the path: contacts
     type_id: str  # objectTypeId: 0-1
     label: str  # Contact
-    unique: set[str]  # properties with unique values (hasUniqueValue), usable as idProperty
+    unique: set[str]  # properties with unique values (hasUniqueValue): the idProperty choices
     properties: set[str] | None = None  # those defined; None: any name is a property
-    records: dict[str, dict[str, str]] = field(default_factory=dict)  # HubSpot id -> properties
-
-    def find(self, prop: str, value: str) -> str | None:
-        wanted = _normal(prop, value)
-        for record_id, props in self.records.items():
-            if prop == "hs_object_id" and record_id == value:
-                return record_id
-            if props.get(prop) is not None and _normal(prop, props[prop]) == wanted:
-                return record_id
-        return None
-
-
-def _normal(prop: str, value: str) -> str:
-    return value.lower() if prop == "email" else value  # HubSpot keeps emails in lower case
-
-
-class Refused(Exception):
-    """An error answer: HubSpot's error body."""
-
-    def __init__(self, status: int, category: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status, self.body = status, {"status": "error", "message": message, **extra}
-        self.body["correlationId"] = str(uuid.uuid4())
-        if category:
-            self.body["category"] = category
+    records: dict[str, dict[str, str]] = field(default_factory=dict)  # record id → properties
 
 
 class Fake(JsonHTTPServer, BaseFake):
@@ -98,9 +105,12 @@ class Fake(JsonHTTPServer, BaseFake):
         window_ms: int = 10_000,
         daily_limit: int = 250_000,
         unique: dict[str, set[str]] | None = None,
+        unique_ignore_case: bool = True,
+        latency: tuple[float, float] = REALISTIC_LATENCY,
+        seed: int = 0,
     ) -> None:
         contact_properties = {"email", "firstname", "lastname", "phone", "company", "website"}
-        contact_properties |= {"lifecyclestage", "jobtitle", "warehouse_id", "hs_object_id"}
+        contact_properties |= {"lifecyclestage", "jobtitle", "warehouse_id", RECORD_ID}
         contact_properties |= {"plan", "score", "active", "tags", "signup_date", "notes"}
         self.objects = {
             "contacts": ObjectType(
@@ -114,20 +124,26 @@ class Fake(JsonHTTPServer, BaseFake):
                 number = 100 + len(self.objects)
                 self.objects[name] = ObjectType(name, f"2-{number}", name.title(), set())
             self.objects[name].unique |= props
+        self.unique_ignore_case = unique_ignore_case
         self.window_limit, self.window_ms, self.daily_limit = window_limit, window_ms, daily_limit
-        self.fail_ids: dict[str, tuple[str, str]] = {}  # id -> (category, message): 207 errors
+        self.fail_ids: dict[str, tuple[str, str]] = {}  # input id → (category, message): 207
         self.requests: list[dict[str, Any]] = []
+        self.creates: Counter[tuple[str, str, str]] = Counter()  # (object, prop, identity)
         self._accepted: deque[float] = deque()
         self._used_today = 0
         self._throttle = 0
         self._throttled = 0
         self._next_id = 1001
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         super().__init__(
-            self.handle, methods=["GET", "POST"], content_type="application/json;charset=utf-8"
+            self.handle,
+            methods=["GET", "POST"],
+            content_type="application/json;charset=utf-8",
+            latency=latency,
+            seed=seed,
         )
 
-    # -- the Fake API --------------------------------------------------------------------------
+    # -- the contract suite's view --------------------------------------------------------------
 
     def destination(self, good_credentials: bool = True) -> dict[str, Any]:
         token = TOKEN if good_credentials else "pat-na1-00000000-revoked"
@@ -140,9 +156,6 @@ class Fake(JsonHTTPServer, BaseFake):
 
     def model_sql(self) -> str:
         return "select id as warehouse_id, email, name as firstname from people"
-
-    def key_of(self, person_id: int) -> str:
-        return str(person_id)
 
     def stored(self) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -163,40 +176,64 @@ class Fake(JsonHTTPServer, BaseFake):
     def throttled(self) -> int:
         return self._throttled
 
-    # -- for the HubSpot tests -------------------------------------------------------------
+    # -- what the account holds, by HubSpot's identity --------------------------------------
 
     def seed(self, object_name: str, props: dict[str, str]) -> str:
-        """A record already in HubSpot; its HubSpot id."""
+        """A record already in HubSpot (made by someone else: not counted in `creates`)."""
         with self._lock:
-            return self._new_record(self.objects[object_name], props)
+            return self._new_record(self.objects[object_name], props, count=False)
 
     def records(self, object_name: str) -> dict[str, dict[str, str]]:
+        """Record id → properties."""
         with self._lock:
             return {k: dict(v) for k, v in self.objects[object_name].records.items()}
 
-    # -- the API -------------------------------------------------------------------------------
+    def held(self, object_name: str, prop: str) -> dict[str, dict[str, str]]:
+        """The records by HubSpot's identity of `prop` (lower-cased where HubSpot ignores
+        case) → properties (with hs_object_id)."""
+        with self._lock:
+            obj = self.objects[object_name]
+            return {
+                self.identity(prop, props[prop]): {**props, RECORD_ID: record_id}
+                for record_id, props in obj.records.items()
+                if props.get(prop)
+            }
+
+    def created(self, object_name: str, prop: str, value: str) -> int:
+        """How many records were created holding this value of `prop` (by identity)."""
+        with self._lock:
+            return self.creates[(object_name, prop, self.identity(prop, value))]
+
+    def identity(self, prop: str, value: str) -> str:
+        """When two values of `prop` name one record for HubSpot."""
+        if prop == "email" or (self.unique_ignore_case and prop != RECORD_ID):
+            return value.lower()
+        return value
+
+    # -- the API ------------------------------------------------------------------------------
 
     def handle(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> Reply:
         path = urlsplit(target).path
-        entry: dict[str, Any] = {"method": method, "path": path, "inputs": 0, "body": None}
         try:
             payload = json.loads(raw) if raw else None
         except ValueError:
             payload = None
-        if isinstance(payload, dict) and isinstance(payload.get("inputs"), list):
-            entry["inputs"] = len(payload["inputs"])
-        entry["body"] = payload
-        entry["headers"] = headers
+        inputs = payload.get("inputs") if isinstance(payload, dict) else None
+        entry: dict[str, Any] = {
+            "method": method,
+            "path": path,
+            "inputs": len(inputs) if isinstance(inputs, list) else 0,
+            "body": payload,
+            "headers": headers,
+        }
         with self._lock:
             try:
                 status, answer = self._answer(method, path, headers, raw, payload)
             except Refused as refused:
                 status, answer = refused.status, refused.body
-            limits = self._limit_headers()
             entry["status"] = status
             self.requests.append(entry)
-        if status == 401:
-            limits = {}
+            limits = {} if status == 401 else self._limit_headers()
         return status, limits, None if status == 204 else answer
 
     def _answer(
@@ -220,7 +257,7 @@ class Fake(JsonHTTPServer, BaseFake):
         match = BATCH_PATH.fullmatch(path)
         if method != "POST" or match is None:
             raise Refused(404, "OBJECT_NOT_FOUND", f"No route for {method} {path}")
-        object_type = self._object_type(match.group(1))
+        obj = self._object_type(match.group(1))
         if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
             text = raw[:40].decode(errors="replace")
             raise Refused(400, "VALIDATION_ERROR", f"Invalid input JSON on line 1: {text!r}")
@@ -234,14 +271,14 @@ class Fake(JsonHTTPServer, BaseFake):
             )
         if not all(isinstance(i, dict) for i in inputs):
             raise Refused(400, "VALIDATION_ERROR", "Invalid input JSON: inputs must be objects")
-        actions = {
+        action = {
             "upsert": self._upsert,
             "update": self._update,
             "create": self._create,
             "read": self._read,
             "archive": self._archive,
-        }
-        return actions[match.group(2)](object_type, inputs, payload)
+        }[match.group(2)]
+        return action(obj, inputs, payload)
 
     def _object_type(self, name: str) -> ObjectType:
         for candidate in self.objects.values():
@@ -249,78 +286,80 @@ class Fake(JsonHTTPServer, BaseFake):
                 return candidate
         raise Refused(400, "VALIDATION_ERROR", f"Unable to infer object type from: {name}")
 
+    # -- the batch actions --------------------------------------------------------------------
+
     def _upsert(self, obj: ObjectType, inputs: list[dict], _: dict) -> tuple[int, dict]:
         for item in inputs:
             if not isinstance(item.get("id"), str) or not isinstance(item.get("idProperty"), str):
                 raise Refused(400, "VALIDATION_ERROR", "Each input needs an id and an idProperty")
-        self._check_inputs(obj, inputs, by_id=True)
-        self._check_unique(obj, inputs)
+            self._must_be_unique(obj, item["idProperty"])
+        self._no_repeated_ids(inputs)
+        self._check_properties(obj, inputs)
+        targets = [self._find(obj, item["idProperty"], item["id"]) for item in inputs]
+        self._check_unique_values(obj, inputs, targets)
         results, errors = [], []
-        for item in inputs:
+        for item, record_id in zip(inputs, targets, strict=True):
             if (failed := self._failed(item["id"])) is not None:
                 errors.append(failed)
                 continue
-            prop, value = item["idProperty"], item["id"]
-            record_id = obj.find(prop, value)
-            props = {**item.get("properties", {}), prop: value}
-            new = record_id is None
-            if record_id is None:
-                record_id = self._new_record(obj, props)
+            props = dict(item.get("properties") or {})
+            if record_id is None:  # created: the idProperty holds the id sent
+                record_id = self._new_record(obj, {**props, item["idProperty"]: item["id"]})
+                results.append({**self._result(obj, record_id), "new": True})
             else:
                 obj.records[record_id].update(_stored(props))
-            results.append({**self._result(obj, record_id), "new": new})
+                results.append({**self._result(obj, record_id), "new": False})
         return self._batch_answer(results, errors, 200)
 
     def _update(self, obj: ObjectType, inputs: list[dict], _: dict) -> tuple[int, dict]:
         for item in inputs:
             if not isinstance(item.get("id"), str):
                 raise Refused(400, "VALIDATION_ERROR", "Each input needs an id")
-        self._check_inputs(obj, inputs, by_id=True)
-        self._check_unique(obj, inputs)
+            self._must_be_unique(obj, item.get("idProperty") or RECORD_ID)
+        self._no_repeated_ids(inputs)
+        self._check_properties(obj, inputs)
+        targets = [self._find(obj, i.get("idProperty") or RECORD_ID, i["id"]) for i in inputs]
+        self._check_unique_values(obj, inputs, targets)
         results, errors, missing = [], [], []
-        for item in inputs:
+        for item, record_id in zip(inputs, targets, strict=True):
             if (failed := self._failed(item["id"])) is not None:
                 errors.append(failed)
-                continue
-            record_id = obj.find(item.get("idProperty") or "hs_object_id", item["id"])
-            if record_id is None:
+            elif record_id is None:
                 missing.append(item["id"])
-                continue
-            obj.records[record_id].update(_stored(item.get("properties", {})))
-            results.append(self._result(obj, record_id))
+            else:
+                obj.records[record_id].update(_stored(item.get("properties") or {}))
+                results.append(self._result(obj, record_id))
         if missing:
-            errors.append(self._not_found(obj, missing))
+            errors.append(_not_found(obj, missing))
         return self._batch_answer(results, errors, 200)
 
-    def _new_record(self, obj: ObjectType, props: dict[str, str]) -> str:
-        record_id = str(self._next_id)
-        self._next_id += 1
-        obj.records[record_id] = _stored(props)
-        return record_id
-
     def _create(self, obj: ObjectType, inputs: list[dict], _: dict) -> tuple[int, dict]:
-        self._check_inputs(obj, inputs, by_id=False)
-        self._check_unique(obj, inputs)
-        results = [self._result(obj, self._new_record(obj, item["properties"])) for item in inputs]
-        return self._batch_answer(results, [], 201)
+        self._check_properties(obj, inputs)
+        self._check_unique_values(obj, inputs, [None] * len(inputs))
+        results, errors = [], []
+        for item in inputs:
+            marker = next((v for p, v in item["properties"].items() if p in obj.unique), None)
+            if marker is not None and (failed := self._failed(marker)) is not None:
+                errors.append(failed)
+                continue
+            results.append(self._result(obj, self._new_record(obj, item["properties"])))
+        return self._batch_answer(results, errors, 201)
 
     def _read(self, obj: ObjectType, inputs: list[dict], payload: dict) -> tuple[int, dict]:
-        prop = payload.get("idProperty") or "hs_object_id"
-        self._unique(obj, prop)
+        prop = payload.get("idProperty") or RECORD_ID
+        self._must_be_unique(obj, prop)
         wanted = payload.get("properties") or []
         results, missing = [], []
         for item in inputs:
-            record_id = obj.find(prop, str(item.get("id")))
+            record_id = self._find(obj, prop, str(item.get("id")))
             if record_id is None:
                 missing.append(str(item.get("id")))
-            else:
-                result = self._result(obj, record_id)
-                props = obj.records[record_id]
-                result["properties"] = {
-                    name: props.get(name) for name in [*wanted, "hs_object_id"] if name in props
-                }
-                results.append(result)
-        errors = [self._not_found(obj, missing)] if missing else []
+                continue
+            result = self._result(obj, record_id)
+            props = result["properties"]
+            result["properties"] = {n: props[n] for n in [*wanted, RECORD_ID] if n in props}
+            results.append(result)
+        errors = [_not_found(obj, missing)] if missing else []
         return self._batch_answer(results, errors, 200)
 
     def _archive(self, obj: ObjectType, inputs: list[dict], _: dict) -> tuple[int, dict]:
@@ -328,21 +367,42 @@ class Fake(JsonHTTPServer, BaseFake):
             obj.records.pop(str(item.get("id")), None)  # 204 whatever the record's state
         return 204, {}
 
-    # -- validation ----------------------------------------------------------------------------
+    # -- identity and validation ----------------------------------------------------------------
 
-    def _check_inputs(self, obj: ObjectType, inputs: list[dict], *, by_id: bool) -> None:
-        """What refuses the whole batch: a non-unique idProperty, a repeated id, properties
-        that are not strings or do not exist, invalid emails."""
-        if by_id:
-            for item in inputs:
-                if item.get("idProperty"):
-                    self._unique(obj, item["idProperty"])
-            ids = [item["id"] for item in inputs]
-            repeated = sorted({i for i in ids if ids.count(i) > 1})
-            if repeated:
-                raise Refused(
-                    400, "VALIDATION_ERROR", f"Duplicate IDs found in batch input: {repeated}"
-                )
+    def _find(self, obj: ObjectType, prop: str, value: str) -> str | None:
+        if prop == RECORD_ID:
+            return value if value in obj.records else None
+        wanted = self.identity(prop, value)
+        for record_id, props in obj.records.items():
+            if props.get(prop) and self.identity(prop, props[prop]) == wanted:
+                return record_id
+        return None
+
+    def _must_be_unique(self, obj: ObjectType, prop: str) -> None:
+        if prop != RECORD_ID and prop not in obj.unique:
+            raise Refused(
+                400,
+                "VALIDATION_ERROR",
+                f"Unable to perform update/upsert by non-unique {obj.type_id} property",
+            )
+
+    def _no_repeated_ids(self, inputs: list[dict]) -> None:
+        """Two inputs naming one record (by HubSpot's identity) refuse the batch."""
+
+        def named(item: dict) -> tuple[str, str]:
+            prop = item.get("idProperty") or RECORD_ID
+            return prop, self.identity(prop, item["id"])
+
+        seen = Counter(named(item) for item in inputs)
+        repeated = sorted(item["id"] for item in inputs if seen[named(item)] > 1)
+        if repeated:
+            raise Refused(
+                400, "VALIDATION_ERROR", f"Duplicate IDs found in batch input: {repeated}"
+            )
+
+    def _check_properties(self, obj: ObjectType, inputs: list[dict]) -> None:
+        """What refuses the whole batch: properties that are not strings or do not exist,
+        invalid emails."""
         problems = []
         for item in inputs:
             props = item.get("properties")
@@ -366,34 +426,29 @@ class Fake(JsonHTTPServer, BaseFake):
             listed = json.dumps(problems, separators=(",", ":"))
             raise Refused(400, "VALIDATION_ERROR", f"Property values were not valid: {listed}")
 
-    def _check_unique(self, obj: ObjectType, inputs: list[dict]) -> None:
-        """A value of a unique property (email for contacts) that another record holds, or
-        that an earlier input of the batch sets: 409, naming the first such record only (as
-        HubSpot does for batch create)."""
+    def _check_unique_values(
+        self, obj: ObjectType, inputs: list[dict], targets: list[str | None]
+    ) -> None:
+        """A unique value another record holds, or that an earlier input of the batch sets:
+        409 CONFLICT naming the first such record; nothing of the batch is applied."""
         claimed: dict[tuple[str, str], int] = {}
-        for number, item in enumerate(inputs):
-            by = item.get("idProperty") or "hs_object_id"
-            target = obj.find(by, item["id"]) if "id" in item else None
-            for prop in sorted(obj.unique):
-                value = item["properties"].get(prop) or (item.get("id") if prop == by else None)
-                if not value:
+        for number, (item, target) in enumerate(zip(inputs, targets, strict=True)):
+            values = dict(item["properties"])
+            if target is None and item.get("idProperty") and "id" in item:
+                values[item["idProperty"]] = item["id"]  # an upsert that creates sets it
+            for prop in sorted(obj.unique & set(values)):
+                if not values[prop]:
                     continue
-                existing = obj.find(prop, value)
+                existing = self._find(obj, prop, values[prop])
                 if existing is not None and existing != target:
                     raise Refused(
                         409, "CONFLICT", f"{obj.label} already exists. Existing ID: {existing}"
                     )
-                earlier = claimed.setdefault((prop, _normal(prop, value)), number)
-                if earlier != number and existing is None:
-                    raise Refused(409, "CONFLICT", f"{obj.label} already exists: {prop} {value}")
-
-    def _unique(self, obj: ObjectType, prop: str) -> None:
-        if prop != "hs_object_id" and prop not in obj.unique:
-            raise Refused(
-                400,
-                "VALIDATION_ERROR",
-                f"Unable to perform update/upsert by non-unique {obj.type_id} property",
-            )
+                earlier = claimed.setdefault((prop, self.identity(prop, values[prop])), number)
+                if earlier != number:
+                    raise Refused(
+                        409, "CONFLICT", f"{obj.label} already exists: {prop} {values[prop]}"
+                    )
 
     def _failed(self, record_id: str) -> dict[str, Any] | None:
         if record_id not in self.fail_ids:
@@ -406,24 +461,23 @@ class Fake(JsonHTTPServer, BaseFake):
             "context": {"ids": [record_id]},
         }
 
-    @staticmethod
-    def _not_found(obj: ObjectType, ids: list[str]) -> dict[str, Any]:
-        return {
-            "status": "error",
-            "category": "OBJECT_NOT_FOUND",
-            "message": f"Could not get some {obj.label.upper()} objects, they may be deleted or "
-            "not exist. Check that ids are valid.",
-            "context": {"ids": ids},
-        }
+    def _new_record(self, obj: ObjectType, props: dict[str, str], count: bool = True) -> str:
+        record_id = str(self._next_id)
+        self._next_id += 1
+        obj.records[record_id] = _stored(props)
+        if count:
+            for prop in obj.unique & set(props):
+                if props[prop]:
+                    self.creates[(obj.name, prop, self.identity(prop, props[prop]))] += 1
+        return record_id
 
-    # -- answers -------------------------------------------------------------------------------
+    # -- answers ---------------------------------------------------------------------------------
 
     def _result(self, obj: ObjectType, record_id: str) -> dict[str, Any]:
         now = _now()
-        props = {**obj.records[record_id], "hs_object_id": record_id}
         return {
             "id": record_id,
-            "properties": props,
+            "properties": {**obj.records[record_id], RECORD_ID: record_id},
             "createdAt": now,
             "updatedAt": now,
             "archived": False,
@@ -483,12 +537,23 @@ class Fake(JsonHTTPServer, BaseFake):
         }
 
 
+def _not_found(obj: ObjectType, ids: list[str]) -> dict[str, Any]:
+    return {
+        "status": "error",
+        "category": "OBJECT_NOT_FOUND",
+        "message": f"Could not get some {obj.label.upper()} objects, they may be deleted or "
+        "not exist. Check that ids are valid.",
+        "context": {"ids": ids},
+    }
+
+
 def _email_ok(value: str) -> bool:
     return not value or EMAIL.fullmatch(value) is not None  # "" clears the property
 
 
 def _stored(props: dict[str, str]) -> dict[str, str]:
-    return {name: _normal(name, value) for name, value in props.items()}
+    """HubSpot keeps emails in lower case; other values as sent."""
+    return {name: value.lower() if name == "email" else value for name, value in props.items()}
 
 
 def _invalid(name: str, message: str, error: str) -> dict[str, Any]:

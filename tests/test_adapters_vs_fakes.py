@@ -59,7 +59,6 @@ def values(column: str, *rows: str) -> str:
 # -- §1 key identity ---------------------------------------------------------------------------
 
 
-@not_yet("1")
 def test_hubspot_mirror_never_archives_a_contact_the_model_still_has(project, hs):
     project.warehouse(values("email", "First.Last@example.com", "first.last@example.com"))
     header = {"primary_key": "email", "object": "contacts", "mode": "mirror"}
@@ -71,7 +70,6 @@ def test_hubspot_mirror_never_archives_a_contact_the_model_still_has(project, hs
     assert "first.last@example.com" in hs.held("contacts", "email")
 
 
-@not_yet("1")
 def test_hubspot_key_changing_case_only_is_one_update_under_concurrency(project, hs):
     keys = [f"K{i}" for i in range(10)]
     project.warehouse(values("warehouse_id", *keys))
@@ -86,7 +84,6 @@ def test_hubspot_key_changing_case_only_is_one_update_under_concurrency(project,
     assert [hs.created("contacts", "warehouse_id", k) for k in keys] == [1] * 10
 
 
-@not_yet("1")
 def test_salesforce_mirror_keeps_a_record_whose_key_changed_case(project, sf):
     project.warehouse(values("k", "AB", "cd"))
     header = {"primary_key": "Warehouse_Id__c", "object": "Contact", "mode": "mirror"}
@@ -98,7 +95,6 @@ def test_salesforce_mirror_keeps_a_record_whose_key_changed_case(project, sf):
     assert sf.created("Contact", "Warehouse_Id__c", "ab") == 1  # updated, not deleted and remade
 
 
-@not_yet("1")
 def test_salesforce_vendor_equal_keys_are_invalid_not_sent(project, sf):
     project.warehouse(values("k", "AB", "ab", "cd"))
     header = {"primary_key": "Warehouse_Id__c", "object": "Contact"}

@@ -267,7 +267,9 @@ def test_switching_upsert_to_mirror_deletes_with_the_key_fields(project, exact_r
 
 
 def test_an_interrupted_full_resync_sends_what_it_did_not_deliver(project, exact_receiver):
-    project.warehouse("create table items as select i as id, 'n' || i as name from range(1000) t(i)")
+    project.warehouse(
+        "create table items as select i as id, 'n' || i as name from range(1000) t(i)"
+    )
     project.webhook("hook", exact_receiver.url, max_retries=0, retry_backoff_seconds=0)
     project.sync("items", {"destination": "hook", "primary_key": "id"}, "select * from items")
     assert project.cli("run", "items").exit_code == 0

@@ -30,7 +30,7 @@ from typing import Any
 
 import duckdb
 
-from ..encoding import json_text, quote_identifier, quote_literal
+from ..encoding import _exact_in_to_json, json_text, quote_identifier, quote_literal
 from ..errors import ModelFailed, WarehouseError
 
 log = logging.getLogger("reverse_etl.warehouse")
@@ -393,7 +393,10 @@ def _nested(column: str, dims: str, field: Any, dtype: Any) -> str:
             return f"coalesce({_numeric_text(expr)}, 'null')"
         return json_text(expr, child, depth=1)
 
-    flat = f"list_transform({column}, lambda __retl_e: {element('__retl_e')})"
+    elements = f"list_transform({column}, lambda __retl_e: {element('__retl_e')})"
+    flat = f"'[' || array_to_string({elements}, ',') || ']'"
+    if _exact_in_to_json(dtype) and _opaque(field.type.value_type) is None:
+        flat = f"CAST(to_json({column}) AS VARCHAR)"  # the same text, about 3 times faster
     # Element i opens one bracket per inner dimension k it starts (i divisible by the product
     # of the lengths from k on) and closes one per dimension it ends.
     inner = f"range(2, len({dims}) + 1)"
@@ -404,7 +407,5 @@ def _nested(column: str, dims: str, field: Any, dtype: Any) -> str:
         f"list_transform(range(len({column})), lambda __retl_i: repeat('[', {starts}) || "
         f"{element(f'{column}[__retl_i + 1]')} || repeat(']', {ends}))"
     )
-    return (
-        f"CAST('[' || array_to_string(CASE WHEN {dims} IS NULL THEN {flat} ELSE {nested} END, "
-        f"',') || ']' AS JSON)"
-    )
+    nested = f"'[' || array_to_string({nested}, ',') || ']'"
+    return f"CAST(CASE WHEN {dims} IS NULL THEN {flat} ELSE {nested} END AS JSON)"

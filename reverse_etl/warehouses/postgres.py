@@ -299,8 +299,9 @@ def _cast_in_postgres(sql: str, schema: Any) -> str:
     if not changed:
         return sql
     aliases = ", ".join(f'"__retl_c{i}"' for i in range(len(schema)))
-    # No newline before the model: PostgreSQL's `LINE n` stays the sync file's.
-    return f"SELECT {', '.join(select + dims)} FROM ({sql}) AS __retl_q({aliases})"
+    # No newline before the model: PostgreSQL's `LINE n` stays the sync file's. One after it:
+    # a `--` comment on its last line ends there.
+    return f"SELECT {', '.join(select + dims)} FROM ({sql}\n) AS __retl_q({aliases})"
 
 
 def _pg_value(ref: str, field: Any) -> str:

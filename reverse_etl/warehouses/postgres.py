@@ -7,10 +7,16 @@ STDOUT` and a server-side cursor). DuckDB stages the batches into a temporary ta
 disk past its memory limit): the diff reads the model's rows more than once, and a query cannot
 be read twice.
 
-Types map as they are: integers, floats, booleans, text, dates, timestamps (timestamptz in UTC),
-intervals, bytea, uuid, json/jsonb (DuckDB JSON) and arrays (lists) through Arrow. numeric comes
-as text: with a declared precision up to 38 it becomes DECIMAL(p, s), exact; otherwise it stays
-its exact digits as a JSON number (DuckDB's DECIMAL stops at 38). NaN and infinities are NULL.
+Values reach the wire as the README's "### PostgreSQL" table says. The driver reads some types
+wrongly (money as its integer cents, ±infinity dates and timestamps as dates 5 million years BC,
+arrays of 2 or more dimensions flattened, oid as a signed integer) and others as their binary
+format (inet, bit, geometric types, ...). So the query sent is wrapped, driven by the result's
+column types (asked of the server first, not run): such columns are cast in PostgreSQL (to
+text, numeric, bigint, JSON; infinities to NULL), arrays carry their dimensions beside them and
+are nested again in DuckDB, and numeric's text becomes an exact number there.
+
+Every connection runs with the same session settings (UTC, ISO dates, ...): the text of a value,
+which `diff = "warehouse"` hashes, must not depend on PGTZ or on a role's or database's defaults.
 """
 
 from __future__ import annotations
@@ -24,12 +30,24 @@ from typing import Any
 
 import duckdb
 
-from ..encoding import quote_identifier
+from ..encoding import _exact_in_to_json, json_text, quote_identifier, quote_literal
 from ..errors import ModelFailed, WarehouseError
 
 log = logging.getLogger("reverse_etl.warehouse")
 _staged = itertools.count()
 MAX_DECIMAL_PRECISION = 38  # DuckDB's DECIMAL
+MAX_DIMENSIONS = 6  # of a PostgreSQL array (MAXDIM)
+_DIMS = "__retl_dims_"  # the column beside array column i holding its dimensions: _DIMS + str(i)
+
+# Session settings that change the text of values (what `diff = "warehouse"` hashes, and what
+# casts to text send): the same on every connection, whatever PGTZ, the role or the database say.
+SESSION_SETTINGS = {
+    "TimeZone": "UTC",
+    "DateStyle": "ISO, MDY",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "1",
+    "bytea_output": "hex",
+}
 
 
 class PostgresWarehouse:
@@ -57,11 +75,13 @@ class PostgresWarehouse:
         import pyarrow as pa
 
         name = f"__retl_pg_{next(_staged)}"
-        self._streams[name] = _wrapped(sql)
-        schema = self._run(self._streams[name] + " LIMIT 0").schema  # bound, not run
+        connection = self._open()
+        try:
+            self._streams[name], schema = _faithful(connection, _wrapped(sql))
+        finally:
+            connection.close()
         con.register(name, pa.RecordBatchReader.from_batches(schema, iter(())))
-        columns = ", ".join(_converted(field) for field in schema)
-        return f"(SELECT {columns} FROM {name})"
+        return f"(SELECT {_select_list(con, schema)} FROM {name})"
 
     def rewind(self, con: Any) -> None:
         """Run each streamed model again, ready to be read (the previous runs are closed)."""
@@ -104,11 +124,11 @@ class PostgresWarehouse:
         import pyarrow as pa
 
         name = f"__retl_pg_{next(_staged)}"
-        with self._query(sql) as reader:
+        with self._query(sql, faithful=True) as reader:
+            columns = _select_list(con, reader.schema)
             counted = pa.RecordBatchReader.from_batches(reader.schema, self._counted(reader))
             con.register(f"{name}_stream", counted)
             try:
-                columns = ", ".join(_converted(field) for field in reader.schema)
                 con.execute(f"CREATE TEMP TABLE {name} AS SELECT {columns} FROM {name}_stream")
             finally:
                 con.unregister(f"{name}_stream")
@@ -116,13 +136,14 @@ class PostgresWarehouse:
         return name
 
     @contextlib.contextmanager
-    def _query(self, sql: str) -> Iterator[Any]:
-        """The record batch reader of a query, closed with its connection after the block."""
+    def _query(self, sql: str, faithful: bool = False) -> Iterator[Any]:
+        """The record batch reader of a query (`faithful`: wrapped by _faithful()), closed with
+        its connection after the block."""
         connection = self._open()
         cursor = connection.cursor()
         try:
             try:
-                cursor.execute(sql)
+                cursor.execute(_faithful(connection, sql)[0] if faithful else sql)
                 reader = cursor.fetch_record_batch()
             except Exception as exc:
                 raise _model_error(exc) from None
@@ -145,8 +166,19 @@ class PostgresWarehouse:
         from adbc_driver_postgresql import dbapi
 
         try:
-            return dbapi.connect(self.dsn)
+            connection = dbapi.connect(self.dsn)
         except dbapi.Error as exc:
+            raise WarehouseError(
+                f"cannot connect to the PostgreSQL warehouse: {_text(exc)}"
+            ) from None
+        try:
+            cursor = connection.cursor()
+            cursor.execute(_settings_sql(SESSION_SETTINGS))
+            cursor.close()
+            connection.commit()  # so that a rollback of the caller's work keeps them
+            return connection
+        except dbapi.Error as exc:
+            connection.close()
             raise WarehouseError(
                 f"cannot connect to the PostgreSQL warehouse: {_text(exc)}"
             ) from None
@@ -160,13 +192,45 @@ class PostgresWarehouse:
             raise WarehouseError(
                 f"cannot connect to the PostgreSQL warehouse: {_text(exc)}"
             ) from None
-        cursor = connection.cursor()
-        # Read-only for every statement of the session: a model cannot write, whatever it says.
-        cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
         timeout = self.statement_timeout_seconds
-        cursor.execute(f"SET statement_timeout = {int(timeout * 1000) if timeout else 0}")
-        cursor.close()
+        settings = {
+            # Read-only for every statement of the session: a model cannot write, whatever it
+            # says (as SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY).
+            "default_transaction_read_only": "on",
+            "statement_timeout": str(int(timeout * 1000) if timeout else 0),
+            **SESSION_SETTINGS,
+        }
+        try:
+            cursor = connection.cursor()
+            cursor.execute(_settings_sql(settings))  # one round trip
+            cursor.close()
+        except dbapi.Error as exc:
+            connection.close()
+            raise WarehouseError(
+                f"cannot set up the PostgreSQL warehouse's session: {_text(exc)}"
+            ) from None
         return connection
+
+
+def _faithful(connection: Any, sql: str) -> tuple[str, Any]:
+    """The query wrapped so that each column arrives readable and faithful (see the module's
+    docstring), and the Arrow schema it will have: planned by the server, not run."""
+    cursor = connection.cursor()
+    try:
+        wrapped = _cast_in_postgres(sql, cursor.adbc_execute_schema(sql))
+        return wrapped, cursor.adbc_execute_schema(wrapped)
+    except Exception as exc:
+        raise _model_error(exc) from None
+    finally:
+        cursor.close()
+
+
+def _settings_sql(settings: dict[str, str]) -> str:
+    calls = ", ".join(
+        f"set_config({quote_literal(name)}, {quote_literal(value)}, false)"
+        for name, value in settings.items()
+    )
+    return f"SELECT {calls}"
 
 
 def _wrapped(sql: str) -> str:
@@ -193,16 +257,156 @@ def _text(exc: Exception) -> str:
     return text.strip()
 
 
-def _converted(field: Any) -> str:
-    """The DuckDB expression reading one Arrow column of the model faithfully."""
-    column = quote_identifier(field.name)
-    metadata = field.metadata or {}
-    if metadata.get(b"POSTGRESQL:type") != b"numeric":
-        return column
-    typmod = int(metadata.get(b"POSTGRESQL:typmod", b"-1"))
-    finite = f"CASE WHEN lower({column}) NOT IN ('nan', 'infinity', '-infinity') THEN {column} END"
+# -- making each column faithful ------------------------------------------------------------
+#
+# In PostgreSQL (_cast_in_postgres), from the column types of the model's result; then in
+# DuckDB (_select_list), from the Arrow types of what arrives.
+
+_INFINITE = ("date", "timestamp", "timestamptz")  # their ±infinity: NULL, as the wire says
+
+
+def _pg_type(field: Any) -> str:
+    return (field.metadata or {}).get(b"POSTGRESQL:type", b"").decode()
+
+
+def _opaque(arrow_type: Any) -> str | None:
+    """The PostgreSQL type the driver left in its binary format (or numeric's text), if any."""
+    import pyarrow as pa
+
+    if isinstance(arrow_type, pa.BaseExtensionType) and arrow_type.extension_name == "arrow.opaque":
+        return str(arrow_type.type_name)
+    return None
+
+
+def _cast_in_postgres(sql: str, schema: Any) -> str:
+    """`sql` wrapped in a SELECT giving each column a form the driver reads faithfully, with
+    each array's dimensions beside it (NULL for 0 or 1); `sql` itself when nothing needs it.
+    Columns are taken by position, so repeated names do not matter."""
+    import pyarrow as pa
+
+    select, dims, changed = [], [], False
+    for i, field in enumerate(schema):
+        ref = f'__retl_q."__retl_c{i}"'
+        value = _pg_value(ref, field)
+        changed |= value != ref
+        select.append(f"{value} AS {quote_identifier(field.name)}")
+        if pa.types.is_list(field.type) and not value.startswith("to_json("):
+            lengths = ", ".join(f"array_length({ref}, {d})" for d in range(1, MAX_DIMENSIONS + 1))
+            dims.append(
+                f"CASE WHEN array_ndims({ref}) > 1 THEN array_remove(ARRAY[{lengths}], NULL) END"
+                f' AS "{_DIMS}{i}"'
+            )
+    if not changed:
+        return sql
+    aliases = ", ".join(f'"__retl_c{i}"' for i in range(len(schema)))
+    # No newline before the model: PostgreSQL's `LINE n` stays the sync file's. One after it:
+    # a `--` comment on its last line ends there.
+    return f"SELECT {', '.join(select + dims)} FROM ({sql}\n) AS __retl_q({aliases})"
+
+
+def _pg_value(ref: str, field: Any) -> str:
+    """The PostgreSQL expression of one column in the form the driver reads faithfully."""
+    import pyarrow as pa
+
+    kind, arrow_type = _pg_type(field), field.type
+    if pa.types.is_struct(arrow_type) or kind == "record":
+        return f"to_json({ref})"  # a composite type: its JSON object, as PostgreSQL writes it
+    if pa.types.is_list(arrow_type):
+        child = arrow_type.value_type
+        if pa.types.is_struct(child) or kind == "_record":
+            return f"to_json({ref})"
+        flat = f"({ref})[:]"  # lower bounds 1: the driver reads no other
+        element = kind.removeprefix("_")
+        if element in _INFINITE:
+            return f"array_replace(array_replace({flat}, 'infinity', NULL), '-infinity', NULL)"
+        cast = {"money": "numeric[]", "oid": "int8[]"}.get(element)
+        if cast:
+            return f"CAST({flat} AS {cast})"
+        if _opaque(child) not in (None, "numeric"):
+            # Each element's text as PostgreSQL's output function writes it (array_out then
+            # array_in: a cast of the elements to text would write inet's netmask always).
+            return f"CAST(CAST({flat} AS text) AS text[])"
+        return flat
+    if kind in _INFINITE:
+        return f"CASE WHEN isfinite({ref}) THEN {ref} END"
+    if kind == "money":
+        return f"CAST({ref} AS numeric)"
+    if kind == "oid":
+        return f"CAST({ref} AS int8)"
+    if kind == "inet":
+        return f"abbrev({ref})"  # its output function's text (a cast writes the netmask always)
+    if _opaque(arrow_type) not in (None, "numeric"):
+        return f"CAST({ref} AS text)"  # its output function's text (for these types, the same)
+    return ref
+
+
+def _select_list(con: Any, schema: Any) -> str:
+    """DuckDB's select list reading the Arrow columns of `schema` (from _cast_in_postgres's
+    query): numeric's text as an exact number, arrays nested again as JSON."""
+    import pyarrow as pa
+
+    probe = f"__retl_schema_{next(_staged)}"
+    con.register(probe, pa.RecordBatchReader.from_batches(schema, iter(())))
+    try:
+        types = con.sql(f"SELECT * FROM {probe}").types
+    finally:
+        con.unregister(probe)
+    names = set(schema.names)
+    columns = []
+    for i, (field, dtype) in enumerate(zip(schema, types, strict=True)):
+        if field.name.startswith(_DIMS):
+            continue
+        column = quote_identifier(field.name)
+        if pa.types.is_list(field.type) and f"{_DIMS}{i}" in names:
+            dims = quote_identifier(f"{_DIMS}{i}")
+            columns.append(f"{_nested(column, dims, field, dtype)} AS {column}")
+        elif _opaque(field.type) == "numeric":
+            columns.append(f"{_numeric(column, field)} AS {column}")
+        else:
+            columns.append(column)
+    return ", ".join(columns)
+
+
+def _numeric_text(expr: str) -> str:
+    """numeric's text as JSON number text; NULL for NaN and ±infinity (the driver writes them
+    `nan`, `inf`, `-inf`; PostgreSQL itself `NaN`, `Infinity`, `-Infinity`)."""
+    specials = "'nan', 'inf', '-inf', 'infinity', '-infinity'"
+    return f"CASE WHEN lower({expr}) NOT IN ({specials}) THEN {expr} END"
+
+
+def _numeric(column: str, field: Any) -> str:
+    """Exact: DECIMAL(p, s) when its declared precision fits DuckDB's, else its digits as JSON."""
+    typmod = int((field.metadata or {}).get(b"POSTGRESQL:typmod", b"-1"))
     if typmod >= 4:
         precision, scale = (typmod - 4) >> 16, (typmod - 4) & 0xFFFF
         if precision <= MAX_DECIMAL_PRECISION:
-            return f"CAST({finite} AS DECIMAL({precision}, {scale})) AS {column}"
-    return f"CAST({finite} AS JSON) AS {column}"
+            return f"CAST({_numeric_text(column)} AS DECIMAL({precision}, {scale}))"
+    return f"CAST({_numeric_text(column)} AS JSON)"
+
+
+def _nested(column: str, dims: str, field: Any, dtype: Any) -> str:
+    """An array as JSON text, nested as in PostgreSQL: `dims` holds its dimensions' lengths
+    when it has 2 or more (the driver hands over the elements flat, in row-major order)."""
+    child = dict(dtype.children)["child"]
+
+    def element(expr: str) -> str:
+        if _opaque(field.type.value_type) == "numeric":
+            return f"coalesce({_numeric_text(expr)}, 'null')"
+        return json_text(expr, child, depth=1)
+
+    elements = f"list_transform({column}, lambda __retl_e: {element('__retl_e')})"
+    flat = f"'[' || array_to_string({elements}, ',') || ']'"
+    if _exact_in_to_json(dtype) and _opaque(field.type.value_type) is None:
+        flat = f"CAST(to_json({column}) AS VARCHAR)"  # the same text, about 3 times faster
+    # Element i opens one bracket per inner dimension k it starts (i divisible by the product
+    # of the lengths from k on) and closes one per dimension it ends.
+    inner = f"range(2, len({dims}) + 1)"
+    span = f"CAST(list_product({dims}[__retl_k:]) AS BIGINT)"
+    starts = f"len(list_filter({inner}, lambda __retl_k: __retl_i % {span} = 0))"
+    ends = f"len(list_filter({inner}, lambda __retl_k: (__retl_i + 1) % {span} = 0))"
+    nested = (
+        f"list_transform(range(len({column})), lambda __retl_i: repeat('[', {starts}) || "
+        f"{element(f'{column}[__retl_i + 1]')} || repeat(']', {ends}))"
+    )
+    nested = f"'[' || array_to_string({nested}, ',') || ']'"
+    return f"CAST(CASE WHEN {dims} IS NULL THEN {flat} ELSE {nested} END AS JSON)"

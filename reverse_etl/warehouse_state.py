@@ -264,8 +264,8 @@ class WarehouseState(SyncState):
         rel = self.con.sql(f"SELECT * FROM {CHANGES}")
         types = dict(zip(rel.columns, rel.types, strict=True))
         self.model_types = [types[c] for c in self.columns]
-        key_types = [types[c] for c in self.primary_key]
-        self.key_sql = key_text(self.primary_key, key_types)
+        self.key_types = [types[c] for c in self.primary_key]
+        self.key_sql = key_text(self.primary_key, self.key_types)
         self.con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {DIFF} AS
             SELECT {self.key_sql} AS key, __retl_hash AS hash, true AS present,
@@ -276,8 +276,11 @@ class WarehouseState(SyncState):
 
     def _fill(self, mode: str) -> None:
         fields = fields_json(self.columns, self.model_types, table="c")
+        if mode == "mirror":
+            self._forget_rewritten()
         deletes = (
-            f"""UNION ALL SELECT 'delete', key, hash, wh_key, coalesce(fields, '{{}}')
+            f"""UNION ALL SELECT 'delete', key, hash, wh_key,
+                coalesce(fields, {self._key_fields("key")})
             FROM {REMOVED}"""
             if mode == "mirror"
             else ""
@@ -294,6 +297,22 @@ class WarehouseState(SyncState):
                 unhex(md5(fields)) AS digest, fields
             FROM ({source}) ORDER BY seq""",
         )
+
+    def _forget_rewritten(self) -> None:
+        """A removed record whose identity the model still has under a key written another way
+        (a key whose text changed with the session's time zone, say) is not deleted: the row
+        that has it is sent as a write. Its old snapshot row goes now (should that write not
+        be acknowledged, the record is owed, and deleted once it leaves the model)."""
+        rewritten = f"""SELECT wh_key FROM {REMOVED} WHERE {self.ident("key")} IN
+            (SELECT {self.ident(self.key_sql)} FROM {CHANGES})"""
+        keys = self.con.sql(rewritten).to_arrow_table()
+        if keys.num_rows:
+            self._write(
+                [f"DELETE FROM {self._quoted_table} WHERE wh_key IN "
+                 "(SELECT wh_key FROM __retl_upload)"],
+                keys,
+            )  # fmt: skip
+            self.con.execute(f"DELETE FROM {REMOVED} WHERE wh_key IN ({rewritten})")
 
     def settle(self) -> None:
         """Nothing to bring up to date: the MD5 of the warehouse does not change."""

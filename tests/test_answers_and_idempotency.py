@@ -6,7 +6,10 @@ fake has applied the request, as a timeout, a dropped connection or a proxy does
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -510,3 +513,106 @@ def test_an_answer_too_large_is_not_read_and_fails_its_batch(project):
             assert (code, result["delivered"], result["failed"]) == (1, 0, 5)
             assert all("too large" in e for e in ledger(project).values())
             assert proxy.written < size // 2  # the client stopped reading early
+
+
+# -- PostgreSQL: an insert whose answer is lost -----------------------------------------------
+
+
+class AnswerDroppingProxy:
+    """A TCP proxy to PostgreSQL that, once, lets a statement containing `marker` run and
+    commit (the server's ReadyForQuery), then closes the connection without passing the
+    server's answer on: the client cannot know the insert happened."""
+
+    def __init__(self, host: str, port: int, marker: bytes) -> None:
+        self.upstream, self.marker = (host, port), marker
+        self.fired = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            armed = threading.Event()
+            threading.Thread(target=self._up, args=(client, server, armed), daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client, armed), daemon=True).start()
+
+    def _up(self, client: socket.socket, server: socket.socket, armed: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(1 << 16):
+                if self.marker in data and not self.fired.is_set():
+                    armed.set()
+                server.sendall(data)
+
+    def _down(self, server: socket.socket, client: socket.socket, armed: threading.Event) -> None:
+        held = b""
+        with contextlib.suppress(OSError):
+            while data := server.recv(1 << 16):
+                if not armed.is_set():
+                    client.sendall(data)
+                    continue
+                held += data
+                if b"Z\x00\x00\x00\x05" in held:  # ReadyForQuery: the insert is committed
+                    self.fired.set()
+                    break
+        for sock in (client, server):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def pg() -> Iterator[Any]:
+    from fakes.postgres import Fake as PostgresFake
+
+    yield from running(PostgresFake())
+
+
+def test_a_postgres_insert_whose_answer_is_lost_is_looked_up_not_rejected(project, pg):
+    import psycopg
+
+    params = psycopg.conninfo.conninfo_to_dict(pg.dsn)
+    proxy = AnswerDroppingProxy(
+        str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432), b"DO NOTHING"
+    )
+    try:
+        dsn = psycopg.conninfo.make_conninfo(pg.dsn, host="127.0.0.1", port=str(proxy.port))
+        people(project, 5)
+        write_destination(project, "db", {**pg.destination(), "dsn": dsn}, max_retries=2)
+        header = {"destination": "db", "primary_key": "id", "mode": "insert"}
+        project.sync("people", header, "select id, email, name from people")
+        code, result = run(project)
+        assert proxy.fired.is_set()  # the first insert committed and its answer was lost
+        assert (code, result["status"], result["delivered"], result["rejected"]) == (
+            0,
+            "success",
+            5,
+            0,
+        )
+        assert pg.batch_sizes() == [5]  # written once: the lookup found them all
+    finally:
+        proxy.close()
+
+
+def test_postgres_reconcile_finds_the_keys_the_table_holds(pg):
+    from reverse_etl.destinations.postgres import PostgresDestination, PostgresSettings
+
+    pg.query("INSERT INTO {schema}.people VALUES (2, 'two@x.io', 'Two'), (4, 'four@x.io', 'Four')")
+    settings = PostgresSettings(**pg.destination())
+    records = [(str(i), json.dumps({"id": i, "email": f"p{i}@x.io"})) for i in range(1, 6)]
+
+    async def go() -> list[Result | None]:
+        adapter = PostgresDestination("db", settings, None)
+        try:
+            return await adapter.reconcile(Batch("people", None, "insert", records, ("id",)))
+        finally:
+            await adapter.aclose()
+
+    assert asyncio.run(go()) == [None, DELIVERED, None, DELIVERED, None]

@@ -616,3 +616,14 @@ def test_postgres_reconcile_finds_the_keys_the_table_holds(pg):
             await adapter.aclose()
 
     assert asyncio.run(go()) == [None, DELIVERED, None, DELIVERED, None]
+
+
+@pytest.mark.parametrize("type_name", ["webhook", "hubspot", "salesforce", "braze", "postgres"])
+def test_every_builtin_operation_is_safe_to_repeat_or_can_be_looked_up(type_name):
+    from reverse_etl.destinations.registry import adapter_class
+
+    adapter = adapter_class(type_name)
+    unsafe = adapter.operations - adapter.idempotent_operations
+    assert unsafe <= adapter.reconcilable_operations
+    assert all(adapter.reconcile is not Destination.reconcile for _ in unsafe)
+    assert "insert" not in adapter.idempotent_operations or type_name == "webhook"

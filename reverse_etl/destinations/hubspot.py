@@ -191,7 +191,8 @@ class HubSpotDestination(Destination):
         response = await self._post(object_type, "create", {"inputs": inputs})
         keys = [key for key, _ in batch.records]
         if response.status_code == 409 and len(keys) == 1:
-            message = _error_text(_json(response), 409)
+            body = _json(response)
+            message = _error_text(body, 409) if body.get("message") else response_text(response)
             await self.pace()  # the lookup: a rate-limit slot of its own
             [found] = await self.reconcile(batch)
             return [Rejected(message, exists=found is not None)]

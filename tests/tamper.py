@@ -49,6 +49,7 @@ class Replace:
 class Huge:
     size: int
     forward: bool = True
+    announce: bool = False  # send Content-Length (else chunked: no size told in advance)
 
 
 Action = Lose | Replace | Huge
@@ -145,7 +146,7 @@ class TamperingProxy:
                 elif isinstance(action, Replace):
                     self._reply(action.status, [("Content-Type", action.content_type)], action.body)
                 else:
-                    self._huge(action.size)
+                    self._huge(action.size, action.announce)
 
             def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
                 try:
@@ -158,21 +159,26 @@ class TamperingProxy:
                 except OSError:
                     self.close_connection = True
 
-            def _huge(self, size: int) -> None:
+            def _huge(self, size: int, announce: bool) -> None:
                 chunk = b'{"errors": [' + b" " * (64 * 1024)
                 try:
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
-                    self.send_header("Transfer-Encoding", "chunked")  # no size announced
+                    if announce:
+                        self.send_header("Content-Length", str(size))
+                    else:
+                        self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()
                     left = size
                     while left > 0:
                         part = chunk[: min(left, len(chunk))]
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                        framed = part if announce else b"%x\r\n%s\r\n" % (len(part), part)
+                        self.wfile.write(framed)
                         with proxy.lock:
                             proxy.written += len(part)
                         left -= len(part)
-                    self.wfile.write(b"0\r\n\r\n")
+                    if not announce:
+                        self.wfile.write(b"0\r\n\r\n")
                 except OSError:  # the client stopped reading and closed: what we want
                     pass
                 self.close_connection = True

@@ -503,15 +503,17 @@ def test_a_salesforce_200_that_is_not_its_answer_fails_the_batch(project, org, b
         assert all("cannot be trusted" in e for e in ledger(project).values())
 
 
-def test_an_answer_too_large_is_not_read_and_fails_its_batch(project):
+@pytest.mark.parametrize("announce", [False, True], ids=["chunked", "content-length"])
+def test_an_answer_too_large_is_not_read_and_fails_its_batch(project, announce):
     size = 64 * 1024 * 1024
     with WebhookReceiver() as receiver:
-        rule = always(lambda s: True, Huge(size))
+        rule = always(lambda s: True, Huge(size, announce=announce))
         with TamperingProxy(receiver.url.removesuffix("/ingest"), [rule]) as proxy:
             webhook_project(project, proxy.url + "/ingest")
             code, result = run(project)
             assert (code, result["delivered"], result["failed"]) == (1, 0, 5)
-            assert all("too large" in e for e in ledger(project).values())
+            told = "bytes announced" if announce else "more than 8,388,608 bytes"
+            assert all("too large" in e and told in e for e in ledger(project).values())
             assert proxy.written < size // 2  # the client stopped reading early
 
 

@@ -1,5 +1,7 @@
 """An adapter ready to talk to its destination: the shared httpx client the engine builds for
-it (timeouts, connection limits, TLS only where spoken), closed with the adapter."""
+it (timeouts, connection limits, TLS only where spoken, answers read up to a limit), closed
+with the adapter. Imported only when a run or a check talks to a destination (httpx is slow
+to import)."""
 
 from __future__ import annotations
 
@@ -8,24 +10,75 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from .destinations.base import Destination
+import httpx
+
+from .destinations.base import ANSWER_LIMIT_BYTES, AnswerTooLarge, Destination, Retryable
 from .errors import CredentialsError, DestinationError
 
 if TYPE_CHECKING:
     from .project import DestinationSpec
 
 
+class BoundedClient(httpx.AsyncClient):
+    """An httpx client that reads at most `answer_limit` bytes (decoded) of any answer: a
+    longer one raises AnswerTooLarge, its connection closed, instead of filling memory."""
+
+    def __init__(self, *, answer_limit: int = ANSWER_LIMIT_BYTES, **options: Any) -> None:
+        super().__init__(**options)
+        self.answer_limit = answer_limit
+
+    async def send(
+        self, request: httpx.Request, *, stream: bool = False, **options: Any
+    ) -> httpx.Response:  # type: ignore[override]
+        response = await super().send(request, stream=True, **options)
+        if stream:
+            return response
+        try:
+            content = await _read_bounded(response, self.answer_limit)
+        finally:
+            await response.aclose()
+        # The body is read: a response built on it (already decoded, so without the
+        # Content-Encoding header that would decode it twice).
+        headers = [(k, v) for k, v in response.headers.multi_items() if k != "content-encoding"]
+        return httpx.Response(
+            response.status_code,
+            headers=headers,
+            content=content,
+            request=request,
+            extensions=response.extensions,
+        )
+
+
+async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(response, f"{int(declared):,} bytes announced")
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(response, f"more than {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(response: httpx.Response, told: str) -> AnswerTooLarge:
+    return AnswerTooLarge(
+        f"HTTP {response.status_code}: the answer is too large ({told}; at most "
+        f"{ANSWER_LIMIT_BYTES // (1024 * 1024)} MB of an answer is read): it was not read and "
+        "the batch is not counted as delivered"
+    )
+
+
 @asynccontextmanager
 async def open_adapter(
     spec: DestinationSpec, on_response: Callable[[Any], Awaitable[None]] | None = None
 ) -> AsyncIterator[Destination]:
-    import httpx
-
     settings = spec.settings
     limits = httpx.Limits(
         max_connections=settings.max_concurrency, max_keepalive_connections=settings.max_concurrency
     )
-    async with httpx.AsyncClient(
+    async with BoundedClient(
         timeout=settings.timeout_seconds,
         limits=limits,
         verify=spec.adapter.uses_tls(settings),  # False only where no TLS is spoken at all
@@ -40,7 +93,6 @@ async def open_adapter(
 
 def check_destination(spec: DestinationSpec) -> str:
     """`reverse-etl check DEST`: the connection and credentials, without sending data."""
-    import httpx
 
     async def check() -> str:
         async with open_adapter(spec) as adapter:
@@ -54,5 +106,7 @@ def check_destination(spec: DestinationSpec) -> str:
                 raise DestinationError(
                     f"destination {spec.name!r} is unreachable: {exc!r}"
                 ) from None
+            except Retryable as exc:  # an answer too large, or one that cannot be trusted
+                raise DestinationError(f"destination {spec.name!r}: {exc}") from None
 
     return asyncio.run(check())

@@ -317,7 +317,7 @@ def test_insert_results_follow_the_records_order(pg):
     pg.query("INSERT INTO {schema}.people VALUES (2, 'two@x.io', 'Two'), (4, 'four@x.io', 'Four')")
     batch = Batch("people", None, "insert", records(*[(i, f"p{i}@x.io") for i in range(1, 6)]))
     results = asyncio.run(send(adapter(pg), batch))
-    gone = Rejected(f"already exists: {pg.schema}.people has a row with this key (id)")
+    gone = Rejected(f"already exists: {pg.schema}.people has a row with this key (id)", exists=True)
     assert results == [DELIVERED, gone, DELIVERED, gone, DELIVERED]
     assert pg.batch_sizes() == [2, 3]  # the rows inserted here, then the batch
 

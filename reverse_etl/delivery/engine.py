@@ -23,6 +23,7 @@ from ..destinations.base import (
     Destination,
     Record,
     Rejected,
+    Result,
     Retry,
     Retryable,
     SplitBatch,
@@ -60,6 +61,9 @@ class _Sent:
     delivered: list[str] = field(default_factory=list)
     rejected: list[tuple[str, str, int]] = field(default_factory=list)
     failed: list[tuple[str, str, int]] = field(default_factory=list)
+    # Keys of records whose create may have landed in this run (a request with an unknown
+    # outcome): the vendor's "already exists" for one of them is this run's own record.
+    maybe_created: set[str] = field(default_factory=set)
 
 
 class Delivery:
@@ -228,13 +232,23 @@ class Delivery:
         """Send records until each has a final result; split batches refused as a whole."""
         attempts = 0  # requests for these records that failed in a retryable way
         throttled = 0
+        unknown: str | None = None  # why the last request's outcome is unknown (not idempotent)
         while records:
             await self._slot()
             if self._stop is not None:  # stopped while waiting: nothing more goes out
-                sent.failed += _all(records, f"not sent: {self._stop}", attempts + throttled)
+                why = f"not sent: {self._stop}"
+                if unknown is not None:
+                    why = f"{_unknown_outcome(operation, unknown)}; {why}"
+                sent.failed += _all(records, why, attempts + throttled)
                 return
             batch = Batch(self.sync, self.object_name, operation, records, self.primary_key)
             try:
+                if unknown is not None:  # look the records up before anything is sent again
+                    records = self._reconciled(
+                        records, await self._reconcile(batch), sent, attempts + throttled
+                    )
+                    unknown = None
+                    continue
                 results = await self.adapter.send(batch)
             except Throttled as exc:
                 self.limiter.throttled(exc.retry_after)
@@ -258,14 +272,24 @@ class Delivery:
             except (Retryable, httpx.TransportError) as exc:
                 attempts += 1
                 error = _describe(exc)
+                if unknown is None and _may_have_landed(exc, operation, self.adapter):
+                    # Not safe to repeat: never sent again before the vendor is asked.
+                    sent.maybe_created.update(key for key, _ in records)
+                    if operation not in self.adapter.reconcilable_operations:
+                        why = _unknown_outcome(operation, error)
+                        log.warning("%s: %d records: %s", self.sync, len(records), why)
+                        sent.failed += _all(records, why, attempts + throttled)
+                        return
+                    unknown = error
                 if attempts > self.settings.max_retries:
                     if isinstance(exc, httpx.ConnectError | Unreachable):
                         raise DestinationError(
                             f"destination {self.adapter.name!r} is unreachable: {error}"
                         ) from None
-                    sent.failed += _all(
-                        records, f"{error} (after {attempts} attempts)", attempts + throttled
-                    )
+                    why = f"{error} (after {attempts} attempts)"
+                    if unknown is not None:
+                        why = f"{_unknown_outcome(operation, unknown)}; looking them up: {why}"
+                    sent.failed += _all(records, why, attempts + throttled)
                     return
                 delay = self._backoff(attempts)
                 if isinstance(exc, Retryable) and exc.retry_after:
@@ -306,6 +330,12 @@ class Delivery:
             for record, result in zip(records, results, strict=True):
                 if isinstance(result, Delivered):
                     sent.delivered.append(record[0])
+                elif (
+                    isinstance(result, Rejected)
+                    and result.exists
+                    and record[0] in sent.maybe_created
+                ):
+                    sent.delivered.append(record[0])  # this run's own create, its answer lost
                 elif isinstance(result, Rejected):
                     sent.rejected.append((record[0], result.error, attempts + throttled + 1))
                 elif isinstance(result, Retry):
@@ -319,10 +349,66 @@ class Delivery:
                 attempts += 1
                 await self._pause(max(retry_after or 0.0, self._backoff(attempts)))
 
+    async def _reconcile(self, batch: Batch) -> list[Result | None]:
+        """The adapter's lookup of records whose create has an unknown outcome: one entry per
+        record; a Retry, or any answer that is not one, is raised to be asked again."""
+        try:
+            found = await self.adapter.reconcile(batch)
+        except SplitBatch as exc:  # a lookup is not split: the records fail for this run
+            raise BatchFailed(str(exc)) from None
+        if len(found) != len(batch.records):
+            raise RuntimeError(
+                f"adapter {self.adapter.type!r} looked up {len(found)} of "
+                f"{len(batch.records)} records"
+            )
+        for result in found:
+            if isinstance(result, Retry):
+                raise Retryable(result.error, result.after)
+        return found
+
+    def _reconciled(
+        self, records: list[Record], found: list[Result | None], sent: _Sent, attempts: int
+    ) -> list[Record]:
+        """What the vendor holds counts as delivered (the lost request wrote it); the records
+        it does not hold are returned, to be sent again."""
+        again = []
+        for record, result in zip(records, found, strict=True):
+            if result is None:
+                again.append(record)
+            elif isinstance(result, Rejected):
+                sent.rejected.append((record[0], result.error, attempts + 1))
+            else:
+                sent.delivered.append(record[0])
+        log.info(
+            "%s: looked up %d records after an unknown outcome: %d found, %d sent again",
+            self.sync,
+            len(records),
+            len(records) - len(again),
+            len(again),
+        )
+        return again
+
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: half fixed, half random."""
         ceiling = min(MAX_BACKOFF, self.settings.retry_backoff_seconds * 2 ** (attempt - 1))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _may_have_landed(exc: Exception, operation: str, adapter: Destination) -> bool:
+    """Whether a failed request of a non-idempotent operation may have been applied: anything
+    but a connection never made (a timeout after sending, a dropped connection, a 5xx, an
+    answer that cannot be trusted)."""
+    if operation in adapter.idempotent_operations:
+        return False
+    not_sent = httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout | Unreachable
+    return not isinstance(exc, not_sent)
+
+
+def _unknown_outcome(operation: str, error: str) -> str:
+    return (
+        f"outcome unknown: the {operation} may have been applied ({error}); it is not sent "
+        "again blindly (README: Guarantees, and the tests that prove them)"
+    )
 
 
 def _all(records: list[Record], error: str, attempts: int) -> list[tuple[str, str, int]]:

@@ -12,11 +12,25 @@ only for conditions of the whole batch, typed by what the engine should do next:
     CredentialsError stop sending to this destination (errors.CredentialsError)
 
 httpx transport errors (timeouts, refused or dropped connections) may propagate: the engine
-treats them as Retryable. A DestinationError (errors.DestinationError) stops the run's sending
-as CredentialsError does, with its message (e.g. a daily API quota that is spent).
+treats them as Retryable. A 2xx whose body is not the vendor's answer (a proxy's HTML page,
+truncated JSON, another shape) or that names a record the batch does not hold is raised as
+`untrusted(...)`, a Retryable: it is never taken for "all delivered". A DestinationError
+(errors.DestinationError) stops the run's sending as CredentialsError does, with its message
+(e.g. a daily API quota that is spent).
 
 An adapter whose batch takes several requests (a lookup, then the write) awaits `self.pace()`
 before each after the first: the engine's rate limiter takes a slot for each, so limits hold.
+
+Operations that are not safe to repeat (README "Guarantees, and the tests that prove them"):
+an adapter lists in `idempotent_operations` those that may be sent twice with no other effect
+than once (upsert, update, delete usually are; a create is not). When a request of another
+operation has an unknown outcome (a timeout after sending, a dropped connection, a 5xx, an
+unreadable answer), the engine never sends it again blindly: if the operation is in
+`reconcilable_operations` it first calls `reconcile(batch)`, which looks the records up at the
+vendor (Delivered: the lost request wrote it; None: not there, send it again); otherwise the
+records fail for this run, the reason saying the outcome is unknown. A record refused because
+a record with its key already exists is answered `Rejected(error, exists=True)`: when this
+run's lost request may have created it, the engine counts it delivered.
 
 Besides `send`, an adapter may override:
     check()          test the connection and credentials without sending data (`reverse-etl check`)
@@ -29,10 +43,13 @@ from __future__ import annotations
 
 import builtins
 import email.utils
+import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,8 +59,13 @@ from ..errors import CredentialsError, DestinationError
 if TYPE_CHECKING:  # adapters get httpx objects from the engine; importing it here costs start-up
     import httpx
 
+log = logging.getLogger("reverse_etl.destinations")
+
 OPERATIONS = ("upsert", "update", "insert", "delete")
 ERROR_TEXT_LIMIT = 500
+# What is read of any answer (bytes, decoded): a bigger one fails its batch unread (a 200 MB
+# answer held in memory took 736 MB).
+ANSWER_LIMIT_BYTES = 8 * 1024 * 1024
 
 
 class DestinationSettings(BaseModel):
@@ -111,6 +133,7 @@ class Delivered:
 @dataclass(frozen=True, slots=True)
 class Rejected:
     error: str
+    exists: bool = False  # refused because a record with this key exists (409, DUPLICATE_VALUE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +162,10 @@ class Unreachable(Retryable):
     """The destination cannot be connected to (not HTTP: a database refusing connections).
     Retried as a Retryable; when retries run out the run stops, "unreachable", as it does for
     an HTTP destination that refuses connections."""
+
+
+class AnswerTooLarge(Retryable):
+    """An answer longer than ANSWER_LIMIT_BYTES: not read further, its batch not trusted."""
 
 
 class SplitBatch(Exception):
@@ -170,6 +197,10 @@ class Destination:
     description: ClassVar[str] = ""  # one line, for `reverse-etl destinations`
     settings_model: ClassVar[builtins.type[DestinationSettings]] = DestinationSettings
     operations: ClassVar[frozenset[str]] = frozenset(OPERATIONS)
+    # Safe to send twice (see the module's docstring); insert is not, unless the adapter says.
+    idempotent_operations: ClassVar[frozenset[str]] = frozenset({"upsert", "update", "delete"})
+    # Non-idempotent operations whose records `reconcile` can look up after an unknown outcome.
+    reconcilable_operations: ClassVar[frozenset[str]] = frozenset()
     max_batch_size: ClassVar[int | None] = None
 
     def __init__(self, name: str, settings: DestinationSettings, client: httpx.AsyncClient) -> None:
@@ -182,6 +213,13 @@ class Destination:
 
     async def send(self, batch: Batch) -> list[Result]:
         raise NotImplementedError
+
+    async def reconcile(self, batch: Batch) -> list[Result | None]:
+        """After an unknown outcome of `batch` (an operation of `reconcilable_operations`): one
+        entry per record, in order: DELIVERED when the vendor holds a record with its key (the
+        lost request wrote it), None when it holds none (the record is sent again), or
+        Rejected. Raises as `send` does when it cannot tell (Retryable: asked again later)."""
+        raise NotImplementedError(f"{self.type} cannot look records up")
 
     async def check(self) -> str:
         """Test the connection and the credentials without sending any data: one line saying
@@ -269,8 +307,63 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def untrusted(destination: str, reason: str) -> Retryable:
+    """A 2xx answer that cannot be trusted (not the vendor's answer, or naming a record the
+    batch does not hold): logged, and raised by the adapter so that its batch is not taken for
+    delivered (sent again; the engine looks first when the operation is not idempotent)."""
+    message = f"the answer cannot be trusted: {reason}"
+    log.warning("%s: %s; the batch is not counted as delivered", destination, message)
+    return Retryable(message)
+
+
+def excerpt(content: bytes) -> str:
+    """The start of an answer's body, for messages."""
+    text = content[:200].decode("utf-8", "replace").strip()
+    return repr(text + ("..." if len(content) > 200 else "")) if text else "an empty body"
+
+
+def json_object(content: bytes, **options: Any) -> dict[str, Any] | None:
+    """The body as a JSON object, None when it is not one (HTML, truncated, an array...)."""
+    try:
+        value = json.loads(content, **options)
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def key_value(value: Any) -> Any:
+    """A key as a value, to match a key a vendor echoes back to a record's key however it is
+    written: `42` and `"42"` are one key, and a composite key's JSON array is one key whatever
+    its spacing (`["pro", "eu"]`, `"[\"pro\",\"eu\"]"`). Numbers compare by value (1.50 is 1.5)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                parsed = json.loads(text, parse_float=Decimal)
+            except ValueError:
+                return value
+            if isinstance(parsed, list):
+                return key_value(parsed)
+        return value
+    if isinstance(value, list):
+        return tuple(_element(item) for item in value)
+    return _element(value)
+
+
+def _element(value: Any) -> Any:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int | float | Decimal):
+        number = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+        return format(number.normalize(), "f") if number.is_finite() else str(number)
+    if isinstance(value, list):
+        return tuple(_element(item) for item in value)
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
 def raise_for_batch_status(response: httpx.Response) -> None:
-    """Map a non-2xx answer to what the engine should do with the whole batch (CONTRACT §2)."""
+    """Map a non-2xx answer to what the engine should do with the whole batch (README "The
+    webhook wire format")."""
     status = response.status_code
     if 200 <= status < 300:
         return

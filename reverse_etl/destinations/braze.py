@@ -41,9 +41,12 @@ from .base import (
     Retry,
     SyncTarget,
     Throttled,
+    excerpt,
+    json_object,
     raise_for_batch_status,
     response_text,
     retry_after_seconds,
+    untrusted,
 )
 
 if TYPE_CHECKING:
@@ -174,8 +177,11 @@ class BrazeDestination(Destination):
         count = len(batch.records)
         if response.is_success:  # 201 "success", or 202 "queued" during maintenance
             refused = refused_objects(response, count)
+            if isinstance(refused, str):
+                raise untrusted(self.name, refused)
             return [Rejected(refused[i]) if i in refused else DELIVERED for i in range(count)]
-        if response.status_code == 400 and (refused := refused_objects(response, count)):
+        refused = refused_objects(response, count)
+        if response.status_code == 400 and isinstance(refused, dict) and refused:
             # A fatal answer naming objects (none was valid): nothing was written.
             again = Retry(f"not written: Braze refused the request ({response_text(response)})")
             return [Rejected(refused[i]) if i in refused else again for i in range(count)]
@@ -194,6 +200,8 @@ class BrazeDestination(Destination):
             response = await self._post(DELETE, body.encode())
             if not response.is_success:
                 self._raise_for(response, DELETE)
+            if json_object(response.content) is None:  # {"deleted": n, "message": "success"}
+                raise untrusted(self.name, f"not Braze's answer: {excerpt(response.content)}")
         return [DELIVERED] * len(keys)
 
     @property
@@ -268,22 +276,26 @@ def _skip(text: str, i: int) -> int:
     return i
 
 
-def refused_objects(response: httpx.Response, count: int) -> dict[int, str]:
-    """The `errors` of an answer that name an attributes object: its index → Braze's words.
-    An error naming no object of ours cannot be placed and says nothing about the others."""
-    try:
-        answer: Any = response.json()
-    except ValueError:
+def refused_objects(response: httpx.Response, count: int) -> dict[int, str] | str:
+    """The `errors` of an answer, by the index of the attributes object each names → Braze's
+    words; or, when the answer is not Braze's (not a JSON object with its `message`) or an
+    error names no object of the request, why it cannot be trusted."""
+    answer = json_object(response.content)
+    if answer is None or "message" not in answer:
+        return f"HTTP {response.status_code}, not Braze's answer: {excerpt(response.content)}"
+    errors = answer.get("errors")
+    if errors is None:
         return {}
-    errors = answer.get("errors") if isinstance(answer, dict) else None
+    if not isinstance(errors, list):
+        return f"`errors` is not a list: {excerpt(response.content)}"
     refused: dict[int, str] = {}
-    for error in errors if isinstance(errors, list) else []:
-        if not isinstance(error, dict) or error.get("input_array") != "attributes":
-            continue
-        index = error.get("index")
-        if isinstance(index, int) and 0 <= index < count:
-            text = describe(error.get("type"))
-            refused[index] = f"{refused[index]}; {text}" if index in refused else text
+    for error in errors:
+        index = error.get("index") if isinstance(error, dict) else None
+        placed = isinstance(error, dict) and error.get("input_array") == "attributes"
+        if not placed or not isinstance(index, int) or not 0 <= index < count:
+            return f"an error names no attributes object of the request: {error!r}"[:500]
+        text = describe(error.get("type"))
+        refused[index] = f"{refused[index]}; {text}" if index in refused else text
     return refused
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
 from pydantic import Field, SecretStr, field_validator
@@ -33,6 +33,7 @@ from .base import (
     DELIVERED,
     OPERATIONS,
     Batch,
+    BatchFailed,
     Destination,
     DestinationSettings,
     KeyIdentity,
@@ -42,9 +43,13 @@ from .base import (
     SplitBatch,
     SyncTarget,
     Throttled,
+    excerpt,
+    json_object,
+    key_value,
     raise_for_batch_status,
     response_text,
     retry_after_seconds,
+    untrusted,
 )
 
 if TYPE_CHECKING:
@@ -96,6 +101,9 @@ class HubSpotDestination(Destination):
     description = "HubSpot CRM objects (contacts, companies, deals, custom) by a unique property"
     settings_model = HubSpotSettings
     operations = frozenset(OPERATIONS)
+    # batch/create is not safe to repeat: after an unknown outcome, batch/read finds out.
+    idempotent_operations = frozenset({"upsert", "update", "delete"})
+    reconcilable_operations = frozenset({"insert"})
     max_batch_size = MAX_INPUTS
 
     @classmethod
@@ -155,7 +163,7 @@ class HubSpotDestination(Destination):
         response = await self.client.get(
             f"{self._settings.base_url}/account-info/v3/details", headers=self._headers()
         )
-        account = _answer(response)
+        account = self._answer(response, None)
         left = response.headers.get("X-HubSpot-RateLimit-Daily-Remaining")
         daily = response.headers.get("X-HubSpot-RateLimit-Daily")
         quota = f"; {left} of {daily} requests left today" if left and daily else ""
@@ -173,18 +181,56 @@ class HubSpotDestination(Destination):
         if batch.operation == "delete":
             return await self._delete(object_type, id_property, keys)
         if batch.operation == "insert":
-            inputs: list[dict[str, Any]] = [
-                {"properties": properties(fields, clear_nulls=False)} for _, fields in batch.records
-            ]
-            action = "create"
-        else:  # upsert and update both find the record by its unique property
-            inputs = [
-                {"idProperty": id_property, "id": key, "properties": properties(fields)}
-                for key, fields in batch.records
-            ]
-            action = batch.operation
-        answer = _answer(await self._post(object_type, action, {"inputs": inputs}))
-        return _outcomes(answer, keys, id_property, object_type, batch.operation)
+            return await self._create(batch, object_type, id_property)
+        inputs = [  # upsert and update both find the record by its unique property
+            {"idProperty": id_property, "id": key, "properties": properties(fields)}
+            for key, fields in batch.records
+        ]
+        response = await self._post(object_type, batch.operation, {"inputs": inputs})
+        answer = self._answer(response, "results")
+        return _outcomes(answer, keys, id_property, object_type, batch.operation, self.name)
+
+    async def _create(self, batch: Batch, object_type: str, id_property: str) -> list[Result]:
+        """batch/create, which is not safe to repeat (README "HubSpot"). A 409 for a batch of
+        one record says whether a record with its key exists (the run's own lost create, maybe)
+        by looking it up."""
+        inputs = [
+            {"properties": properties(fields, clear_nulls=False)} for _, fields in batch.records
+        ]
+        response = await self._post(object_type, "create", {"inputs": inputs})
+        keys = [key for key, _ in batch.records]
+        if response.status_code == 409 and len(keys) == 1:
+            body = _json(response)
+            message = _error_text(body, 409) if body.get("message") else response_text(response)
+            await self.pace()  # the lookup: a rate-limit slot of its own
+            [found] = await self.reconcile(batch)
+            return [Rejected(message, exists=found is not None)]
+        answer = self._answer(response, "results")
+        return _outcomes(answer, keys, id_property, object_type, "insert", self.name)
+
+    async def reconcile(self, batch: Batch) -> list[Result | None]:
+        """After an unknown outcome of a create: batch/read by the idProperty. A record HubSpot
+        holds counts as delivered, one it does not (OBJECT_NOT_FOUND) is created again."""
+        assert batch.object is not None
+        id_property = _id_property(batch)
+        keys = [key for key, _ in batch.records]
+        read = {
+            "inputs": [{"id": key} for key in keys],
+            "idProperty": id_property,
+            "properties": [id_property],
+        }
+        try:
+            answer = self._answer(await self._post(batch.object, "read", read), "results")
+        except DestinationError as exc:  # e.g. the key is not a unique property: no lookup
+            raise BatchFailed(
+                f"the outcome of the create is unknown and the records cannot be looked up by "
+                f"{id_property} ({exc}); they are not created again blindly"
+            ) from None
+        found, gone, _ = self._read_answer(answer, keys, id_property)
+        unknown = [keys[p] for p in range(len(keys)) if p not in found and p not in gone]
+        if unknown:
+            raise untrusted(self.name, f"batch/read said nothing of {unknown[:5]!r}")
+        return [DELIVERED if p in found else None for p in range(len(keys))]
 
     async def _delete(self, object_type: str, id_property: str, keys: list[str]) -> list[Result]:
         """Archive takes HubSpot's record ids: read them by the unique property first. A key
@@ -194,27 +240,13 @@ class HubSpotDestination(Destination):
             "idProperty": id_property,
             "properties": [id_property],
         }
-        answer = _answer(await self._post(object_type, "read", read))
-        index = KeyIndex(keys)
-        found: dict[int, str] = {}
-        for record in answer.get("results") or []:
-            value = (record.get("properties") or {}).get(id_property)
-            position = index.find(value)
-            if position is not None and record.get("id") is not None:
-                found[position] = str(record["id"])
-        gone: set[int] = set()
-        other: dict[int, str] = {}
-        for error in answer.get("errors") or []:
-            positions = [p for i in _context_ids(error) if (p := index.find(i)) is not None]
-            if error.get("category") == "OBJECT_NOT_FOUND":
-                gone.update(positions)
-            else:
-                other.update((p, _error_text(error)) for p in positions)
+        answer = self._answer(await self._post(object_type, "read", read), "results")
+        found, gone, other = self._read_answer(answer, keys, id_property)
         if found:
             ids = sorted(set(found.values()))
             archive = {"inputs": [{"id": record_id} for record_id in ids]}
             await self.pace()  # a second request: a slot of the rate limit of its own
-            _answer(await self._post(object_type, "archive", archive))
+            self._answer(await self._post(object_type, "archive", archive), None)
         results: list[Result] = []
         for position in range(len(keys)):
             if position in found or position in gone:
@@ -224,6 +256,52 @@ class HubSpotDestination(Destination):
             else:  # neither returned nor named: HubSpot did not say; ask again
                 results.append(Retry(f"HubSpot's batch read said nothing of {keys[position]!r}"))
         return results
+
+    def _read_answer(
+        self, answer: dict[str, Any], keys: list[str], id_property: str
+    ) -> tuple[dict[int, str], set[int], dict[int, str]]:
+        """A batch/read answer: HubSpot's record id of each position found, the positions
+        HubSpot does not have (OBJECT_NOT_FOUND), and other errors by position. A result or an
+        error naming no key of the batch makes the answer untrusted."""
+        index = KeyIndex(keys)
+        found: dict[int, str] = {}
+        for record in answer["results"]:
+            value = (record.get("properties") or {}).get(id_property)
+            position = index.find(value)
+            if position is None or record.get("id") is None:
+                raise untrusted(self.name, f"batch/read returned a record not asked for: {value!r}")
+            found[position] = str(record["id"])
+        gone: set[int] = set()
+        other: dict[int, str] = {}
+        for error in answer.get("errors") or []:
+            positions = _positions(error, index, self.name)
+            if error.get("category") == "OBJECT_NOT_FOUND":
+                gone.update(positions)
+            else:
+                other.update((p, _error_text(error)) for p in positions)
+        return found, gone, other
+
+    def _answer(self, response: httpx.Response, listing: str | None) -> dict[str, Any]:
+        """The JSON object of a 2xx answer, holding the list `listing` (None: any JSON object
+        or no body, as batch/archive's 204); raises what the engine should do otherwise."""
+        if not 200 <= response.status_code < 300:
+            _refusal(response)
+        content = response.content
+        if listing is None and not content.strip():
+            return {}
+        body = json_object(content)
+        if body is None:
+            raise untrusted(self.name, f"HTTP {response.status_code}, not JSON: {excerpt(content)}")
+        if listing is not None and not isinstance(body.get(listing), list):
+            raise untrusted(self.name, f"no `{listing}` list in {excerpt(content)}")
+        errors = body.get("errors")
+        if errors is not None and not (
+            isinstance(errors, list) and all(isinstance(e, dict) for e in errors)
+        ):
+            raise untrusted(self.name, f"`errors` is not a list of objects: {excerpt(content)}")
+        if listing is not None and not all(isinstance(r, dict) for r in body[listing]):
+            raise untrusted(self.name, f"`{listing}` is not a list of objects")
+        return body
 
     async def _post(self, object_type: str, action: str, payload: dict[str, Any]) -> httpx.Response:
         url = (
@@ -282,51 +360,56 @@ class KeyIndex:
     keeps email addresses in lower case)."""
 
     def __init__(self, keys: list[str]) -> None:
-        self.exact = {key: i for i, key in enumerate(keys)}
+        self.exact = {key_value(key): i for i, key in enumerate(keys)}
         self.folded = {key.casefold(): i for i, key in reversed(list(enumerate(keys)))}
 
     def find(self, value: object) -> int | None:
         if value is None:
             return None
-        text = str(value)
-        found = self.exact.get(text)
-        return found if found is not None else self.folded.get(text.casefold())
+        found = self.exact.get(key_value(value))
+        return found if found is not None else self.folded.get(str(value).casefold())
 
 
 def _outcomes(
-    answer: dict[str, Any], keys: list[str], id_property: str, object_type: str, operation: str
+    answer: dict[str, Any],
+    keys: list[str],
+    id_property: str,
+    object_type: str,
+    operation: str,
+    destination: str,
 ) -> list[Result]:
     """One result per record from a 200/201/207 answer: the records its `errors` name are
-    rejected with HubSpot's message, the others were written."""
-    errors = answer.get("errors") or []
-    if not errors:
-        return [DELIVERED] * len(keys)
+    rejected with HubSpot's message, the others were written. An error naming no record of the
+    batch, or fewer results than records written, makes the answer untrusted."""
     index = KeyIndex(keys)
     rejected: dict[int, str] = {}
-    unplaced: list[str] = []
-    for error in errors:
+    for error in answer.get("errors") or []:
         text = _error_text(error)
-        positions = [p for i in _context_ids(error) if (p := index.find(i)) is not None]
-        if not positions:
-            unplaced.append(text)
         not_found = error.get("category") == "OBJECT_NOT_FOUND" and operation == "update"
-        for position in positions:
+        for position in _positions(error, index, destination):
             if not_found:  # update never creates: say so rather than HubSpot's generic text
                 told = f"not found: no {object_type} record has {id_property} = "
                 rejected.setdefault(position, f"{told}{keys[position]!r} ({text})")
             else:
                 rejected.setdefault(position, text)
-    written: set[int | None] = set(range(len(keys)))
-    if unplaced:  # an error naming no record: only those HubSpot returned are known written
-        written = {
-            index.find((record.get("properties") or {}).get(id_property))
-            for record in answer.get("results") or []
-        }
-    unknown = Retry("; ".join(unplaced))
-    return [
-        Rejected(rejected[i]) if i in rejected else DELIVERED if i in written else unknown
-        for i in range(len(keys))
-    ]
+    written = len(keys) - len(rejected)
+    if len(answer["results"]) < written:
+        raise untrusted(
+            destination,
+            f"{len(answer['results'])} results and {len(rejected)} errors for {len(keys)} records",
+        )
+    return [Rejected(rejected[i]) if i in rejected else DELIVERED for i in range(len(keys))]
+
+
+def _positions(error: dict[str, Any], index: KeyIndex, destination: str) -> list[int]:
+    """The records an error names (by value); an error that names none cannot be placed."""
+    ids = _context_ids(error)
+    positions = [p for i in ids if (p := index.find(i)) is not None]
+    if not positions or len(positions) < len(ids):
+        raise untrusted(
+            destination, f"an error names no record of the batch: {_error_text(error)} {ids}"
+        )
+    return positions
 
 
 def _context_ids(error: dict[str, Any]) -> list[str]:
@@ -337,12 +420,10 @@ def _context_ids(error: dict[str, Any]) -> list[str]:
     return [str(i) for i in ids] if isinstance(ids, list) else [str(ids)]
 
 
-def _answer(response: httpx.Response) -> dict[str, Any]:
-    """The JSON of a 2xx answer ({} for 204); raises what the engine should do otherwise."""
+def _refusal(response: httpx.Response) -> NoReturn:
+    """Raise what a non-2xx answer means to the engine."""
     status = response.status_code
     body = _json(response)
-    if 200 <= status < 300:
-        return body
     message = _error_text(body, status) if body.get("message") else response_text(response)
     if status == 429:
         raise _rate_limited(response, body, message)
@@ -353,7 +434,7 @@ def _answer(response: httpx.Response) -> dict[str, Any]:
     if status == 409:  # "Contact already exists. Existing ID: ...": one record; isolate it
         raise SplitBatch(message)
     raise_for_batch_status(response)
-    raise AssertionError("unreachable")  # raise_for_batch_status raises for every non-2xx
+    raise BatchFailed(message)  # a 1xx or 3xx answer
 
 
 def _refused(body: dict[str, Any], message: str) -> Exception:

@@ -1,7 +1,7 @@
 """The one SQL statement per batch that writes to a PostgreSQL table, built for an operation
 and the model's columns: the batch is ONE jsonb parameter, turned into rows of the table's own
 types by jsonb_populate_record; insert and update return the positions of the records they did
-not write."""
+not write, and `lookup` (no write) those whose key the table holds."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def statement(table: Table, operation: str, columns: tuple[str, ...]) -> sql.Com
     from psycopg.sql import SQL, Identifier
 
     target = Identifier(table.schema, table.name)
-    if operation == "delete":
+    if operation in ("delete", "lookup"):
         columns = table.key
     cols = SQL(", ").join(Identifier(c) for c in columns)
     keys = SQL(", ").join(Identifier(c) for c in table.key)
@@ -74,6 +74,11 @@ def statement(table: Table, operation: str, columns: tuple[str, ...]) -> sql.Com
             "WHERE {on_key} RETURNING s.{ord}) "
             "SELECT s.{ord} FROM s WHERE NOT EXISTS (SELECT FROM w WHERE w.{ord} = s.{ord})"
         ).format(source=source, target=target, assign=assign, on_key=on_key, ord=Identifier(_ORD))
+    if operation == "lookup":  # the records whose key the table holds (an unknown outcome)
+        return SQL(
+            "WITH s AS ({source}) SELECT s.{ord} FROM s "
+            "WHERE EXISTS (SELECT FROM {target} AS t WHERE {on_key})"
+        ).format(source=source, target=target, on_key=on_key, ord=Identifier(_ORD))
     if operation == "delete":
         return SQL("DELETE FROM {target} AS t USING ({source}) AS s WHERE {on_key}").format(
             target=target, source=source, on_key=on_key

@@ -82,7 +82,7 @@ class Table:
                 f"columns ({', '.join(columns)}): add {', '.join(missing_key)} to the model, or "
                 "set key_columns to a unique key the model has"
             )
-        if operation == "delete":  # only the key is read
+        if operation in ("delete", "lookup"):  # only the key is read
             return
         unknown = [c for c in columns if c not in self.columns]
         if unknown:

@@ -7,6 +7,9 @@ here) and turned into rows of the table's own types by jsonb_populate_record on 
     update  UPDATE ... FROM <batch> WHERE key matches; keys not there are Rejected
     delete  DELETE ... USING <batch> WHERE key matches; keys already gone count as delivered
 
+An insert whose outcome is unknown (the connection broke before the answer came) is not sent
+again blindly: `reconcile` selects the batch's keys the table holds, which count as delivered.
+
 The key is `key_columns`, else the table's primary key (or its only unique constraint), found
 in the catalog at first use: ON CONFLICT needs a unique index on exactly those columns.
 
@@ -101,6 +104,8 @@ class PostgresDestination(Destination):
     type = "postgres"
     description = "rows written into a PostgreSQL table, one statement (transaction) per batch"
     settings_model = PostgresSettings
+    idempotent_operations = frozenset({"upsert", "update", "delete"})
+    reconcilable_operations = frozenset({"insert"})  # a SELECT of the keys finds out
     max_batch_size = 5000  # one jsonb parameter of a few MB; a statement short enough to lock
 
     def __init__(self, name: str, settings: DestinationSettings, client: Any) -> None:
@@ -159,8 +164,28 @@ class PostgresDestination(Destination):
             else f"not found: {table.qualified} has no row with this {_key_name(table)}"
         )
         not_written = {row[0] for row in returned}
+        exists = batch.operation == "insert"  # refused because a row with the key is there
         return [
-            Rejected(why) if position in not_written else DELIVERED
+            Rejected(why, exists=exists) if position in not_written else DELIVERED
+            for position in range(1, len(batch.records) + 1)
+        ]
+
+    async def reconcile(self, batch: Batch) -> list[Result | None]:
+        """After an unknown outcome of an insert: the records whose key the table holds count
+        as delivered; the others are sent again."""
+        if not batch.records:
+            return []
+        payload = "[" + ",".join(fields for _, fields in batch.records) + "]"
+        async with self._connection() as conn:
+            table = await self._table(conn, batch.object)
+            statement = table.statement("lookup", table.key)
+            try:
+                cursor = await conn.execute(statement, [payload])
+                present = {row[0] for row in await cursor.fetchall()}
+            except Exception as exc:
+                raise self._batch_error(exc, table, "lookup") from None
+        return [
+            DELIVERED if position in present else None
             for position in range(1, len(batch.records) + 1)
         ]
 

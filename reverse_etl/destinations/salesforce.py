@@ -17,7 +17,6 @@ The lookup's SOQL (and the matching of its answer to the records) is in soql.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from decimal import Decimal
@@ -40,8 +39,11 @@ from .base import (
     SplitBatch,
     SyncTarget,
     Throttled,
+    excerpt,
+    json_object,
     raise_for_batch_status,
     response_text,
+    untrusted,
 )
 from .soql import Matches, field_value, key_value, lookup_queries
 
@@ -106,6 +108,9 @@ class SalesforceDestination(Destination):
     description = "Salesforce sObjects (REST sObject Collections), matched by an external ID field"
     settings_model = SalesforceSettings
     max_batch_size = MAX_RECORDS
+    # A create is not safe to repeat: after an unknown outcome, a SOQL lookup finds out.
+    idempotent_operations = frozenset({"upsert", "update", "delete"})
+    reconcilable_operations = frozenset({"insert"})
 
     def __init__(self, name: str, settings: DestinationSettings, client: httpx.AsyncClient) -> None:
         super().__init__(name, settings, client)
@@ -166,12 +171,21 @@ class SalesforceDestination(Destination):
         if batch.operation == "insert":
             url = f"{self.base}/composite/sobjects"
             response = await self._write("POST", url, sobject, [f for _, f in records])
-            return self._results(response, len(records))
+            return self._results(response, len(records), key_field=external_id)
         if batch.operation == "update":
             return await self._update(sobject, external_id, records)
         if batch.operation == "delete":
             return await self._delete(sobject, external_id, records)
         raise BatchFailed(f"Salesforce cannot {batch.operation}")
+
+    async def reconcile(self, batch: Batch) -> list[Result | None]:
+        """After an unknown outcome of a create: the records Salesforce holds with the keys
+        (SOQL on the external ID field, as update looks them up) count as delivered; the
+        others are created again."""
+        sobject, external_id = self._target(batch)
+        values = [key_value(key, fields, external_id) for key, fields in batch.records]
+        found = await self._lookup(sobject, external_id, values)
+        return [DELIVERED if found.get(value) else None for value in values]
 
     def _target(self, batch: Batch) -> tuple[str, str]:
         """The sObject and the external ID field (the sync's one primary key column)."""
@@ -253,18 +267,29 @@ class SalesforceDestination(Destination):
         return await self._request(method, url, content=content)
 
     def _results(
-        self, response: httpx.Response, count: int, gone_is_done: bool = False
+        self,
+        response: httpx.Response,
+        count: int,
+        gone_is_done: bool = False,
+        key_field: str | None = None,
     ) -> list[Result]:
-        """One result per record, in request order, from a collection's answer."""
+        """One result per record, in request order, from a collection's answer (a list of
+        SaveResults, each `{"id", "success", "errors"}`); any other answer is untrusted.
+        `key_field`: a DUPLICATE_VALUE on it says a record with the key exists."""
         if response.status_code != 200:
             self._refuse(response)
         try:
             answer = response.json()
         except ValueError:
             answer = None
-        if not isinstance(answer, list) or len(answer) != count:
-            raise BatchFailed(f"unexpected answer to {count} records: {response_text(response)}")
-        return [_result(item, gone_is_done) for item in answer]
+        if (
+            not isinstance(answer, list)
+            or len(answer) != count
+            or not all(isinstance(item, dict) and "success" in item for item in answer)
+        ):
+            told = excerpt(response.content)
+            raise untrusted(self.name, f"not {count} SaveResults in order: {told}")
+        return [_result(item, gone_is_done, key_field) for item in answer]
 
     # --- looking records up by external ID ---------------------------------------------------
 
@@ -277,12 +302,15 @@ class SalesforceDestination(Destination):
             while True:
                 if response.status_code != 200:
                     self._refuse(response, query=soql)
-                try:
-                    answer = json.loads(response.content, parse_float=Decimal)
-                except ValueError:
-                    text = response_text(response)
-                    raise BatchFailed(f"unexpected answer to a query: {text}") from None
-                for record in answer.get("records", []):
+                answer = json_object(response.content, parse_float=Decimal)
+                records = answer.get("records") if answer is not None else None
+                if not isinstance(records, list) or not all(
+                    isinstance(r, dict) and r.get("Id") for r in records
+                ):
+                    told = excerpt(response.content)
+                    raise untrusted(self.name, f"not a query's records: {told}")
+                assert answer is not None
+                for record in records:
                     matches.add(field_value(record, field), record["Id"])
                 following = answer.get("nextRecordsUrl")
                 if answer.get("done", True) or not following:
@@ -420,11 +448,9 @@ def _duplicates(sobject: str, field: str, key: str, ids: list[str]) -> str:
     )
 
 
-def _result(item: Any, gone_is_done: bool) -> Result:
+def _result(item: dict[str, Any], gone_is_done: bool, key_field: str | None = None) -> Result:
     """One SaveResult/UpsertResult/DeleteResult: {"id", "success", "errors": [...]}."""
-    if not isinstance(item, dict):
-        return Rejected(f"unexpected result from Salesforce: {item!r}")
-    if item.get("success"):
+    if item.get("success") is True:
         return DELIVERED
     errors = [e for e in item.get("errors") or [] if isinstance(e, dict)]
     codes = {str(e.get("statusCode")) for e in errors}
@@ -433,7 +459,13 @@ def _result(item: Any, gone_is_done: bool) -> Result:
     text = "; ".join(_error_line(e) for e in errors) or "rejected by Salesforce"
     if codes and codes <= TRANSIENT:
         return Retry(text)
-    return Rejected(text)
+    # "duplicate value found: <field> duplicates value on record with id: <id>"
+    exists = key_field is not None and any(
+        e.get("statusCode") == "DUPLICATE_VALUE"
+        and f"{key_field.lower()} duplicates" in str(e.get("message", "")).lower()
+        for e in errors
+    )
+    return Rejected(text, exists=exists)
 
 
 def _error_line(error: dict[str, Any]) -> str:

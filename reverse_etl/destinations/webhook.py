@@ -1,17 +1,25 @@
-"""The generic webhook: one JSON POST per batch, in the wire format of CONTRACT §2."""
+"""The generic webhook: one JSON POST per batch, in the wire format of the README's "The webhook
+wire format".
+
+Every operation counts as idempotent, `insert` included: that relies on the receiver honouring
+the `Idempotency-Key` header (the SHA-256 of the body, the same on every retry of the batch):
+a request whose key it has already applied must not be applied again."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+from decimal import Decimal
 from json.encoder import encode_basestring as encode_string  # C; json.dumps costs more per call
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr, field_validator
 
 from .base import (
     DELIVERED,
+    ERROR_TEXT_LIMIT,
+    OPERATIONS,
     Batch,
     Destination,
     DestinationSettings,
@@ -19,7 +27,11 @@ from .base import (
     Rejected,
     Result,
     SyncTarget,
+    excerpt,
+    json_object,
+    key_value,
     raise_for_batch_status,
+    untrusted,
 )
 
 if TYPE_CHECKING:
@@ -62,8 +74,10 @@ def encode_batch(batch: Batch) -> bytes:
 
 class WebhookDestination(Destination):
     type = "webhook"
-    description = "one JSON POST per batch to any URL (the wire format of CONTRACT §2)"
+    description = "one JSON POST per batch to any URL (README: the webhook wire format)"
     settings_model = WebhookSettings
+    # insert too: a retry carries the same Idempotency-Key, which the receiver must honour.
+    idempotent_operations = frozenset(OPERATIONS)
 
     @classmethod
     def uses_tls(cls, settings: DestinationSettings) -> bool:
@@ -83,11 +97,22 @@ class WebhookDestination(Destination):
     async def send(self, batch: Batch) -> list[Result]:
         response = await self._post(encode_batch(batch))
         raise_for_batch_status(response)
-        rejected = _rejected_keys(response.content)
-        if not rejected:
+        errors = _answer_errors(response)
+        if isinstance(errors, str):
+            raise untrusted(self.name, errors)
+        if not errors:
             return [DELIVERED] * len(batch.records)
+        positions = {key_value(key): i for i, (key, _) in enumerate(batch.records)}
+        rejected: dict[int, str] = {}
+        for key, error in errors:
+            position = positions.get(key_value(key))
+            if position is None:
+                raise untrusted(
+                    self.name, f"its errors name the key {key!r}, which is not in the batch"
+                )
+            rejected[position] = error
         return [
-            Rejected(rejected[key]) if key in rejected else DELIVERED for key, _ in batch.records
+            Rejected(rejected[i]) if i in rejected else DELIVERED for i in range(len(batch.records))
         ]
 
     async def _post(self, body: bytes) -> httpx.Response:
@@ -102,19 +127,23 @@ class WebhookDestination(Destination):
         return await self.client.post(settings.url, content=body, headers=headers)
 
 
-def _rejected_keys(content: bytes) -> dict[str, str]:
-    """The optional `{"errors": [{"key": ..., "error": ...}]}` of a 2xx answer."""
+def _answer_errors(response: httpx.Response) -> list[tuple[Any, str]] | str:
+    """The (key, error) pairs of a 2xx answer's optional `{"errors": [{"key", "error"}]}`, or
+    why the answer is not the wire format's (an empty body, or a JSON object, is)."""
+    content = response.content
     if not content.strip():
-        return {}
-    try:
-        answer = json.loads(content)
-    except ValueError:
-        return {}
-    errors = answer.get("errors") if isinstance(answer, dict) else None
+        return []
+    answer = json_object(content, parse_float=Decimal)
+    if answer is None:
+        return f"HTTP {response.status_code}, not a JSON object: {excerpt(content)}"
+    errors = answer.get("errors")
+    if errors is None:
+        return []
     if not isinstance(errors, list):
-        return {}
-    rejected = {}
+        return f"`errors` is not a list: {excerpt(content)}"
+    pairs = []
     for item in errors:
-        if isinstance(item, dict) and "key" in item:
-            rejected[str(item["key"])] = str(item.get("error") or "rejected by the destination")
-    return rejected
+        if not isinstance(item, dict) or item.get("key") is None:
+            return f"an `errors` entry without a key: {item!r}"[:ERROR_TEXT_LIMIT]
+        pairs.append((item["key"], str(item.get("error") or "rejected by the destination")))
+    return pairs

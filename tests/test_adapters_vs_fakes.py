@@ -15,10 +15,6 @@ from fakes.base import JsonHTTPServer, running
 from fakes.project import write_destination
 
 
-def not_yet(section: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=f"issue 10 §{section}: not fixed yet")
-
-
 @pytest.fixture
 def hs() -> Iterator[hubspot.Fake]:
     yield from running(hubspot.Fake())  # type: ignore[misc]
@@ -110,7 +106,6 @@ def creates_only(method: str, path: str) -> bool:
     return method == "POST" and path.endswith(("/batch/create", "/composite/sobjects"))
 
 
-@not_yet("2")
 def test_hubspot_create_answered_after_the_timeout_counts_as_delivered_once(project, hs):
     header = {"primary_key": "warehouse_id", "object": "contacts", "mode": "insert"}
     sql = "select id::varchar as warehouse_id from range(1, 6) t(id)"
@@ -121,7 +116,6 @@ def test_hubspot_create_answered_after_the_timeout_counts_as_delivered_once(proj
     assert [hs.created("contacts", "warehouse_id", str(i)) for i in range(1, 6)] == [1] * 5
 
 
-@not_yet("2")
 def test_salesforce_create_applied_then_dropped_counts_as_delivered_once(project, sf):
     header = {"primary_key": "Warehouse_Id__c", "object": "Contact", "mode": "insert"}
     sql = """select id::varchar as "Warehouse_Id__c", 'n' as "LastName" from range(1, 4) t(id)"""
@@ -144,7 +138,6 @@ def test_webhook_insert_answered_after_the_timeout_is_applied_once(project, hook
 # -- §3 answers are read ---------------------------------------------------------------------
 
 
-@not_yet("3")
 @pytest.mark.parametrize("kind", ["garbage", "truncated"])
 def test_hubspot_unreadable_2xx_fails_the_batch(project, hs, kind):
     header = {"primary_key": "warehouse_id", "object": "contacts"}
@@ -155,7 +148,6 @@ def test_hubspot_unreadable_2xx_fails_the_batch(project, hs, kind):
     assert result["status"] == "partial" and result["failed"] == 3, result
 
 
-@not_yet("3")
 def test_webhook_unreadable_2xx_fails_the_batch(project, hook):
     sync(project, hook, {"primary_key": "id"}, "select id from range(1, 4) t(id)", max_retries=0)
     hook.inject("garbage")

@@ -1,7 +1,6 @@
-"""Issue 10's trust examples, run through the CLI against the independent vendor fakes
-(tests/fakes/: written from the vendors' documentation). Each asserts what the vendor's rules
-make right. Those the engine does not meet yet are strict xfails naming the section of issue 10
-that fixes them: when a fix lands, the test passes and the marker must go."""
+"""The trust examples, run through the CLI against the independent vendor fakes (tests/fakes/:
+written from the vendors' documentation, not from the adapters). Each asserts what the
+vendor's rules make right: key identity, creates whose answer is lost, unreadable answers."""
 
 from __future__ import annotations
 

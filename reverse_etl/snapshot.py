@@ -98,6 +98,7 @@ class PendingBatch:
     operation: str
     first: int  # seq range in the outbox, inclusive
     last: int
+    owed: bool = False  # records an earlier run sent without learning the outcome
 
     @property
     def size(self) -> int:
@@ -434,7 +435,7 @@ class SyncState:
         key_fields = self._key_fields("d.key")
         deletes = (
             f"""UNION ALL SELECT 'delete', d.key, d.hash, coalesce(d.fields, {key_fields}),
-                'removed'
+                'removed', d.owed
             FROM {DELIVERED} d
             WHERE d.key IN (SELECT prev_key FROM {DIFF} WHERE present IS NULL)"""
             if mode == "mirror"
@@ -443,7 +444,7 @@ class SyncState:
         con = self.con
         select = f"""
             WITH wanted AS (
-                SELECT x.key, {self._status_sql()} AS status
+                SELECT x.key, {self._status_sql()} AS status, coalesce(x.prev_owed, false) AS owed
                 FROM {DIFF} x LEFT JOIN {DUPLICATES} dup ON dup.ident = x.ident
                 WHERE status IN ({", ".join(quote_literal(w) for w in read)})
                     AND NOT EXISTS (SELECT 1 FROM state.quarantine q
@@ -454,7 +455,7 @@ class SyncState:
                 -- a key repeated since the first pass is sent next run, once it is single
                 QUALIFY count(*) OVER (PARTITION BY __retl_key) = 1)
             SELECT {operation} AS op, m.__retl_key AS key, {self.hash_sql} AS hash,
-                {fields} AS fields, w.status
+                {fields} AS fields, w.status, w.owed
             FROM m JOIN wanted w ON w.key = m.__retl_key
             {deletes}"""
         self._read()
@@ -501,8 +502,8 @@ class SyncState:
         """Write what to send, numbered in sending order, durably, before the first request."""
         self.outbox.write(
             self.con,
-            f"""SELECT row_number() OVER (ORDER BY op) - 1 AS seq, op, key, hash,
-                unhex(md5(fields)) AS digest, fields
+            f"""SELECT row_number() OVER (ORDER BY op, owed) - 1 AS seq, op, key, hash,
+                unhex(md5(fields)) AS digest, fields, owed
             FROM ({source}) ORDER BY seq""",
         )
 
@@ -577,12 +578,14 @@ class SyncState:
         if not self.outbox.exists():
             return []
         ranges = self.con.execute(
-            f"SELECT op, min(seq), max(seq) FROM {self.outbox.relation} GROUP BY op ORDER BY 2"
+            f"SELECT op, owed, min(seq), max(seq) FROM {self.outbox.relation} "
+            "GROUP BY op, owed ORDER BY 3"
         ).fetchall()
         batches = []
-        for op, first, last in ranges:
+        for op, owed, first, last in ranges:
             for start in range(first, last + 1, batch_size):
-                batches.append(PendingBatch(op, start, min(start + batch_size - 1, last)))
+                end = min(start + batch_size - 1, last)
+                batches.append(PendingBatch(op, start, end, bool(owed)))
         return batches
 
     def read(self, first: int, last: int) -> list[tuple[str, str]]:

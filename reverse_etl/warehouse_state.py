@@ -294,7 +294,7 @@ class WarehouseState(SyncState):
         self.outbox.write(
             self.con,
             f"""SELECT row_number() OVER (ORDER BY op) - 1 AS seq, op, key, hash, wh_key,
-                unhex(md5(fields)) AS digest, fields
+                unhex(md5(fields)) AS digest, fields, false AS owed
             FROM ({source}) ORDER BY seq""",
         )
 

@@ -115,6 +115,22 @@ def test_hubspot_create_answered_after_the_timeout_counts_as_delivered_once(proj
     assert [hs.created("contacts", "warehouse_id", str(i)) for i in range(1, 6)] == [1] * 5
 
 
+def test_hubspot_create_whose_outcome_a_run_never_learned_is_looked_up_next_run(project, hs):
+    """The create landed, its answer was lost, and the lookup failed too: the next run owes
+    the records, and looks them up before creating anything (never a blind second create)."""
+    header = {"primary_key": "warehouse_id", "object": "contacts", "mode": "insert"}
+    sql = "select id::varchar as warehouse_id from range(1, 4) t(id)"
+    sync(project, hs, header, sql, max_retries=0, retry_backoff_seconds=0)
+    hs.inject("drop", applied=True, where=creates_only)
+    first = run(project)
+    assert (first["delivered"], first["failed"]) == (0, 3), first
+    assert [hs.created("contacts", "warehouse_id", str(i)) for i in range(1, 4)] == [1] * 3
+    second = run(project)
+    assert (second["status"], second["delivered"]) == ("success", 3), second
+    assert [hs.created("contacts", "warehouse_id", str(i)) for i in range(1, 4)] == [1] * 3
+    assert project.cli("rejected", "s", "--json").json_lines() == []
+
+
 def test_salesforce_create_applied_then_dropped_counts_as_delivered_once(project, sf):
     header = {"primary_key": "Warehouse_Id__c", "object": "Contact", "mode": "insert"}
     sql = """select id::varchar as "Warehouse_Id__c", 'n' as "LastName" from range(1, 4) t(id)"""

@@ -187,7 +187,11 @@ class Delivery:
     async def _process(self, pending: PendingBatch, records: list[Record]) -> None:
         sent = _Sent()
         try:
-            await self._send(pending.operation, records, sent)
+            earlier = None
+            if pending.owed and self._reconcile_first(pending.operation):
+                earlier = "an earlier run did not learn whether it was applied"
+                sent.maybe_created.update(key for key, _ in records)
+            await self._send(pending.operation, records, sent, earlier)
         except CredentialsError as exc:
             message = f"destination {self.adapter.name!r} refused the credentials: {exc}"
             self._give_up(CredentialsError(message), records, sent)
@@ -228,11 +232,23 @@ class Delivery:
         )
         sent.failed += [(key, message, 1) for key, _ in records if key not in done]
 
-    async def _send(self, operation: str, records: list[Record], sent: _Sent) -> None:
-        """Send records until each has a final result; split batches refused as a whole."""
+    def _reconcile_first(self, operation: str) -> bool:
+        """Whether records owed from an earlier run are looked up before they are sent: those
+        of an operation not safe to repeat, where the adapter can look them up."""
+        adapter = self.adapter
+        return (
+            operation not in adapter.idempotent_operations
+            and operation in adapter.reconcilable_operations
+        )
+
+    async def _send(
+        self, operation: str, records: list[Record], sent: _Sent, unknown: str | None = None
+    ) -> None:
+        """Send records until each has a final result; split batches refused as a whole.
+        `unknown`: why the outcome of an earlier request of these records is unknown (they
+        are then looked up first, when the operation is not safe to repeat)."""
         attempts = 0  # requests for these records that failed in a retryable way
         throttled = 0
-        unknown: str | None = None  # why the last request's outcome is unknown (not idempotent)
         while records:
             await self._slot()
             if self._stop is not None:  # stopped while waiting: nothing more goes out

@@ -22,8 +22,8 @@ from .history import History
 from .locks import SyncLock
 from .project import Project, Sync
 from .rails import hold_reason
+from .secrets import blank, blanker
 from .snapshot import DiffCounts, SyncState, snapshot_path
-from .tomlfile import blank, blanker
 from .validate import model_problem
 from .warehouse_state import WarehouseState, warehouse_state_path
 from .warehouses import open_warehouse
@@ -124,7 +124,7 @@ def _model_errors(sync: Sync) -> Iterator[None]:
 def _bind(project: Project, sync: Sync, state: SyncState) -> None:
     settings = project.settings.warehouse
     warehouse = open_warehouse(settings, project.root)
-    warehouse.connect(state.con)
+    warehouse.connect(state.con, engine_files=state.outbox.files)  # then sandboxed
     key_line = sync.header_line("primary_key")
     with _model_errors(sync):
         if isinstance(state, WarehouseState):  # the model runs inside the diff's queries

@@ -1,0 +1,114 @@
+"""Blanking secrets out of everything the engine shows or keeps: errors, logs, run history.
+
+A destination echoes a token back in whatever encoding its answer uses, so each secret is
+blanked in every spelling of it: as written; JSON-escaped (`\\/` for `/`, `\\u002b` for `+`,
+escaped again inside JSON text); URL-encoded (`%2B`, `+` for a space); base64 (and base64 of
+`user:password`, the HTTP Basic credentials of a URL's userinfo). Whatever the settings say,
+the userinfo of a URL (`https://user:pass@host`) and the credentials of an `Authorization:
+Bearer|Basic ...` header are blanked too: a token can reach a message before it is known as one.
+
+    hide = blanker(project.secrets())   # compiled once
+    hide(text)                          # for every message, log line, rejected record
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Callable, Mapping
+from urllib.parse import unquote, urlsplit
+
+REDACTED = "***"
+MIN_LENGTH = 3  # shorter values would blank too much that is not secret
+
+# scheme://userinfo@ : the userinfo, whatever it holds
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#\"'<>]+@")
+# A bearer token anywhere, and any credentials given as an Authorization header's value
+_CREDENTIALS = re.compile(
+    r"(?i)(\bbearer\s+|\bauthorization[\"']?\s*[:=]\s*[\"']?(?:basic|token|bearer)?\s*)"
+    r"[A-Za-z0-9._~+/=%\\-]{6,}"
+)
+
+
+def _spellings(char: str) -> str:
+    """A regex matching one character of a secret, in any of its escapes."""
+    options = [re.escape(char)]
+    code = ord(char)
+    if code < 0x10000:  # JSON's \uXXXX (the backslash itself escaped again inside JSON text)
+        options.append(rf"\\+u{code:04x}")
+    if char in '/"\\':
+        options.append(r"\\+" + re.escape(char))
+    utf8 = char.encode()
+    options.append("".join(f"%{byte:02x}" for byte in utf8))  # URL-encoded
+    if char == " ":
+        options.append(r"\+")
+    return "(?:" + "|".join(options) + ")"
+
+
+def _pattern(value: str) -> str:
+    encoded = value.encode()
+    spellings = {
+        "".join(_spellings(c) for c in value),
+        re.escape(base64.b64encode(encoded).decode()),
+        re.escape(base64.urlsafe_b64encode(encoded).decode()),
+        re.escape(base64.b64encode(encoded).decode().rstrip("=")),
+    }
+    return "|".join(sorted(spellings, key=len, reverse=True))
+
+
+def credentials_in(value: str) -> dict[str, str]:
+    """The secrets a URL-like value carries in its userinfo: the password, and `user:password`
+    (whose base64 is what HTTP Basic authentication sends)."""
+    found: dict[str, str] = {}
+    for match in re.finditer(r"(?i)[a-z][a-z0-9+.-]*://\S+", value):
+        try:
+            parts = urlsplit(match.group(0))
+        except ValueError:
+            continue
+        user, password = parts.username, parts.password
+        if password:
+            for form in {password, unquote(password)}:
+                found[form] = REDACTED
+            found[f"{unquote(user or '')}:{unquote(password)}"] = REDACTED
+        elif user:
+            found[unquote(user)] = REDACTED
+    return found
+
+
+def with_credentials(secrets: Mapping[str, str]) -> dict[str, str]:
+    """`secrets` and what the URLs among them carry (see credentials_in)."""
+    found = dict(secrets)
+    for value in list(secrets):
+        for extra, shown in credentials_in(value).items():
+            found.setdefault(extra, shown)
+    return found
+
+
+def blanker(secrets: Mapping[str, str]) -> Callable[[str], str]:
+    """A function that replaces each secret (a key of `secrets`, 3 characters or more), in any
+    of its spellings, by what `secrets` gives for it ("***", or the `${NAME}` it came from),
+    and blanks URL userinfo and Authorization credentials. Compiled once: build it once, call
+    it for every text."""
+    shown = with_credentials(secrets)
+    values = sorted((v for v in shown if len(v) >= MIN_LENGTH), key=len, reverse=True)
+    groups = {f"s{i}": value for i, value in enumerate(values)}
+    known = (
+        re.compile("|".join(f"(?P<{g}>{_pattern(v)})" for g, v in groups.items()), re.IGNORECASE)
+        if groups
+        else None
+    )
+
+    def hide(text: str) -> str:
+        if not text:
+            return text
+        if known is not None:
+            text = known.sub(lambda m: shown[groups[m.lastgroup or ""]], text)
+        text = _USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", text)
+        return _CREDENTIALS.sub(lambda m: m.group(1) + REDACTED, text)
+
+    return hide
+
+
+def blank(text: str, secrets: Mapping[str, str]) -> str:
+    """`text` with every secret blanked (see blanker); for many texts, build a blanker once."""
+    return blanker(secrets)(text)

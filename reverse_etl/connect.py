@@ -50,6 +50,11 @@ def check_destination(spec: DestinationSpec) -> str:
                 raise CredentialsError(
                     f"destination {spec.name!r} refused the credentials: {exc}"
                 ) from None
+            except httpx.InvalidURL as exc:  # (its text is blanked by the caller)
+                raise DestinationError(
+                    f"destination {spec.name!r}: its url is not a valid URL ({exc}); "
+                    "percent-encode what a password holds of / : @ ? # (/ is %2F)"
+                ) from None
             except httpx.TransportError as exc:
                 raise DestinationError(
                     f"destination {spec.name!r} is unreachable: {exc!r}"

@@ -1,4 +1,4 @@
-"""The daemon's logs: one line per event, as text or JSON, with secrets blanked out.
+"""Logs (the daemon's, one line per event, as text or JSON; the CLI's -v lines), secrets blanked.
 
 Events are logged with `extra` fields (event, sync, run_id, counts...); the JSON format writes
 them as keys, the text format as key=value after the message."""
@@ -9,10 +9,10 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-from .tomlfile import blanker
+from .secrets import blanker
 
 # The attributes every LogRecord has: anything else on a record came in through `extra`.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -86,3 +86,35 @@ def configure(log_format: str, stream: TextIO = sys.stderr, verbose: int = 0) ->
     for name in ("apscheduler", "httpx", "httpcore", "reverse_etl.runner"):
         logging.getLogger(name).setLevel(quiet)
     return formatter
+
+
+class _Blanking(logging.Formatter):
+    """The CLI's -v lines, with the secrets `secrets()` names blanked (asked at each line: a
+    project learns secrets as it loads its files; the blanker is rebuilt only when they change)."""
+
+    def __init__(self, fmt: str, secrets: Callable[[], Mapping[str, str]]) -> None:
+        super().__init__(fmt)
+        self.secrets = secrets
+        self.known: dict[str, str] = {}
+        self.redact = blanker({})
+
+    def format(self, record: logging.LogRecord) -> str:
+        current = self.secrets()
+        if current != self.known:
+            self.known, self.redact = dict(current), blanker(current)
+        return self.redact(super().format(record))
+
+
+_cli_handler: logging.Handler | None = None
+
+
+def log_to_stderr(verbose: int, secrets: Callable[[], Mapping[str, str]]) -> None:
+    """The CLI's logging: warnings on stderr, INFO with -v, DEBUG with -vv, secrets blanked."""
+    global _cli_handler
+    root = logging.getLogger()
+    if _cli_handler is not None:  # one CLI call after another in one process (tests)
+        root.removeHandler(_cli_handler)
+    _cli_handler = logging.StreamHandler(sys.stderr)
+    _cli_handler.setFormatter(_Blanking("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets))
+    root.addHandler(_cli_handler)
+    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)

@@ -250,7 +250,16 @@ def _run_syncs(
 
     progress = Progress(enabled=not ctx.as_json and sys.stderr.isatty())
 
+    stopped: list[str] = []  # why this command stops: the syncs not started yet never start
+
     def one(name: str) -> dict[str, Any]:
+        if stopped:
+            return {
+                "sync": name,
+                "status": "error",
+                "error": f"not started: {stopped[0]}",
+                "_exit": EXIT_FAILED,
+            }
         try:
             result = run_sync(
                 project,
@@ -266,7 +275,8 @@ def _run_syncs(
 
     def interrupted(signum: int, frame: Any) -> None:
         # Stop gracefully: no new batch, acknowledge what was delivered, then exit (code 2).
-        shutdown(f"interrupted by {signal.Signals(signum).name}")
+        stopped.append(f"interrupted by {signal.Signals(signum).name}")
+        shutdown(stopped[0])
 
     previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -341,10 +351,12 @@ def reset_command(ctx: Context, sync: str) -> int:
 
     project = ctx.project()
     _known_sync(project, sync)
-    reset_sync(project, sync)
+    dropped = reset_sync(project, sync)
     if ctx.as_json:
-        ctx.emit({"sync": sync, "reset": True})
+        ctx.emit({"sync": sync, "reset": True, "dropped_table": dropped})
     else:
+        if dropped:
+            click.echo(f"{sync}: dropped its snapshot table {dropped} in the warehouse")
         click.echo(f"{sync}: snapshot forgotten; the next run sends every row")
     return EXIT_OK
 

@@ -4,15 +4,30 @@ it (timeouts, connection limits, TLS only where spoken), closed with the adapter
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .destinations.base import Destination
 from .errors import CredentialsError, DestinationError
 
 if TYPE_CHECKING:
     from .project import DestinationSpec
+
+T = TypeVar("T")
+
+
+def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run(coroutine), also from a thread whose event loop is running (a Prefect async
+    flow, a Jupyter cell), where asyncio.run refuses: there it runs on its own loop in a worker
+    thread while the calling thread waits (README, "From Airflow, Dagster or Prefect")."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(1, thread_name_prefix="reverse-etl-delivery") as worker:
+        return worker.submit(asyncio.run, coroutine).result()
 
 
 @asynccontextmanager
@@ -60,4 +75,4 @@ def check_destination(spec: DestinationSpec) -> str:
                     f"destination {spec.name!r} is unreachable: {exc!r}"
                 ) from None
 
-    return asyncio.run(check())
+    return run_coroutine(check())

@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 REDACTED = "***"
 MIN_LENGTH = 3  # shorter values would blank too much that is not secret
+TOKEN_LIKE = 20  # a URL's user name alone is a secret only when this long (not `postgres`)
 
 # scheme://userinfo@ : the userinfo, whatever it holds
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#\"'<>]+@")
@@ -56,9 +57,35 @@ def _pattern(value: str) -> str:
     return "|".join(sorted(spellings, key=len, reverse=True))
 
 
+def _prefilter(values: list[str]) -> Callable[[str], bool]:
+    """A cheap test that every text holding a secret, in any spelling, or a URL's userinfo or
+    credentials passes: letters and digits are written as they are by JSON and URL encoders,
+    so each secret's longest run of them is in every spelling but the escaped ones (which
+    `\\u` and `%` catch) and base64 (tested by its start). Compared in lower case."""
+    anchors = {"://", "\\u", "%", "bearer", "authorization"}
+    for value in values:
+        longest = max(re.findall(r"[A-Za-z0-9]+", value), key=len, default="")
+        if len(longest) < 3:  # nothing to anchor on: every text is searched in full
+            return lambda text: True
+        encoded = value.encode()
+        anchors |= {
+            longest,
+            base64.b64encode(encoded).decode()[:8],
+            base64.urlsafe_b64encode(encoded).decode()[:8],
+        }
+    lowered = tuple(a.lower() for a in anchors)
+
+    def suspect(text: str) -> bool:
+        low = text.lower()
+        return any(anchor in low for anchor in lowered)
+
+    return suspect
+
+
 def credentials_in(value: str) -> dict[str, str]:
     """The secrets a URL-like value carries in its userinfo: the password, and `user:password`
-    (whose base64 is what HTTP Basic authentication sends)."""
+    (whose base64 is what HTTP Basic authentication sends); a user name alone only when it is
+    as long as a token. (The userinfo of a URL in a text is blanked whatever it holds.)"""
     found: dict[str, str] = {}
     for match in re.finditer(r"(?i)[a-z][a-z0-9+.-]*://\S+", value):
         try:
@@ -70,7 +97,7 @@ def credentials_in(value: str) -> dict[str, str]:
             for form in {password, unquote(password)}:
                 found[form] = REDACTED
             found[f"{unquote(user or '')}:{unquote(password)}"] = REDACTED
-        elif user:
+        elif user and len(user) >= TOKEN_LIKE:  # a token given as the user (`https://TOKEN@`)
             found[unquote(user)] = REDACTED
     return found
 
@@ -98,8 +125,10 @@ def blanker(secrets: Mapping[str, str]) -> Callable[[str], str]:
         else None
     )
 
+    suspect = _prefilter(values)
+
     def hide(text: str) -> str:
-        if not text:
+        if not text or not suspect(text):
             return text
         if known is not None:
             text = known.sub(lambda m: shown[groups[m.lastgroup or ""]], text)

@@ -138,3 +138,11 @@ def test_every_spelling_of_a_secret_is_blanked():
     assert hide("token refreshed; Basic authentication needed") == (
         "token refreshed; Basic authentication needed"
     )
+
+
+def test_a_user_name_alone_is_not_a_secret():
+    """`postgresql://postgres@host/db` (no password) must not blank the word postgres
+    everywhere; the URL's userinfo is blanked wherever the URL is written."""
+    hide = blanker({"postgresql://postgres@127.0.0.1:5432/test": "***"})
+    assert hide("cannot be transpiled to postgres") == "cannot be transpiled to postgres"
+    assert hide("at postgresql://postgres@127.0.0.1/x") == "at postgresql://***@127.0.0.1/x"

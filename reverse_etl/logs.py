@@ -9,7 +9,8 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 from .secrets import blanker
@@ -118,3 +119,50 @@ def log_to_stderr(verbose: int, secrets: Callable[[], Mapping[str, str]]) -> Non
     _cli_handler.setFormatter(_Blanking("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets))
     root.addHandler(_cli_handler)
     root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+
+
+class _BlankRecords(logging.Filter):
+    """Blanks secrets out of each record it sees, before any handler formats it."""
+
+    def __init__(self, hide: Callable[[str], str]) -> None:
+        super().__init__()
+        self.hide = hide
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.hide(record.getMessage()), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.hide(record.exc_text)
+        return True
+
+
+# Every logger whose records may carry a destination's text or URL.
+ENGINE_LOGGERS = (
+    "reverse_etl.runner",
+    "reverse_etl.delivery",
+    "reverse_etl.warehouse",
+    "reverse_etl.warehouse_state",
+    "reverse_etl.destinations",
+    "httpx",  # logs each request's URL
+)
+
+
+@contextmanager
+def blanked_records(secrets: Mapping[str, str]) -> Iterator[None]:
+    """While the block runs, the engine's log records have these secrets blanked whoever
+    handles them: the Python API's hosts (Airflow, Dagster, Prefect) log with handlers of
+    their own, which know no secret."""
+    blanking = _BlankRecords(blanker(secrets))
+    names = {
+        *ENGINE_LOGGERS,
+        *(n for n in logging.root.manager.loggerDict if n.startswith("reverse_etl.")),
+    }
+    loggers = [logging.getLogger(name) for name in sorted(names)]
+    for logger in loggers:
+        logger.addFilter(blanking)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(blanking)

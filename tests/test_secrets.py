@@ -147,3 +147,30 @@ def test_a_user_name_alone_is_not_a_secret():
     hide = blanker({"postgresql://postgres@127.0.0.1:5432/test": "***"})
     assert hide("cannot be transpiled to postgres") == "cannot be transpiled to postgres"
     assert hide("at postgresql://postgres@127.0.0.1/x") == "at postgresql://***@127.0.0.1/x"
+
+
+def test_the_python_api_hands_its_host_log_records_without_tokens(crm, receiver, caplog):
+    """An orchestrator's own log handlers (Airflow's task log) know no secret."""
+    import logging
+
+    import reverse_etl
+
+    crm.webhook(
+        "crm",
+        receiver.url + "/hooks/${HOOK_TOKEN}",
+        headers={"Authorization": "Bearer ${CRM_TOKEN}"},
+    )
+    receiver.intercept = lambda body, headers: (
+        401,
+        {},
+        f"invalid: {escaped(headers['authorization'])}".encode(),
+    )
+    caplog.set_level(logging.DEBUG)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CRM_TOKEN", TOKEN)
+        env.setenv("HOOK_TOKEN", TOKEN[::-1])
+        with pytest.raises(reverse_etl.CredentialsError) as refused:
+            reverse_etl.run_sync(crm.root, "users")
+    assert "refused the credentials" in caplog.text and "HTTP Request" in caplog.text
+    for text in (caplog.text, str(refused.value), json.dumps(refused.value.result)):
+        assert TOKEN not in text and TOKEN[::-1] not in text and escaped(TOKEN) not in text

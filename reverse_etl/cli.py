@@ -24,6 +24,7 @@ class Context:
         self.verbose = verbose
         self._project: Any = None
         self._all_loaded = False
+        self._hiding: tuple[dict[str, str], Callable[[str], str]] | None = None
 
     def project(self) -> Any:
         from .project import Project
@@ -49,9 +50,12 @@ class Context:
 
     def hide(self, text: str) -> str:
         """`text` with every secret blanked: nothing the CLI prints shows one (see secrets.py)."""
-        from .secrets import blank
+        from .secrets import blanker
 
-        return blank(text, self.secrets())
+        secrets = self.secrets()
+        if self._hiding is None or self._hiding[0] != secrets:  # compiled again only then
+            self._hiding = (secrets, blanker(secrets))
+        return self._hiding[1](text)
 
     def emit(self, obj: dict[str, Any]) -> None:
         click.echo(self.hide(json.dumps(obj, default=str)))

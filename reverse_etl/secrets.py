@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable, Mapping
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 REDACTED = "***"
 MIN_LENGTH = 3  # shorter values would blank too much that is not secret
@@ -87,19 +87,25 @@ def credentials_in(value: str) -> dict[str, str]:
     (whose base64 is what HTTP Basic authentication sends); a user name alone only when it is
     as long as a token. (The userinfo of a URL in a text is blanked whatever it holds.)"""
     found: dict[str, str] = {}
-    for match in re.finditer(r"(?i)[a-z][a-z0-9+.-]*://\S+", value):
-        try:
-            parts = urlsplit(match.group(0))
-        except ValueError:
-            continue
-        user, password = parts.username, parts.password
-        if password:
-            for form in {password, unquote(password)}:
-                found[form] = REDACTED
-            found[f"{unquote(user or '')}:{unquote(password)}"] = REDACTED
-        elif user and len(user) >= TOKEN_LIKE:  # a token given as the user (`https://TOKEN@`)
+    for match in re.finditer(r"(?i)[a-z][a-z0-9+.-]*://([^\s@]+)@", value):
+        user, colon, password = match.group(1).partition(":")
+        if colon and password:
+            found[password] = found[unquote(password)] = REDACTED
+            found[f"{unquote(user)}:{unquote(password)}"] = REDACTED
+            found.update(dict.fromkeys(_unencoded_pieces(password), REDACTED))
+        elif len(user) >= TOKEN_LIKE and "/" not in user:  # a token as the user: https://TOKEN@
             found[unquote(user)] = REDACTED
     return found
+
+
+def _unencoded_pieces(password: str) -> list[str]:
+    """A password whose `/` was left unencoded (`pa55/word`) is cut there by URL parsers,
+    which then name its first piece (as a port, say): each piece is a secret too. Not when it
+    reads as a port and a path (`host:8080/x@y`) or holds a query (`?`, `#`)."""
+    pieces = password.split("/")
+    if len(pieces) < 2 or "?" in password or "#" in password or pieces[0].isdigit():
+        return []
+    return [piece for piece in pieces if len(piece) >= MIN_LENGTH]
 
 
 def with_credentials(secrets: Mapping[str, str]) -> dict[str, str]:

@@ -174,3 +174,12 @@ def test_the_python_api_hands_its_host_log_records_without_tokens(crm, receiver,
     assert "refused the credentials" in caplog.text and "HTTP Request" in caplog.text
     for text in (caplog.text, str(refused.value), json.dumps(refused.value.result)):
         assert TOKEN not in text and TOKEN[::-1] not in text and escaped(TOKEN) not in text
+
+
+def test_check_of_a_url_with_an_unencoded_password_exits_2_without_it(crm):
+    crm.webhook("crm", "http://robot:${CRM_PASSWORD}@127.0.0.1:9/")
+    check = crm.command("check", "crm", env={"CRM_PASSWORD": PASSWORD})  # its '/' not encoded
+    assert check.exit_code == 2 and "Traceback" not in check.stderr, check
+    assert "percent-encode" in check.stderr, check.stderr
+    for fragment in (PASSWORD, PASSWORD.split("/")[0], PASSWORD.split("/")[1]):
+        assert fragment not in check.stdout + check.stderr, fragment

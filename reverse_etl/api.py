@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ReverseEtlError
+from .logs import blanked_records
 from .project import Project
 from .runner import plan_sync as _plan
 from .runner import run_sync as _run
@@ -44,14 +45,17 @@ def run_sync(
       StateError         the state folder cannot be read or written
     An error raised after the run started carries the run's fields as `.result` (it is in
     the run history too)."""
-    result = _run(
-        _project(project),
-        name,
-        full_resync=full_resync,
-        force=force,
-        retry_quarantined=retry_quarantined,
-        holder="reverse_etl.run_sync()",
-    )
+    opened = _project(project)
+    opened.sync(name)  # loads its destination: its secrets are known from here on
+    with blanked_records(opened.secrets()):  # the host's log handlers know no secret
+        result = _run(
+            opened,
+            name,
+            full_resync=full_resync,
+            force=force,
+            retry_quarantined=retry_quarantined,
+            holder="reverse_etl.run_sync()",
+        )
     fields = result.as_dict()
     if result.status == "error":
         error = result.exception or ReverseEtlError(result.error or "the run failed")
@@ -62,4 +66,7 @@ def run_sync(
 
 def plan_sync(project: str | Path | Project | None, name: str) -> dict[str, Any]:
     """What a run would do now (`reverse-etl plan NAME --json`): sends nothing, changes nothing."""
-    return _plan(_project(project), name)
+    opened = _project(project)
+    opened.sync(name)
+    with blanked_records(opened.secrets()):
+        return _plan(opened, name)

@@ -6,7 +6,6 @@ so `reverse-etl --help` answers at once."""
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import sys
 from collections.abc import Callable
@@ -23,14 +22,46 @@ class Context:
         self.project_dir = project_dir
         self.as_json = as_json
         self.verbose = verbose
+        self._project: Any = None
+        self._all_loaded = False
+        self._hiding: tuple[dict[str, str], Callable[[str], str]] | None = None
 
     def project(self) -> Any:
         from .project import Project
 
-        return Project.open(self.project_dir)
+        self._project, self._all_loaded = Project.open(self.project_dir), False
+        return self._project
+
+    def secrets(self) -> dict[str, str]:
+        """Every secret of the project: its destinations are loaded for theirs once, so that
+        even `runs` or a broken sync's error blanks a token it never needed."""
+        if self._project is None:
+            return {}
+        if not self._all_loaded:
+            self._all_loaded = True
+            from contextlib import suppress
+
+            from .errors import ReverseEtlError
+
+            for name in self._project.destination_names():
+                with suppress(ReverseEtlError):  # a broken file blanks its own problems
+                    self._project.destination(name)
+        return self._project.secrets()  # type: ignore[no-any-return]
+
+    def hide(self, text: str) -> str:
+        """`text` with every secret blanked: nothing the CLI prints shows one (see secrets.py)."""
+        from .secrets import blanker
+
+        secrets = self.secrets()
+        if self._hiding is None or self._hiding[0] != secrets:  # compiled again only then
+            self._hiding = (secrets, blanker(secrets))
+        return self._hiding[1](text)
 
     def emit(self, obj: dict[str, Any]) -> None:
-        click.echo(json.dumps(obj, default=str))
+        click.echo(self.hide(json.dumps(obj, default=str)))
+
+    def error(self, text: str) -> None:
+        click.echo(self.hide(f"error: {text}"), err=True)
 
 
 def command(
@@ -52,27 +83,20 @@ def command(
         @wraps(func)
         def wrapper(project_dir: str | None, as_json: bool, verbose: int, **options: Any) -> None:
             from .errors import ProjectError, ReverseEtlError
+            from .logs import log_to_stderr
 
-            logging.basicConfig(
-                level=logging.DEBUG
-                if verbose > 1
-                else logging.INFO
-                if verbose
-                else logging.WARNING,
-                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                stream=sys.stderr,
-            )
             ctx = Context(project_dir, as_json, verbose)
+            log_to_stderr(verbose, ctx.secrets)
             try:
                 code = func(ctx, **options)
             except ProjectError as exc:
                 for problem in exc.problems:
-                    click.echo(f"error: {problem}", err=True)
+                    ctx.error(str(problem))
                 if as_json:
                     ctx.emit({"error": str(exc), "errors": [p.as_dict() for p in exc.problems]})
                 code = EXIT_FAILED
             except ReverseEtlError as exc:
-                click.echo(f"error: {exc}", err=True)
+                ctx.error(str(exc))
                 if as_json:
                     ctx.emit({"error": str(exc)})
                 code = EXIT_FAILED
@@ -121,7 +145,7 @@ def validate_command(ctx: Context) -> int:
         ctx.emit({"ok": not problems, "errors": [p.as_dict() for p in problems]})
     else:
         for problem in problems:
-            click.echo(f"error: {problem}", err=True)
+            ctx.error(str(problem))
         if not problems:
             click.echo("ok: the project is valid")
     return EXIT_FAILED if problems else EXIT_OK
@@ -168,7 +192,7 @@ def plan_command(ctx: Context, syncs: tuple[str, ...], all_syncs: bool, show_sql
                 plan["sql"] = project.sync(name).model.sql.strip()
         except ReverseEtlError as exc:
             for line in str(exc).splitlines():
-                click.echo(f"error: {name}: {line}", err=True)
+                ctx.error(f"{name}: {line}")
             plan, code = {"sync": name, "error": str(exc)}, EXIT_FAILED
         plans.append(plan)
         if ctx.as_json:
@@ -233,7 +257,16 @@ def _run_syncs(
 
     progress = Progress(enabled=not ctx.as_json and sys.stderr.isatty())
 
+    stopped: list[str] = []  # why this command stops: the syncs not started yet never start
+
     def one(name: str) -> dict[str, Any]:
+        if stopped:
+            return {
+                "sync": name,
+                "status": "error",
+                "error": f"not started: {stopped[0]}",
+                "_exit": EXIT_FAILED,
+            }
         try:
             result = run_sync(
                 project,
@@ -249,7 +282,8 @@ def _run_syncs(
 
     def interrupted(signum: int, frame: Any) -> None:
         # Stop gracefully: no new batch, acknowledge what was delivered, then exit (code 2).
-        shutdown(f"interrupted by {signal.Signals(signum).name}")
+        stopped.append(f"interrupted by {signal.Signals(signum).name}")
+        shutdown(stopped[0])
 
     previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -265,9 +299,8 @@ def _run_syncs(
     for result in results:
         for key in ("error", "reason"):
             for line in (result.get(key) or "").splitlines():
-                click.echo(
-                    f"{'error' if key == 'error' else 'held'}: {result['sync']}: {line}", err=True
-                )
+                text = f"{'error' if key == 'error' else 'held'}: {result['sync']}: {line}"
+                click.echo(ctx.hide(text), err=True)
     if not ctx.as_json:
         run_table(results)
     return max(r["_exit"] for r in results) if results else EXIT_OK
@@ -325,10 +358,12 @@ def reset_command(ctx: Context, sync: str) -> int:
 
     project = ctx.project()
     _known_sync(project, sync)
-    reset_sync(project, sync)
+    dropped = reset_sync(project, sync)
     if ctx.as_json:
-        ctx.emit({"sync": sync, "reset": True})
+        ctx.emit({"sync": sync, "reset": True, "dropped_table": dropped})
     else:
+        if dropped:
+            click.echo(f"{sync}: dropped its snapshot table {dropped} in the warehouse")
         click.echo(f"{sync}: snapshot forgotten; the next run sends every row")
     return EXIT_OK
 
@@ -340,7 +375,7 @@ def destinations_command(ctx: Context) -> int:
 
     described, broken = catalog()
     for line in broken:
-        click.echo(f"error: {line}", err=True)
+        ctx.error(line)
     if ctx.as_json:
         for item in described:
             ctx.emit(item)
@@ -357,7 +392,6 @@ def check_command(ctx: Context, destinations: tuple[str, ...]) -> int:
     """Test destinations' connections and credentials, without sending any data."""
     from .connect import check_destination
     from .errors import ReverseEtlError
-    from .tomlfile import blank
 
     project = ctx.project()
     code = EXIT_OK
@@ -365,11 +399,11 @@ def check_command(ctx: Context, destinations: tuple[str, ...]) -> int:
         spec = project.destination(name)
         result: dict[str, Any] = {"destination": name, "type": spec.adapter.type}
         try:
-            result.update(ok=True, detail=check_destination(spec))
+            result.update(ok=True, detail=ctx.hide(check_destination(spec)))
         except ReverseEtlError as exc:
-            message = blank(str(exc), project.secrets())
+            message = ctx.hide(str(exc))
             result.update(ok=False, error=message)
-            click.echo(f"error: {name}: {message}", err=True)
+            ctx.error(f"{name}: {message}")
             code = EXIT_FAILED
         if ctx.as_json:
             ctx.emit(result)

@@ -6,9 +6,10 @@ to import)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -17,6 +18,20 @@ from .errors import CredentialsError, DestinationError
 
 if TYPE_CHECKING:
     from .project import DestinationSpec
+
+T = TypeVar("T")
+
+
+def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run(coroutine), also from a thread whose event loop is running (a Prefect async
+    flow, a Jupyter cell), where asyncio.run refuses: there it runs on its own loop in a worker
+    thread while the calling thread waits (README, "From Airflow, Dagster or Prefect")."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(1, thread_name_prefix="reverse-etl-delivery") as worker:
+        return worker.submit(asyncio.run, coroutine).result()
 
 
 class BoundedClient(httpx.AsyncClient):
@@ -102,6 +117,11 @@ def check_destination(spec: DestinationSpec) -> str:
                 raise CredentialsError(
                     f"destination {spec.name!r} refused the credentials: {exc}"
                 ) from None
+            except httpx.InvalidURL as exc:  # (its text is blanked by the caller)
+                raise DestinationError(
+                    f"destination {spec.name!r}: its url is not a valid URL ({exc}); "
+                    "percent-encode what a password holds of / : @ ? # (/ is %2F)"
+                ) from None
             except httpx.TransportError as exc:
                 raise DestinationError(
                     f"destination {spec.name!r} is unreachable: {exc!r}"
@@ -109,4 +129,4 @@ def check_destination(spec: DestinationSpec) -> str:
             except Retryable as exc:  # an answer too large, or one that cannot be trusted
                 raise DestinationError(f"destination {spec.name!r}: {exc}") from None
 
-    return asyncio.run(check())
+    return run_coroutine(check())

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StateError
+from .locks import is_held
 
 COUNTS = (
     "rows",
@@ -78,9 +79,16 @@ def _iso(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
 
 
-def _alive(pid: int | None, host: str | None) -> bool:
+def _alive(state_dir: Path, row: sqlite3.Row) -> bool:
+    """Whether the run recorded 'running' in `row` may still be running. The sync's lock is
+    the proof (locks.py): the kernel frees it when its process dies, however it dies; a pid
+    alone is not, as the pid of a killed run is reused (pid 1 in a container). A held lock is
+    a live run unless this host knows its pid to be gone."""
+    if not is_held(state_dir, row["sync"]):
+        return False
+    pid, host = row["pid"], row["host"]
     if pid is None or host != socket.gethostname():
-        return True  # cannot tell from here: trust the record
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -92,6 +100,7 @@ def _alive(pid: int | None, host: str | None) -> bool:
 
 class History:
     def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
         path = state_dir / "history.sqlite"
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
@@ -145,22 +154,25 @@ class History:
         )
 
     def close_abandoned(self, sync: str) -> None:
-        """Runs of `sync` left 'running' by a process that died: record them as errors."""
+        """Runs of `sync` left 'running' by a process that died: record them as errors. The
+        caller holds the sync's lock, so no other run of it is alive."""
         for row in self.db.execute(
-            "SELECT run_id, pid, host FROM runs WHERE sync = ? AND status = 'running'", (sync,)
+            "SELECT run_id, pid FROM runs WHERE sync = ? AND status = 'running'", (sync,)
         ).fetchall():
-            if not _alive(row["pid"], row["host"]):
-                self.db.execute(
-                    "UPDATE runs SET status = 'error', error = ? WHERE run_id = ?",
-                    (_killed(row["pid"]), row["run_id"]),
-                )
+            self.db.execute(
+                "UPDATE runs SET status = 'error', error = ? WHERE run_id = ?",
+                (_killed(row["pid"]), row["run_id"]),
+            )
 
     def runs(self, sync: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         where, params = ("WHERE sync = ?", [sync]) if sync else ("", [])
         rows = self.db.execute(
             f"SELECT * FROM runs {where} ORDER BY started_at DESC LIMIT ?", (*params, limit)
         ).fetchall()
-        return [_run_dict(row) for row in rows]
+        return [
+            _run_dict(row, row["status"] != "running" or _alive(self.state_dir, row))
+            for row in rows
+        ]
 
     def finished_elsewhere(self, since: float, pid: int) -> list[tuple[str, float, int]]:
         """(sync, finished_at, pid) of runs that finished with success or partial after
@@ -309,9 +321,9 @@ def _killed(pid: int | None) -> str:
     return f"the run's process (pid {pid}) ended before the run finished"
 
 
-def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
+def _run_dict(row: sqlite3.Row, alive: bool) -> dict[str, Any]:
     status, error = row["status"], row["error"]
-    if status == "running" and not _alive(row["pid"], row["host"]):
+    if status == "running" and not alive:
         status, error = "error", _killed(row["pid"])
     finished = row["finished_at"]
     result: dict[str, Any] = {"sync": row["sync"], "run_id": row["run_id"], "status": status}

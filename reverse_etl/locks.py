@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -24,7 +25,7 @@ class SyncLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock(fd)
         except BlockingIOError:
             holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
             os.close(fd)
@@ -51,3 +52,31 @@ class SyncLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def _flock(fd: int) -> None:
+    """The exclusive lock, or BlockingIOError. Tried a few times, 10 ms apart: is_held() takes
+    a shared lock for an instant, which must not refuse a run."""
+    for _ in range(4):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            time.sleep(0.01)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def is_held(state_dir: Path, sync: str) -> bool:
+    """Whether a process holds `sync`'s lock now: a run (or plan) of it is alive. Probed with
+    a shared lock, released at once."""
+    try:
+        fd = os.open(state_dir / "locks" / f"{sync}.lock", os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases the shared lock
+    return False

@@ -1,4 +1,4 @@
-"""The daemon's logs: one line per event, as text or JSON, with secrets blanked out.
+"""Logs (the daemon's, one line per event, as text or JSON; the CLI's -v lines), secrets blanked.
 
 Events are logged with `extra` fields (event, sync, run_id, counts...); the JSON format writes
 them as keys, the text format as key=value after the message."""
@@ -9,10 +9,11 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TextIO
 
-from .tomlfile import blanker
+from .secrets import blanker
 
 # The attributes every LogRecord has: anything else on a record came in through `extra`.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -86,3 +87,82 @@ def configure(log_format: str, stream: TextIO = sys.stderr, verbose: int = 0) ->
     for name in ("apscheduler", "httpx", "httpcore", "reverse_etl.runner"):
         logging.getLogger(name).setLevel(quiet)
     return formatter
+
+
+class _Blanking(logging.Formatter):
+    """The CLI's -v lines, with the secrets `secrets()` names blanked (asked at each line: a
+    project learns secrets as it loads its files; the blanker is rebuilt only when they change)."""
+
+    def __init__(self, fmt: str, secrets: Callable[[], Mapping[str, str]]) -> None:
+        super().__init__(fmt)
+        self.secrets = secrets
+        self.known: dict[str, str] = {}
+        self.redact = blanker({})
+
+    def format(self, record: logging.LogRecord) -> str:
+        current = self.secrets()
+        if current != self.known:
+            self.known, self.redact = dict(current), blanker(current)
+        return self.redact(super().format(record))
+
+
+_cli_handler: logging.Handler | None = None
+
+
+def log_to_stderr(verbose: int, secrets: Callable[[], Mapping[str, str]]) -> None:
+    """The CLI's logging: warnings on stderr, INFO with -v, DEBUG with -vv, secrets blanked."""
+    global _cli_handler
+    root = logging.getLogger()
+    if _cli_handler is not None:  # one CLI call after another in one process (tests)
+        root.removeHandler(_cli_handler)
+    _cli_handler = logging.StreamHandler(sys.stderr)
+    _cli_handler.setFormatter(_Blanking("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets))
+    root.addHandler(_cli_handler)
+    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+
+
+class _BlankRecords(logging.Filter):
+    """Blanks secrets out of each record it sees, before any handler formats it."""
+
+    def __init__(self, hide: Callable[[str], str]) -> None:
+        super().__init__()
+        self.hide = hide
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.hide(record.getMessage()), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.hide(record.exc_text)
+        return True
+
+
+# Every logger whose records may carry a destination's text or URL.
+ENGINE_LOGGERS = (
+    "reverse_etl.runner",
+    "reverse_etl.delivery",
+    "reverse_etl.warehouse",
+    "reverse_etl.warehouse_state",
+    "reverse_etl.destinations",
+    "httpx",  # logs each request's URL
+)
+
+
+@contextmanager
+def blanked_records(secrets: Mapping[str, str]) -> Iterator[None]:
+    """While the block runs, the engine's log records have these secrets blanked whoever
+    handles them: the Python API's hosts (Airflow, Dagster, Prefect) log with handlers of
+    their own, which know no secret."""
+    blanking = _BlankRecords(blanker(secrets))
+    names = {
+        *ENGINE_LOGGERS,
+        *(n for n in logging.root.manager.loggerDict if n.startswith("reverse_etl.")),
+    }
+    loggers = [logging.getLogger(name) for name in sorted(names)]
+    for logger in loggers:
+        logger.addFilter(blanking)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(blanking)

@@ -31,6 +31,12 @@ class Outbox:
         self.log_path = state_path.with_suffix(".acks")
         self._log: IO[bytes] | None = None
 
+    @property
+    def files(self) -> tuple[Path, Path]:
+        """The files the run's DuckDB connection writes (COPY) and reads (read_parquet): a
+        sandboxed connection allows exactly these (warehouses/duckdb.py)."""
+        return self.path.with_suffix(".tmp"), self.path
+
     def exists(self) -> bool:
         return self.path.exists()
 
@@ -40,7 +46,7 @@ class Outbox:
 
     def write(self, con: Any, select: str) -> None:
         """Write the records of `select` durably; only then may they be sent."""
-        partial = self.path.with_suffix(".tmp")
+        partial = self.files[0]
         target = quote_literal(str(partial))
         con.execute(f"COPY ({select}) TO {target} (FORMAT parquet, ROW_GROUP_SIZE 10000)")
         _fsync(partial)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import ProjectError
+from .errors import ProjectError, WarehouseError
 from .history import History
 from .locks import SyncLock
 from .outbox import Outbox
@@ -11,8 +11,12 @@ from .snapshot import snapshot_path
 from .warehouse_state import snapshot_table, warehouse_state_path
 
 
-def reset_sync(project: Project, name: str) -> None:
+def reset_sync(project: Project, name: str) -> str | None:
+    """Forget `name`'s snapshot, its `diff = "warehouse"` table included; the table dropped
+    (schema.table), if any. The table goes first: if it cannot be dropped, WarehouseError says
+    so and nothing is forgotten, so that no snapshot is left behind unseen."""
     with SyncLock(project.state_dir, name):
+        dropped = _drop_warehouse_snapshot(project, name)
         for path in (
             snapshot_path(project.state_dir, name),
             warehouse_state_path(project.state_dir, name),
@@ -22,33 +26,55 @@ def reset_sync(project: Project, name: str) -> None:
             Outbox(path).remove()
             for leftover in (path, path.with_name(path.name + ".wal")):
                 leftover.unlink(missing_ok=True)
-        _drop_warehouse_snapshot(project, name)
         history = History(project.state_dir)
         try:
             history.forget(name)
         finally:
             history.close()
+        return dropped
 
 
-def _drop_warehouse_snapshot(project: Project, name: str) -> None:
-    """A `diff = "warehouse"` sync's snapshot lives in the warehouse: drop it there."""
+def _in_warehouse(project: Project, name: str) -> bool:
+    """Whether the warehouse may hold the sync's snapshot. A sync file that cannot be read
+    (a syntax error) says nothing: then its local state file, or a warehouse that can hold
+    snapshots, says yes (the table's name derives from the sync's name alone)."""
     try:
-        sync = project.sync(name)
+        return project.sync(name).in_warehouse
     except ProjectError:
-        return  # a broken file: nothing says where its snapshot would be
-    if not sync.in_warehouse:
-        return
+        pass
+    if warehouse_state_path(project.state_dir, name).exists():
+        return True
+    try:
+        return project.settings.warehouse.type != "duckdb"  # the embedded one holds none
+    except ProjectError:
+        return False  # no settings, and no sign of a snapshot in the warehouse
+
+
+def _drop_warehouse_snapshot(project: Project, name: str) -> str | None:
+    """A `diff = "warehouse"` sync's snapshot lives in the warehouse: drop it there."""
+    if not _in_warehouse(project, name):
+        return None
     from .encoding import quote_identifier
     from .warehouses import open_warehouse
 
-    settings = project.settings.warehouse
-    warehouse = open_warehouse(settings, project.root)
-    connection = warehouse.writer()  # type: ignore[attr-defined]
+    settings = project.settings.warehouse  # ProjectError (exit 2) if config.toml is broken
+    table = snapshot_table(name)
+    shown = f"{settings.state_schema}.{table}"
     try:
-        table = (
-            f"{quote_identifier(settings.state_schema)}.{quote_identifier(snapshot_table(name))}"
-        )
-        connection.cursor().execute(f"DROP TABLE IF EXISTS {table}")
-        connection.commit()
-    finally:
-        connection.close()
+        warehouse = open_warehouse(settings, project.root)
+        connection = warehouse.writer()  # type: ignore[attr-defined]
+        try:
+            connection.cursor().execute(
+                f"DROP TABLE IF EXISTS {quote_identifier(settings.state_schema)}."
+                f"{quote_identifier(table)}"
+            )
+            connection.commit()
+        finally:
+            connection.close()
+    except Exception as exc:  # the driver's errors: unreachable, refused, no permission
+        raise WarehouseError(
+            f"sync {name!r}: could not drop its snapshot table {shown} in the warehouse "
+            f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); "
+            "nothing was reset: fix the warehouse connection and run `reverse-etl reset` again"
+        ) from None
+    return shown

@@ -24,6 +24,7 @@ from .history import History
 from .locks import SyncLock
 from .project import Project, Sync
 from .rails import hold_reason
+from .secrets import blank, blanker
 from .snapshot import (
     DiffCounts,
     SyncState,
@@ -31,7 +32,6 @@ from .snapshot import (
     snapshot_path,
     stored_target,
 )
-from .tomlfile import blank, blanker
 from .validate import model_problem
 from .warehouse_state import WarehouseState, warehouse_state_path
 from .warehouses import open_warehouse
@@ -43,19 +43,40 @@ log = logging.getLogger("reverse_etl.runner")
 
 # Deliveries running in this process, so that a signal can stop them all (see shutdown()).
 _active: set[Delivery] = set()
-_active_lock = threading.Lock()
-_shutdown: str | None = None
+_active_lock = threading.RLock()  # re-entrant: a signal handler may run while this thread holds it
+_runs = 0  # runs in progress in this process
+_shutdown: str | None = None  # why the runs in progress are stopping; None once they all ended
 
 
 def shutdown(reason: str) -> None:
-    """Stop this process's runs gracefully: none starts, running ones take no new batch, what
-    was delivered is acknowledged. Safe to call from a signal handler."""
+    """Stop the runs in progress in this process gracefully: they take no new batch, what was
+    delivered is acknowledged, and no run starts until they have all ended; a run started after
+    that works (a host process lives on after a SIGTERM it handled). Safe to call from a signal
+    handler, from any thread."""
     global _shutdown
-    _shutdown = reason
     with _active_lock:
+        if _runs:
+            _shutdown = reason
         deliveries = list(_active)
     for delivery in deliveries:
         delivery.stop(reason)
+
+
+@contextmanager
+def _counted() -> Iterator[None]:
+    """One run in progress; the last one to end ends the shutdown that stopped it."""
+    global _runs, _shutdown
+    with _active_lock:
+        if _shutdown is not None:
+            raise Interrupted(f"not started: {_shutdown}")
+        _runs += 1
+    try:
+        yield
+    finally:
+        with _active_lock:
+            _runs -= 1
+            if not _runs:
+                _shutdown = None
 
 
 ProgressCallback = Callable[[str, int, int], None]  # sync, records done, records to deliver
@@ -131,7 +152,7 @@ def _model_errors(sync: Sync) -> Iterator[None]:
 def _bind(project: Project, sync: Sync, state: SyncState) -> None:
     settings = project.settings.warehouse
     warehouse = open_warehouse(settings, project.root)
-    warehouse.connect(state.con)
+    warehouse.connect(state.con, engine_files=state.outbox.files)  # then sandboxed
     key_line = sync.header_line("primary_key")
     with _model_errors(sync):
         check_column_names(warehouse.columns(state.con, sync.model.sql), sync.file, sync.sql_line)
@@ -188,9 +209,7 @@ def run_sync(
     cannot start; once started, every outcome (errors included) is recorded in the run
     history and returned."""
     sync = project.sync(name)
-    if _shutdown is not None:
-        raise Interrupted(f"not started: {_shutdown}")
-    with SyncLock(project.state_dir, name, holder):
+    with _counted(), SyncLock(project.state_dir, name, holder):
         history = History(project.state_dir)
         try:
             history.close_abandoned(name)
@@ -264,9 +283,9 @@ def _run(
                 on_progress(sync.name, 0, total)
             outcome = None
             if batches:
-                import asyncio  # here, with the rest of delivery: `plan` never needs it
+                from .connect import run_coroutine  # with the rest of delivery: not for `plan`
 
-                outcome = asyncio.run(
+                outcome = run_coroutine(
                     _deliver(project, sync, state, history, run_id, batches, total, on_progress)
                 )
             state.fold_acknowledged(keep_fields)
@@ -399,8 +418,9 @@ async def _deliver(
         )
         with _active_lock:
             _active.add(delivery)
-        if _shutdown is not None:
-            delivery.stop(_shutdown)
+            stopping = _shutdown
+        if stopping is not None:
+            delivery.stop(stopping)
         try:
             return await delivery.run(batches)
         finally:

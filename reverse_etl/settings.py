@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from .errors import Problem, ProjectError
+from .secrets import REDACTED, credentials_in
 from .tomlfile import (
     did_you_mean,
     interpolate,
@@ -46,6 +47,8 @@ class _Section(BaseModel):
 class WarehouseSettings(_Section):
     type: Literal["duckdb", "postgres"] = "duckdb"
     path: str = "warehouse.duckdb"  # duckdb
+    # duckdb: the folders (relative to the project) whose files models may read; none by default
+    allowed_directories: list[str] = []
     dsn: SecretStr | None = None  # postgres: postgresql://user@host:5432/db (password: ${VAR})
     statement_timeout_seconds: float | None = Field(default=None, gt=0)  # postgres: per model
     diff: Literal["local", "warehouse"] = "local"  # where syncs diff (a sync may say otherwise)
@@ -58,6 +61,11 @@ class WarehouseSettings(_Section):
                 'type "postgres" needs a dsn, e.g. dsn = "postgresql://user@host:5432/analytics" '
                 '(the password from the environment: "postgresql://user:${PGPASSWORD}@...", or '
                 "libpq's PGPASSWORD)"
+            )
+        if self.type != "duckdb" and self.allowed_directories:
+            raise ValueError(
+                "allowed_directories is for the embedded DuckDB warehouse, whose models could "
+                "read files: a PostgreSQL warehouse's models run on the server"
             )
         if self.type == "duckdb" and self.diff == "warehouse":
             raise ValueError(
@@ -150,17 +158,19 @@ def load_settings(project_dir: Path) -> Settings:
     return settings
 
 
-REDACTED = "***"
-
-
 def secret_values(models: list[BaseModel]) -> dict[str, str]:
-    """Every SecretStr value inside these settings (in dicts and lists too), to blank out."""
+    """Every SecretStr value inside these settings (in dicts and lists too), and the
+    credentials in the userinfo of any URL among them (`https://user:pass@host`), to blank
+    out (see secrets.blanker)."""
     found: dict[str, str] = {}
 
     def walk(value: Any) -> None:
         if isinstance(value, SecretStr):
             if secret := value.get_secret_value():
                 found[secret] = REDACTED
+                found.update(credentials_in(secret))
+        elif isinstance(value, str):
+            found.update(credentials_in(value))
         elif isinstance(value, BaseModel):
             for name in type(value).model_fields:
                 walk(getattr(value, name))

@@ -10,11 +10,13 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from .errors import Problem
+from .secrets import blank as blank  # blanking lives in secrets.py; re-exported for callers
+from .secrets import blanker as blanker
 
 _VARIABLE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _TOML_POSITION = re.compile(r"\(at line (\d+), column \d+\)")
@@ -107,23 +109,6 @@ def scrub(problems: list[Problem], secrets: Mapping[str, str]) -> list[Problem]:
     if not secrets:
         return problems
     return [Problem(p.file, p.line, blank(p.message, secrets)) for p in problems]
-
-
-def blank(text: str, secrets: Mapping[str, str]) -> str:
-    """`text` with each secret value (a key of `secrets`) replaced by what `secrets` gives for
-    it. For many texts, build a blanker() once."""
-    return blanker(secrets)(text)
-
-
-def blanker(secrets: Mapping[str, str]) -> Callable[[str], str]:
-    """A function blanking these secret values (3 characters or more: shorter ones would blank
-    too much that is not secret), the longest first, its pattern compiled once."""
-    values = sorted((v for v in secrets if len(v) >= 3), key=len, reverse=True)
-    if not values:
-        return lambda text: text
-    pattern = re.compile("|".join(re.escape(v) for v in values))
-    replacements = dict(secrets)
-    return lambda text: pattern.sub(lambda m: replacements[m.group(0)], text) if text else text
 
 
 def line_of(text: str, needle: str, first_line: int = 1, section: str | None = None) -> int | None:

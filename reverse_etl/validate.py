@@ -44,6 +44,11 @@ def model_problem(sync: Sync, exc: Exception) -> Problem:
         if h.strip().startswith(_HINTS) and "pg_" not in h and "duckdb_" not in h
     ]
     text = " ".join([lines[0], *hints])
+    if "disabled by configuration" in text or "configuration has been locked" in text:
+        text += (
+            ". A model reads the warehouse and nothing else; to let models read the files of "
+            "a folder, list it in config.toml [warehouse] allowed_directories"
+        )
     return Problem(sync.file, max(line, sync.sql_line), f"the model fails in the warehouse: {text}")
 
 

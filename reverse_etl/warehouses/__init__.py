@@ -12,7 +12,11 @@ def open_warehouse(settings: WarehouseSettings, project_root: Path) -> Warehouse
     if settings.type == "duckdb":
         from .duckdb import DuckDBWarehouse
 
-        return DuckDBWarehouse(project_root / settings.path, settings.path)
+        return DuckDBWarehouse(
+            project_root / settings.path,
+            settings.path,
+            [project_root / d for d in settings.allowed_directories],
+        )
     if settings.type == "postgres":
         from .postgres import PostgresWarehouse
 

@@ -7,14 +7,18 @@ neither case does a row become a Python object.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 
 class Warehouse(Protocol):
     dialect: str
 
-    def connect(self, con: Any) -> None:
-        """Prepare `con` (a duckdb connection) to run models; WarehouseError if unreachable."""
+    def connect(self, con: Any, engine_files: Sequence[Path] = ()) -> None:
+        """Prepare `con` (a duckdb connection) to run models; WarehouseError if unreachable.
+        A warehouse that runs models on `con` itself sandboxes it: afterwards `con` reaches no
+        file but `engine_files` (those the engine's own later statements write and read)."""
 
     def relation(self, con: Any, sql: str) -> str:
         """SQL text usable in a FROM clause of `con` that yields the model's rows, after each

@@ -25,7 +25,8 @@ import contextlib
 import itertools
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -60,8 +61,9 @@ class PostgresWarehouse:
         self._streams: dict[str, str] = {}  # registered name: the query streamed under it
         self._connections: list[tuple[Any, Any]] = []  # (connection, cursor) of each stream
 
-    def connect(self, con: Any) -> None:
-        """Check that the server answers and takes the credentials."""
+    def connect(self, con: Any, engine_files: Sequence[Path] = ()) -> None:
+        """Check that the server answers and takes the credentials (models run there, not on
+        `con`: nothing to sandbox)."""
         self._open().close()
 
     def columns(self, con: Any, sql: str) -> list[str]:

@@ -1,21 +1,24 @@
-"""A local webhook receiver speaking CONTRACT §2: the demo's destination, and the tests' and
-benchmarks' real HTTP server on 127.0.0.1.
+"""A local webhook receiver speaking the README's wire format: the demo's destination, and the
+tests' and benchmarks' real HTTP server on 127.0.0.1.
 
 It keeps the latest fields of every key (deletes remove them), counts what each key received,
-and can be told to reject records (`reject(record) -> error or None`) or to answer a request
-itself (`intercept(body, headers) -> (status, headers, body) or None`), e.g. with a 429."""
+honours `Idempotency-Key` as the README asks of receivers (a request repeating the key of one it
+applied whole gets the same answer and is not applied again), and can be told to reject records
+(`reject(record) -> error or None`) or to answer a request itself
+(`intercept(body, headers) -> (status, headers, body) or None`), e.g. with a 429."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 Reply = tuple[int, dict[str, str], bytes]
+REMEMBERED_ANSWERS = 10_000  # Idempotency-Keys whose answers are kept for a repeat
 
 
 class WebhookReceiver:
@@ -36,6 +39,8 @@ class WebhookReceiver:
         self.arrivals: list[float] = []  # monotonic time each request arrived
         self.in_flight = 0
         self.max_in_flight = 0
+        self.answered: OrderedDict[str, Reply] = OrderedDict()  # by Idempotency-Key, recent
+        self.replayed = 0  # requests answered from `answered`, not applied again
         self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.server.daemon_threads = True
         self._thread = threading.Thread(
@@ -82,8 +87,14 @@ class WebhookReceiver:
         if self.intercept and (reply := self.intercept(body, headers)) is not None:
             self._log(body, headers, reply[0], raw)
             return reply
+        idempotency_key = headers.get("idempotency-key")
         errors = []
         with self.lock:
+            if idempotency_key is not None and idempotency_key in self.answered:
+                self.replayed += 1
+                reply = self.answered[idempotency_key]
+                self.requests.append(_entry(body, headers, reply[0], raw))
+                return reply
             for record in body["records"]:
                 error = self.reject(record) if self.reject else None
                 if error:
@@ -94,23 +105,18 @@ class WebhookReceiver:
                     self.data.pop(record["key"], None)
                 else:
                     self.data[record["key"]] = record["fields"]
-        self._log(body, headers, 200, raw)
-        answer = json.dumps({"errors": errors}).encode() if errors else b""
-        return 200, {"Content-Type": "application/json"}, answer
+            answer = json.dumps({"errors": errors}).encode() if errors else b""
+            reply = 200, {"Content-Type": "application/json"}, answer
+            if idempotency_key is not None and not errors:  # a refusal is decided anew
+                self.answered[idempotency_key] = reply
+                while len(self.answered) > REMEMBERED_ANSWERS:
+                    self.answered.popitem(last=False)
+            self.requests.append(_entry(body, headers, 200, raw))
+        return reply
 
     def _log(self, body: dict[str, Any], headers: dict[str, str], status: int, raw: bytes) -> None:
         with self.lock:
-            self.requests.append(
-                {
-                    "operation": body.get("operation"),
-                    "records": len(body.get("records", [])),
-                    "keys": [r["key"] for r in body.get("records", [])],
-                    "headers": headers,
-                    "status": status,
-                    "raw": raw,
-                    "at": time.monotonic(),  # when it was answered
-                }
-            )
+            self.requests.append(_entry(body, headers, status, raw))
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
@@ -140,6 +146,20 @@ class WebhookReceiver:
                 pass
 
         return Handler
+
+
+def _entry(
+    body: dict[str, Any], headers: dict[str, str], status: int, raw: bytes
+) -> dict[str, Any]:
+    return {
+        "operation": body.get("operation"),
+        "records": len(body.get("records", [])),
+        "keys": [r["key"] for r in body.get("records", [])],
+        "headers": headers,
+        "status": status,
+        "raw": raw,
+        "at": time.monotonic(),  # when it was answered
+    }
 
 
 class RollingLimit:

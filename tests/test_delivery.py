@@ -183,3 +183,19 @@ def test_concurrency_is_used(users_project, receiver):
     project = users_project(rows=400, batch_size=10, max_concurrency=4)
     assert project.cli("run", "users").exit_code == 0
     assert receiver.max_in_flight == 4
+
+
+def test_the_bundled_receiver_honours_idempotency_keys(receiver):
+    """reverse-etl's own receiver (the demo's) applies a batch repeated under one
+    Idempotency-Key once, and answers the repeat as it answered the first."""
+    import httpx
+
+    body = {"sync": "s", "object": None, "operation": "insert",
+            "records": [{"key": "1", "fields": {"id": 1}}]}  # fmt: skip
+    headers = {"Idempotency-Key": "k1"}
+    first = httpx.post(receiver.url, json=body, headers=headers)
+    again = httpx.post(receiver.url, json=body, headers=headers)
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert (receiver.records_received(), receiver.replayed) == (1, 1)
+    httpx.post(receiver.url, json=body, headers={"Idempotency-Key": "k2"})
+    assert receiver.records_received() == 2

@@ -24,7 +24,8 @@ everyone for Retry-After; each success wins back a twentieth. With no limit conf
 stated it learns one: a 429 sets the rate a tenth under what the server was accepting, which
 then creeps up until the next 429, so it settles near the server's limit. A 429 is not always a
 limit (a server may answer some at random): no cut goes below half the best rate the server
-accepted over the last minute, so random 429s cannot collapse the rate.
+accepted, so random 429s cannot collapse the rate. Only a stream of 429s (half the recent
+answers) lowers that floor: a server whose limit really fell is still obeyed.
 
 Thread-safe: each sync runs its own event loop (in `run --all` and the daemon). A slot is taken
 under a lock at the moment the request may go, never reserved ahead, so a caller that wakes late
@@ -40,6 +41,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +52,9 @@ MARGIN = 0.95  # aim a little under the limit: arrival jitter must not make 21 o
 PACED_UP_TO = 60.0  # windows this long or shorter are paced; longer ones (a day) are totals
 MIN_RATE = 0.1  # requests per second, however often the server says 429
 LEARN_WINDOW = 1.0  # seconds over which the rate the server accepts is measured
-FLOOR_HORIZON = 60.0  # seconds of successes the floor of a cut is derived from
-FLOOR_SHARE = 0.5  # a cut never goes below this share of the best rate accepted lately
+FLOOR_SHARE = 0.5  # a cut never goes below this share of the best rate the server accepted
+RECENT = 20  # answers that tell an isolated 429 from a stream of them
+SUSTAINED = 8  # 429s among the RECENT answers that make a stream (the server means it)
 
 
 @dataclass(frozen=True)
@@ -65,10 +68,10 @@ class Window:
 
 @dataclass(frozen=True)
 class RateHeaders:
-    """What an answer's headers say of the rate limit: the window the server enforces (None
+    """What an answer's headers say of the rate limit: the windows the server enforces (none
     when not stated), and the requests left with the seconds until they are renewed."""
 
-    window: Window | None = None
+    windows: tuple[Window, ...] = ()
     remaining: float | None = None
     reset: float | None = None
 
@@ -134,7 +137,7 @@ class RateLimiter:
         shared: SharedWindows | None = None,
     ) -> None:
         self.windows = sorted(windows or [], key=lambda w: w.seconds)
-        self.stated: Window | None = None  # the window the server says it enforces
+        self.stated: tuple[Window, ...] = ()  # the windows the server says it enforces
         self.clock = clock
         self.shared = shared  # the project's send times, across processes (wall clock)
         self.scale = 1.0  # the share of the limits in use (adaptive)
@@ -142,6 +145,8 @@ class RateLimiter:
         self.max_pause = math.inf  # the longest pause a header may impose (seconds)
         self._sent: list[float] = []  # send times, ascending, within the longest window
         self._ok: list[float] = []  # times of accepted requests (to learn an unstated limit)
+        self._best = 0.0  # the most requests per second the server accepted (for the floor)
+        self._recent: deque[bool] = deque(maxlen=RECENT)  # the latest answers: 429 or not
         self._next = 0.0  # the earliest moment the next request may go (pacing)
         self._paused_until = 0.0
         self._last_cut = -math.inf
@@ -152,10 +157,10 @@ class RateLimiter:
     @property
     def configured(self) -> bool:
         """Whether a limit is known (configured, or stated by the server)."""
-        return bool(self.windows) or self.stated is not None
+        return bool(self.windows or self.stated)
 
     def _all_windows(self) -> list[Window]:
-        return self.windows + ([self.stated] if self.stated is not None else [])
+        return self.windows + list(self.stated)
 
     def _keep(self) -> float:
         return max([w.seconds for w in self._all_windows()] + [LEARN_WINDOW, 600.0])
@@ -220,19 +225,11 @@ class RateLimiter:
         accepted = len(self._ok) - start
         return accepted / LEARN_WINDOW if accepted else None
 
-    def floor(self, now: float | None = None) -> float:
+    def floor(self) -> float:
         """Requests per second no cut goes below: FLOOR_SHARE of the most the server accepted
-        in any LEARN_WINDOW of the last FLOOR_HORIZON. Random 429s leave the successes around
-        them, so the floor holds; a limit that is really lower lets successes, and so the
-        floor, fall within a minute."""
-        now = self.clock() if now is None else now
-        times = self._ok[bisect.bisect_right(self._ok, now - FLOOR_HORIZON) :]
-        best, start = 0, 0
-        for end, t in enumerate(times):  # two pointers: the most inside any LEARN_WINDOW
-            while times[start] <= t - LEARN_WINDOW:
-                start += 1
-            best = max(best, end - start + 1)
-        return max(MIN_RATE, FLOOR_SHARE * best / LEARN_WINDOW)
+        in one LEARN_WINDOW. Random 429s leave successes around them and do not lower it; a
+        stream of 429s halves it at each cut, so that a limit really lower is found."""
+        return max(MIN_RATE, FLOOR_SHARE * self._best)
 
     def throttled(self, retry_after: float | None) -> None:
         """The destination said 429: slow down, and pause everyone for Retry-After (at most
@@ -243,9 +240,16 @@ class RateLimiter:
             if retry_after and retry_after > 0:
                 self._paused_until = max(self._paused_until, now + min(retry_after, self.max_pause))
             # Requests in flight together meet the same limit: one cut per second is enough.
-            if now - self._last_cut >= 1.0:
+            self._recent.append(True)
+            stream = sum(self._recent) >= SUSTAINED  # not an isolated 429: the server means it
+            # A 429 that says when to retry has been obeyed by the pause; only a stream of them
+            # says the rate is too high. Without Retry-After, each is the only hint there is.
+            if (stream or not retry_after) and now - self._last_cut >= 1.0:
                 self._last_cut = now
-                floor = self.floor(now)
+                if stream:  # halve the floor, then judge on a fresh sample
+                    self._best /= 2
+                    self._recent.clear()
+                floor = self.floor()
                 if self.configured:
                     paced = self._interval()
                     full = 1.0 / paced / self.scale if paced else None  # requests/s at scale 1
@@ -265,8 +269,11 @@ class RateLimiter:
         with self._lock:
             now = self.clock()
             self._ok.append(now)
+            self._recent.append(False)
             if len(self._ok) > 4096:
-                del self._ok[: bisect.bisect_right(self._ok, now - FLOOR_HORIZON)]
+                del self._ok[: bisect.bisect_right(self._ok, now - LEARN_WINDOW)]
+            accepted = len(self._ok) - bisect.bisect_right(self._ok, now - LEARN_WINDOW)
+            self._best = max(self._best, accepted / LEARN_WINDOW)
             if self.scale < 1.0:
                 self.scale = min(1.0, self.scale + 0.05)
             if self.learned is not None:
@@ -282,9 +289,9 @@ class RateLimiter:
             return
         with self._lock:
             now = self.clock()
-            if stated.window is not None and stated.window != self.stated:
-                log.info("the destination states its rate limit: %s", stated.window)
-                self.stated = stated.window
+            if stated.windows and stated.windows != self.stated:
+                log.info("the destination states its rate limit: %s", _told(stated.windows))
+                self.stated = stated.windows
             remaining, reset = stated.remaining, stated.reset
             if remaining is None or reset is None or not math.isfinite(reset) or reset < 0:
                 return
@@ -308,22 +315,21 @@ def requests_left(headers: Mapping[str, str]) -> RateHeaders | None:
       (https://datatracker.ietf.org/doc/draft-ietf-httpapi-ratelimit-headers/):
       `RateLimit-Policy: "default";q=100;w=10` (draft 08 on; `100;w=10` before, `l=` in 07) is
       the window; `RateLimit: "default";r=50;t=30` (07: `limit=100, remaining=50, reset=30`)
-      the requests left and the seconds until renewed. With several policies the tightest
-      window is taken.
+      the requests left and the seconds until renewed (with several, the fewest left).
     - Drafts up to 06 and most APIs: `RateLimit-Limit` / `X-RateLimit-Limit` (a window only
       with `...-Policy`), `RateLimit-Remaining` / `X-RateLimit-Remaining` with `...-Reset` in
       seconds or as a Unix time.
     Values that are not finite numbers (inf, nan, garbage) are ignored."""
-    window = _policy_window(headers.get("ratelimit-policy") or headers.get("x-ratelimit-policy"))
+    windows = _policy_windows(headers.get("ratelimit-policy") or headers.get("x-ratelimit-policy"))
     remaining, reset = _ratelimit_field(headers.get("ratelimit"))
     if remaining is None:
         remaining = header_number(headers, "ratelimit-remaining", "x-ratelimit-remaining")
         reset = header_number(headers, "ratelimit-reset", "x-ratelimit-reset")
     if reset is not None and reset > 1e9:  # some APIs give the reset as a Unix time
         reset = max(0.0, reset - time.time())
-    if window is None and (remaining is None or reset is None):
+    if not windows and (remaining is None or reset is None):
         return None
-    return RateHeaders(window, remaining, reset)
+    return RateHeaders(windows, remaining, reset)
 
 
 _PARAM = re.compile(r"([A-Za-z][\w-]*)\s*=\s*\"?([^;,\"]*)\"?")
@@ -342,16 +348,20 @@ def _items(value: str) -> list[tuple[str, dict[str, str]]]:
     return items
 
 
-def _policy_window(value: str | None) -> Window | None:
+def _policy_windows(value: str | None) -> tuple[Window, ...]:
     if not value:
-        return None
+        return ()
     windows = []
     for bare, params in _items(value):
         quota = _finite(params.get("q") or params.get("l") or bare)
         seconds = _finite(params.get("w"))
         if quota is not None and seconds and quota >= 1 and seconds > 0:
             windows.append(Window(int(quota), seconds))
-    return min(windows, key=lambda w: w.limit / w.seconds, default=None)
+    return tuple(windows)
+
+
+def _told(windows: tuple[Window, ...]) -> str:
+    return ", ".join(str(w) for w in windows)
 
 
 def _ratelimit_field(value: str | None) -> tuple[float | None, float | None]:

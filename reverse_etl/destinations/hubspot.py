@@ -409,12 +409,12 @@ def _requests_left(headers: Mapping[str, str]) -> RateHeaders | None:
     limit = _number(headers.get("X-HubSpot-RateLimit-Max"))
     if not (interval and limit and interval > 0 and limit >= 1):
         return requests_left(headers)  # none of HubSpot's: the standard ones, if any
-    window = Window(int(limit), interval / 1000)
+    windows = (Window(int(limit), interval / 1000),)
     remaining = _number(headers.get("X-HubSpot-RateLimit-Remaining"))
     pace = interval / 1000 / limit
     if remaining is None:
-        return RateHeaders(window)
-    return RateHeaders(window, remaining, pace * max(remaining, 1))
+        return RateHeaders(windows)
+    return RateHeaders(windows, remaining, pace * max(remaining, 1))
 
 
 def _slot_wait(headers: httpx.Headers, policy: str) -> float | None:

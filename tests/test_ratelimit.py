@@ -390,14 +390,14 @@ def test_a_minute_limit_holds_across_cli_runs_in_a_row(project, receiver):
 
 
 def test_hubspots_stated_window_is_obeyed_from_the_first_answer(project):
-    """The destination keeps HubSpot's default (100 per 10 s) but the app is limited to 10 per
-    2 s (the issue's 20 per 10 s, faster): X-HubSpot-RateLimit-Max and -Interval-Milliseconds
+    """The destination keeps HubSpot's default (100 per 10 s) but the app is limited to 20 per
+    4 s (the issue's 20 per 10 s, faster): X-HubSpot-RateLimit-Max and -Interval-Milliseconds
     of the first answer set the pace (before: 4 429s in 29 requests)."""
     from fakes.base import running
     from fakes.hubspot import Fake
     from fakes.project import people, write_destination
 
-    for fake in running(Fake(window_limit=10, window_ms=2000)):
+    for fake in running(Fake(window_limit=20, window_ms=4000)):
         people(project, 30)
         write_destination(project, "crm", fake.destination(), batch_size=1)
         project.sync(

@@ -153,6 +153,16 @@ def test_limits_hold_across_limiters_that_share_one_file(tmp_path):
     assert set(by) == {0, 1}, "both processes took slots"
 
 
+def test_a_wall_clock_set_back_does_not_block_the_shared_windows(tmp_path):
+    clock = Clock()
+    clock.now = 1.8e9  # a wall clock (time.time), as the shared windows use
+    shared = SharedWindows(tmp_path / "hook.sqlite")
+    limiter = RateLimiter([Window(2, 60.0)], clock=clock, shared=shared)
+    assert limiter.try_acquire() == 0.0
+    clock.now -= 3600  # NTP stepped the clock back an hour
+    assert limiter.try_acquire() == 0.0, "not an hour's wait for sends 'in the future'"
+
+
 def storm(limiter: RateLimiter, clock: Clock, batches: int, seed: int = 5) -> tuple[int, float]:
     """The engine's loop on a simulated clock, 4 requests in flight, against a server that
     answers 12% 429 (Retry-After 1), 10% 5xx, 2% no answer within the 2 s timeout and 3%

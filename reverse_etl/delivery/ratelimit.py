@@ -103,6 +103,9 @@ class SharedWindows:
         con.execute("begin immediate")
         try:
             (last,) = con.execute("select max(t) from sent").fetchone()
+            if last is not None and last > now + 1.0:  # the wall clock was set back: forget
+                con.execute("delete from sent where t > ?", (now,))  # what it had put ahead
+                (last,) = con.execute("select max(t) from sent").fetchone()
             wait = (last + interval - now) if last is not None and interval else 0.0
             for limit, seconds in limits:
                 (inside,) = con.execute(
@@ -169,11 +172,15 @@ class RateLimiter:
         """Take a slot if one is free now (0.0); otherwise the seconds until one may be."""
         with self._lock:
             now = self.clock()
+            interval = self._interval()
+            if self._next > now + interval + 1.0:  # the (wall) clock was set back
+                self._next = now
+            if self._paused_until > now + self.max_pause + 1.0:
+                self._paused_until = now
             wait = max(self._paused_until - now, self._next - now)
             if wait > 0:
                 return wait
             limits = [(self._limit(w), w.seconds) for w in self._all_windows()]
-            interval = self._interval()
             if self.shared is not None and limits:
                 try:
                     wait = self.shared.claim(now, limits, interval, self._keep())

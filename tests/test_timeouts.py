@@ -152,6 +152,9 @@ def test_sigterm_stops_a_run_against_a_dripping_server(project, drip, receiver):
     assert proc.returncode == 2, stderr
     assert "SIGTERM" in stderr
     assert not any(c["done"] for c in drip.connections), "no answer was complete"
+    owed = project.cli("rejected", "users", "--json").json_lines()
+    assert len(owed) == 40, "every record is listed as owed"
+    assert all("SIGTERM" in r["error"] or "timeout_seconds" in r["error"] for r in owed), owed
     project.webhook("hook", receiver.url, batch_size=10)
     outcome = project.cli("run", "users", "--json")
     assert outcome.exit_code == 0, outcome.stdout

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -149,8 +150,9 @@ class Delivery:
         longest = self.settings.max_retry_after_seconds
         if seconds is None or seconds <= longest:
             return None
+        told = f"{seconds:.0f}" if math.isfinite(seconds) else "inf"
         return self._refuse(
-            f"the destination asked to wait {seconds:g} s, more than "
+            f"the destination asked to wait {told} s, more than "
             f"max_retry_after_seconds = {longest:g}"
         )
 

@@ -93,10 +93,15 @@ async def open_adapter(
     limits = httpx.Limits(
         max_connections=settings.max_concurrency, max_keepalive_connections=settings.max_concurrency
     )
-    async with BoundedClient(
-        timeout=settings.timeout_seconds,
+    from .delivery.deadline import DeadlineTransport
+
+    transport = httpx.AsyncHTTPTransport(
         limits=limits,
         verify=spec.adapter.uses_tls(settings),  # False only where no TLS is spoken at all
+    )
+    async with BoundedClient(
+        timeout=settings.timeout_seconds,
+        transport=DeadlineTransport(transport, settings.timeout_seconds),  # a whole request
         event_hooks={"response": [on_response]} if on_response else {},
     ) as client:
         adapter = spec.adapter(spec.name, settings, client)

@@ -383,7 +383,13 @@ async def _deliver(
 
     spec = sync.destination
     settings = spec.settings
-    limiter = limiter_for(str(project.root), spec.name, settings.rate_windows())
+    limiter = limiter_for(  # shared with the project's other processes (its state folder)
+        str(project.root),
+        spec.name,
+        settings.rate_windows(),
+        project.state_dir,
+        settings.max_retry_after_seconds,
+    )
     done = 0
 
     def progress(records: int) -> None:

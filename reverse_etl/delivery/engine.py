@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -91,6 +92,9 @@ class Delivery:
         self.outcome = Outcome()
         adapter.pace = self._pace  # a batch of several requests takes a slot for each
         self._stop: str | None = None
+        # Why nothing more is sent to the destination in this run: it asked for a wait longer
+        # than max_retry_after_seconds (the records fail for this run and stay owed).
+        self._refused: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
 
@@ -117,19 +121,52 @@ class Delivery:
             await self._send_all(batches)
         return self.outcome
 
-    async def _slot(self) -> None:
-        """Wait for the rate limiter's next slot (or for the run to stop)."""
+    async def _slot(self) -> str | None:
+        """Wait for the rate limiter's next slot (or for the run to stop). None once the slot
+        is taken; else why nothing may be sent in this run (a wait beyond
+        max_retry_after_seconds, e.g. a spent requests_per_day)."""
+        if self._refused is not None:
+            return self._refused
+        longest = self.settings.max_retry_after_seconds
         if (wait := self.limiter.try_acquire()) > 0:
             began = time.monotonic()
-            while wait > 0 and not await self._pause(wait):
+            while wait > 0:
+                if wait > longest:
+                    return self._refuse(
+                        f"the rate limit ({self.limiter.describe()}) allows the next request "
+                        f"in {wait:.0f} s, more than max_retry_after_seconds = {longest:g}"
+                    )
+                if await self._pause(wait):
+                    break
                 wait = self.limiter.try_acquire()
             self.limiter.waited(time.monotonic() - began)
+        return None
+
+    def _refuse(self, reason: str) -> str:
+        """Send nothing more in this run: what is left fails with the reason, and stays owed."""
+        if self._refused is None:
+            self._refused = reason
+            log.warning("%s: %s: the records not sent stay owed to the next run", self.sync, reason)
+        return self._refused
+
+    def _too_long(self, seconds: float | None) -> str | None:
+        """The reason to give up a wait the destination asked for, if it is too long."""
+        longest = self.settings.max_retry_after_seconds
+        if seconds is None or seconds <= longest:
+            return None
+        told = f"{seconds:.0f}" if math.isfinite(seconds) else "inf"
+        return self._refuse(
+            f"the destination asked to wait {told} s, more than "
+            f"max_retry_after_seconds = {longest:g}"
+        )
 
     async def _pace(self) -> None:
         """Given to the adapter: a slot for each further request it makes for one batch."""
-        await self._slot()
+        refused = await self._slot()
         if self._stop is not None:
             raise BatchFailed(f"not sent: {self._stop}")
+        if refused is not None:
+            raise BatchFailed(refused)
 
     async def _pause(self, seconds: float) -> bool:
         """Wait, unless the run is stopped meanwhile; True when it was."""
@@ -250,12 +287,15 @@ class Delivery:
         attempts = 0  # requests for these records that failed in a retryable way
         throttled = 0
         while records:
-            await self._slot()
+            refused = await self._slot()
             if self._stop is not None:  # stopped while waiting: nothing more goes out
                 why = f"not sent: {self._stop}"
                 if unknown is not None:
                     why = f"{_unknown_outcome(operation, unknown)}; {why}"
                 sent.failed += _all(records, why, attempts + throttled)
+                return
+            if refused is not None:
+                sent.failed += _all(records, refused, attempts + throttled)
                 return
             batch = Batch(self.sync, self.object_name, operation, records, self.primary_key)
             try:
@@ -267,8 +307,11 @@ class Delivery:
                     continue
                 results = await self.adapter.send(batch)
             except Throttled as exc:
-                self.limiter.throttled(exc.retry_after)
                 throttled += 1
+                if (too_long := self._too_long(exc.retry_after)) is not None:
+                    sent.failed += _all(records, too_long, attempts + throttled)
+                    return
+                self.limiter.throttled(exc.retry_after)
                 log.info(
                     "%s: throttled (%s); retry after %ss; limit now %s at %.0f%%",
                     self.sync,
@@ -309,6 +352,9 @@ class Delivery:
                     return
                 delay = self._backoff(attempts)
                 if isinstance(exc, Retryable) and exc.retry_after:
+                    if (too_long := self._too_long(exc.retry_after)) is not None:
+                        sent.failed += _all(records, too_long, attempts + throttled)
+                        return
                     delay = max(delay, exc.retry_after)
                 log.info(
                     "%s: %d records: %s; attempt %d, retrying in %.2fs",
@@ -361,6 +407,9 @@ class Delivery:
                         sent.failed.append((record[0], result.error, attempts + throttled + 1))
                         again.pop()
             records = again
+            if records and (too_long := self._too_long(retry_after)) is not None:
+                sent.failed += _all(records, too_long, attempts + throttled + 1)
+                return
             if records:
                 attempts += 1
                 await self._pause(max(retry_after or 0.0, self._backoff(attempts)))
@@ -433,7 +482,8 @@ def _all(records: list[Record], error: str, attempts: int) -> list[tuple[str, st
 
 def _describe(exc: Exception) -> str:
     if isinstance(exc, httpx.TimeoutException):
-        return f"timed out ({type(exc).__name__})"
+        detail = f": {exc}" if str(exc) else ""
+        return f"timed out ({type(exc).__name__}{detail})"
     if isinstance(exc, httpx.TransportError):
         return f"connection failed: {exc or type(exc).__name__}"
     return str(exc)

@@ -45,6 +45,7 @@ import builtins
 import email.utils
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..delivery.ratelimit import Window, requests_left
+from ..delivery.ratelimit import RateHeaders, Window, requests_left
 from ..errors import CredentialsError, DestinationError
 
 if TYPE_CHECKING:  # adapters get httpx objects from the engine; importing it here costs start-up
@@ -84,7 +85,17 @@ class DestinationSettings(BaseModel):
     requests_per_minute: int | None = Field(default=None, ge=1, description="rate limit")
     requests_per_day: int | None = Field(default=None, ge=1, description="rate limit")
     max_concurrency: int = Field(default=4, ge=1, description="requests in flight at once")
-    timeout_seconds: float = Field(default=30, gt=0, description="per request")
+    timeout_seconds: float = Field(
+        default=30,
+        gt=0,
+        description="the most one request may take, whole: connecting, sending, the answer",
+    )
+    max_retry_after_seconds: float = Field(
+        default=300,
+        gt=0,
+        description="the longest wait a destination may ask (Retry-After, a spent window); "
+        "asked longer, the records fail for this run and stay owed",
+    )
     max_retries: int = Field(
         default=5, ge=0, description="retries of a batch within one run (429 waits not counted)"
     )
@@ -231,10 +242,12 @@ class Destination:
         """Release what the adapter holds; called once its run has stopped sending."""
 
     @classmethod
-    def requests_left(cls, headers: Mapping[str, str]) -> tuple[float, float] | None:
-        """What an answer's headers say of the rate limit: (requests left, seconds until they
-        are renewed), read by the rate limiter to slow down before a 429. The common
-        X-RateLimit-* headers by default; a vendor with headers of its own overrides it."""
+    def requests_left(cls, headers: Mapping[str, str]) -> RateHeaders | None:
+        """What an answer's headers say of the rate limit: the window the server enforces and
+        the requests left with the seconds until they are renewed, read by the rate limiter to
+        obey the server's limit before a 429. The IETF RateLimit-Policy / RateLimit fields and
+        the common X-RateLimit-* headers by default; a vendor with headers of its own overrides
+        it."""
         return requests_left(headers)
 
     @classmethod
@@ -292,19 +305,27 @@ def response_text(response: httpx.Response) -> str:
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After as seconds: a number of seconds, or an HTTP date."""
+    """Retry-After as seconds: a number of seconds, or an HTTP date (RFC 9110 §10.2.3).
+    Negative or past: 0. `inf` (or a date centuries away) is kept as a wait longer than any
+    max_retry_after_seconds; `nan` and what cannot be read are None (no wait stated)."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return None if math.isnan(seconds) else max(0.0, seconds)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    try:
+        stamp = when.timestamp()
+    except (OverflowError, ValueError, OSError):
+        return None
+    return max(0.0, stamp - (time.time() if now is None else now))
 
 
 def untrusted(destination: str, reason: str) -> Retryable:

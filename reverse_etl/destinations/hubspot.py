@@ -21,6 +21,7 @@ account-information/get-account-details).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -28,6 +29,7 @@ from urllib.parse import quote
 
 from pydantic import Field, SecretStr, field_validator
 
+from ..delivery.ratelimit import RateHeaders, Window, requests_left
 from ..errors import CredentialsError, DestinationError
 from .base import (
     DELIVERED,
@@ -111,7 +113,7 @@ class HubSpotDestination(Destination):
         return not getattr(settings, "base_url", API).startswith("http://")
 
     @classmethod
-    def requests_left(cls, headers: Mapping[str, str]) -> tuple[float, float] | None:
+    def requests_left(cls, headers: Mapping[str, str]) -> RateHeaders | None:
         return _requests_left(headers)
 
     @classmethod
@@ -489,14 +491,20 @@ def _slot_pace(headers: Mapping[str, str]) -> float | None:
     return interval / 1000 / limit if interval and limit else None
 
 
-def _requests_left(headers: Mapping[str, str]) -> tuple[float, float] | None:
-    """The requests left, spread at the window's pace whatever the limit configured; none left
-    waits for one slot."""
+def _requests_left(headers: Mapping[str, str]) -> RateHeaders | None:
+    """HubSpot's rolling window as it states it (X-HubSpot-RateLimit-Max requests in any
+    -Interval-Milliseconds), obeyed from the first answer whatever the limit configured; the
+    requests left, spread at the window's pace (none left waits for one slot)."""
+    interval = _number(headers.get("X-HubSpot-RateLimit-Interval-Milliseconds"))
+    limit = _number(headers.get("X-HubSpot-RateLimit-Max"))
+    if not (interval and limit and interval > 0 and limit >= 1):
+        return requests_left(headers)  # none of HubSpot's: the standard ones, if any
+    windows = (Window(int(limit), interval / 1000),)
     remaining = _number(headers.get("X-HubSpot-RateLimit-Remaining"))
-    pace = _slot_pace(headers)
-    if remaining is None or pace is None:
-        return None
-    return remaining, pace * max(remaining, 1)
+    pace = interval / 1000 / limit
+    if remaining is None:
+        return RateHeaders(windows)
+    return RateHeaders(windows, remaining, pace * max(remaining, 1))
 
 
 def _slot_wait(headers: httpx.Headers, policy: str) -> float | None:
@@ -506,9 +514,10 @@ def _slot_wait(headers: httpx.Headers, policy: str) -> float | None:
 
 def _number(value: str | None) -> float | None:
     try:
-        return float(value) if value is not None else None
+        number = float(value) if value is not None else None
     except ValueError:
         return None
+    return number if number is not None and math.isfinite(number) else None
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

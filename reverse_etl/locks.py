@@ -11,11 +11,12 @@ from pathlib import Path
 from types import TracebackType
 
 from .errors import SyncRunningError
+from .names import check_name
 
 
 class SyncLock:
     def __init__(self, state_dir: Path, sync: str, holder: str = "reverse-etl") -> None:
-        self.path = state_dir / "locks" / f"{sync}.lock"
+        self.path = state_dir / "locks" / f"{check_name('sync', sync)}.lock"
         self.sync = sync
         self.holder = holder  # what the refused are told is running it
         self._fd: int | None = None

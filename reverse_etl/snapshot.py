@@ -28,6 +28,7 @@ import duckdb
 
 from .encoding import fields_json, key_text, quote_literal, row_hash
 from .errors import Problem, ProjectError, StateError
+from .names import check_name
 from .outbox import Outbox
 
 DIFF = "__retl_diff"  # key, hash, present, prev_key, prev_hash: the model against the snapshot
@@ -481,4 +482,4 @@ def _preview(fields_text: str | None, limit: int = 200) -> str:
 
 
 def snapshot_path(state_dir: Path, sync: str) -> Path:
-    return state_dir / "syncs" / f"{sync}.duckdb"
+    return state_dir / "syncs" / f"{check_name('sync', sync)}.duckdb"

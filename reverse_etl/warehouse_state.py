@@ -21,6 +21,7 @@ from .diffsql import diff_sql, invalid_sql, removed_sql, snapshot_ddl
 from .encoding import fields_json, key_text, quote_identifier, quote_literal
 from .errors import ModelFailed, WarehouseError
 from .model import Model
+from .names import check_name
 from .snapshot import DIFF, DiffCounts, SyncState, check_key_columns, invalid_messages
 
 log = logging.getLogger("reverse_etl.warehouse_state")
@@ -42,7 +43,7 @@ def snapshot_table(sync: str) -> str:
 
 
 def warehouse_state_path(state_dir: Path, sync: str) -> Path:
-    return state_dir / "syncs" / f"{sync}.wh.duckdb"
+    return state_dir / "syncs" / f"{check_name('sync', sync)}.wh.duckdb"
 
 
 class WarehouseState(SyncState):

@@ -766,3 +766,136 @@ def test_breaking_a_sync_loses_no_state(base, receiver):
     [result] = again.json_lines()
     assert result["unchanged"] == 5 and result["delivered"] == 0
     assert len(receiver.requests) == sent
+
+
+# -- names: a name is a file's stem, never a path or a pattern (README "Syncs") -------------
+
+
+@pytest.mark.parametrize("name", ["s*", "s?", "s[1]", "s{a,b}", "**", "../../warehouse", "a b"])
+def test_a_name_that_could_act_as_a_path_or_pattern_is_refused_everywhere(base, receiver, name):
+    """Every command taking a SYNC refuses it before touching any file; the warehouse and
+    the state folder are as they were."""
+    warehouse = (base.root / "warehouse.duckdb").read_bytes()
+    for args in (
+        ("run", name),
+        ("plan", name),
+        ("reset", name),
+        ("rejected", name),
+        ("retry", name),
+        ("approve", name),
+        ("runs", name),
+    ):
+        err = assert_refused(base.cli(*args), f"syncs/{name}.sql", "not a valid sync name")
+        assert "letters, digits" in err
+    assert_refused(base.cli("check", name), f"destinations/{name}.toml", "destination name")
+    assert (base.root / "warehouse.duckdb").read_bytes() == warehouse
+    assert not (base.root / ".reverse_etl" / "syncs").exists()
+    assert receiver.requests == []
+
+
+def test_reset_of_a_path_deletes_nothing(base):
+    """`reset ../../warehouse` once deleted the project's warehouse file (state lives two
+    folders down, in .reverse_etl/syncs/)."""
+    assert base.cli("run", "good").exit_code == 0
+    assert_refused(base.command("reset", "../../warehouse"), "syncs/../../warehouse.sql")
+    assert (base.root / "warehouse.duckdb").exists()
+    assert base.cli("run", "good", "--json").json_lines()[0]["unchanged"] == 5
+
+
+def test_a_sync_file_whose_name_is_a_pattern_is_reported_and_never_run(base, receiver):
+    """syncs/s*.sql next to syncs/sx.sql: its own run is refused, validate names its file,
+    and `run --all` runs the others."""
+    base.sync("sx", {"destination": "hook", "primary_key": "id"}, GOOD_SQL)
+    base.sync("s*", {"destination": "hook", "primary_key": "id"}, GOOD_SQL)
+    _, document = validate_json(base)
+    [error] = error_at(document, "syncs/s*.sql")
+    assert "not a valid sync name" in error["message"] and "rename the file" in error["message"]
+    outcome = base.cli("run", "--all", "--json")
+    results = {r["sync"]: r["status"] for r in outcome.json_lines()}
+    assert results == {"good": "success", "sx": "success", "s*": "error"}
+    assert outcome.exit_code == 2
+    assert not list((base.root / ".reverse_etl" / "syncs").glob("s[*]*"))
+
+
+@pytest.mark.parametrize("value", ["../x", "/etc/passwd", "x*", ""])
+def test_a_destination_name_that_is_a_path_is_refused_on_its_line(base, receiver, value):
+    base.sync("escape", {"destination": value, "primary_key": "id"}, GOOD_SQL)
+    for outcome in (base.cli("validate"), base.cli("run", "escape")):
+        assert_refused(outcome, "syncs/escape.sql:1", "destination")
+    assert receiver.requests == []
+
+
+def test_after_naming_a_pattern_is_refused(base):
+    base.sync("follows", {"destination": "hook", "primary_key": "id", "after": ["g*"]}, GOOD_SQL)
+    assert_refused(base.cli("validate"), "syncs/follows.sql:3", "not a valid sync name")
+
+
+def test_a_destination_file_whose_name_is_not_valid_is_reported(base):
+    base.destination("my hook", 'type = "webhook"\nurl = "https://example.com"')
+    assert_refused(base.cli("validate"), "destinations/my hook.toml", "not a valid destination")
+
+
+def test_a_251_character_sync_name_is_refused_saying_the_limit(base, receiver):
+    """Its outbox file name would pass the file system's 255 bytes: it once ran, then failed
+    with a traceback on every run."""
+    name = "s" * 251
+    base.sync(name, {"destination": "hook", "primary_key": "id"}, GOOD_SQL)
+    shown = f"syncs/{'s' * 57}....sql"
+    assert_refused(base.command("run", name), shown, "251 characters, more than 100")
+    _, document = validate_json(base)
+    assert [e["message"] for e in error_at(document, shown)], document
+    assert receiver.requests == []
+    # the longest name allowed runs, and its state files fit
+    longest = "s" * 100
+    base.sync(longest, {"destination": "hook", "primary_key": "id"}, GOOD_SQL)
+    ok = base.cli("run", longest, "--json")
+    assert ok.exit_code == 0, ok.stderr
+    assert ok.json_lines()[0]["delivered"] == 5
+
+
+# -- settings that once hung or ended in a traceback ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config, line, fragment",
+    [
+        ('[state]\nmemory_limit = "lots"\n', 2, "not an amount of memory"),
+        ("[state]\nthreads = 100000\n", 2, "threads"),
+        ('[state]\npath = "[state]"\n', 2, "pattern character"),
+    ],
+    ids=["memory_limit", "threads", "glob in state path"],
+)
+def test_a_state_setting_duckdb_cannot_take_is_refused_on_its_line(
+    base, receiver, config, line, fragment
+):
+    write(base, "config.toml", config)
+    assert_refused(base.cli("validate"), f"config.toml:{line}", fragment)
+    assert_refused(base.command("run", "good", timeout=60), f"config.toml:{line}", fragment)
+    assert receiver.requests == []
+    (base.root / "config.toml").unlink()
+    assert base.cli("run", "good").exit_code == 0
+
+
+def test_a_state_path_naming_a_file_is_refused_and_the_file_kept(base, receiver):
+    (base.root / "notes.txt").write_text("mine")
+    write(base, "config.toml", '[state]\npath = "notes.txt"\n')
+    assert_refused(base.command("run", "good"), "config.toml:2", "is a file, not a folder")
+    env = {"REVERSE_ETL_STATE__PATH": "notes.txt"}
+    assert_refused(base.cli("validate", env=env), "$REVERSE_ETL_STATE__PATH", "not a folder")
+    assert (base.root / "notes.txt").read_text() == "mine"
+    assert receiver.requests == []
+
+
+def test_a_schedule_longer_than_a_year_is_a_validation_error(base):
+    sync = {"destination": "hook", "primary_key": "id", "schedule": "every 99999999999999h"}
+    base.sync("forever", sync, GOOD_SQL)
+    assert_refused(base.cli("validate"), "syncs/forever.sql:3", "longer than a year")
+    assert_refused(base.cli("run", "forever"), "syncs/forever.sql:3", "every 8784h")
+
+
+def test_a_model_nested_3000_parentheses_deep_is_refused_on_its_file(base, receiver):
+    sql = "select id, email from users where " + "(" * 3000 + "id > 0" + ")" * 3000
+    base.sync("deep", {"destination": "hook", "primary_key": "id"}, sql)
+    assert_refused(base.command("run", "deep"), "syncs/deep.sql", "nested too deeply")
+    assert_refused(base.command("validate"), "syncs/deep.sql", "nested too deeply")
+    assert receiver.requests == []

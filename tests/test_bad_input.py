@@ -899,3 +899,73 @@ def test_a_model_nested_3000_parentheses_deep_is_refused_on_its_file(base, recei
     assert_refused(base.command("run", "deep"), "syncs/deep.sql", "nested too deeply")
     assert_refused(base.command("validate"), "syncs/deep.sql", "nested too deeply")
     assert receiver.requests == []
+
+
+# -- check: any answer but 2xx, 401, 403 is a failed check, said in one line ------------------
+
+
+class _Canned:
+    """An HTTP server on 127.0.0.1 giving every request the same answer."""
+
+    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        import http.server
+        import threading
+
+        answer = (status, body, headers)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                code, content, extra = answer
+                self.send_response(code)
+                for name, value in extra.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+HTML = b"<!doctype html><html><body>Sign in to continue</body></html>"
+ANSWERS = {
+    "404": (404, b"Not Found", {}),
+    "500": (500, b"boom", {}),
+    "302": (302, b"", {"Location": "https://login.example.com/"}),
+    "html 200": (200, HTML, {"Content-Type": "text/html"}),
+    "429": (429, b"slow down", {"Retry-After": "1"}),
+}
+
+
+@pytest.mark.parametrize("kind", ["webhook", "hubspot", "braze", "salesforce"])
+@pytest.mark.parametrize("answer", ANSWERS.values(), ids=ANSWERS.keys())
+def test_check_against_an_answer_that_is_not_the_apis_fails_in_one_line(project, kind, answer):
+    server = _Canned(*answer)
+    try:
+        settings = {
+            "webhook": f'url = "{server.url}/in"',
+            "hubspot": f'access_token = "pat-1"\nbase_url = "{server.url}"',
+            "braze": f'api_key = "k-1"\nrest_endpoint = "{server.url}"',
+            "salesforce": f'access_token = "t-1"\ninstance_url = "{server.url}"',
+        }[kind]
+        project.destination("dest", f'type = "{kind}"\n{settings}\nmax_retries = 0')
+        outcome = project.command("check", "dest", timeout=60)
+    finally:
+        server.close()
+    assert outcome.exit_code == 2, (outcome.stdout, outcome.stderr)
+    assert "Traceback" not in outcome.stderr, outcome.stderr
+    [line] = outcome.stderr.strip().splitlines()
+    assert line.startswith("error: dest: "), line
+    assert str(answer[0]) in line, line

@@ -7,15 +7,16 @@ Writes here are small: one row per run, one per record that was not delivered.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import StateError
 
@@ -68,6 +69,41 @@ CREATE TABLE IF NOT EXISTS probes (  -- a trigger_query's answer when its sync l
 """
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _guarded(method: F) -> F:
+    """sqlite3's errors, as a StateError saying which file and what to do: a damaged page can
+    surface in any query, long after the file was opened."""
+
+    @functools.wraps(method)
+    def guarded(self: History, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StateError(history_problem(self.path, exc)) from None
+
+    return guarded  # type: ignore[return-value]
+
+
+def history_problem(path: Path, exc: Exception) -> str:
+    """What went wrong with the run history file, and what to do about it."""
+    text = str(exc)
+    lowered = text.lower()
+    if "malformed" in lowered or "not a database" in lowered or "corrupt" in lowered:
+        todo = (
+            "it is damaged: move it away and run again (run history and the list of records "
+            "not delivered start over; what was delivered stays in each sync's snapshot)"
+        )
+    elif "readonly" in lowered or "read-only" in lowered or "unable to open" in lowered:
+        todo = "the state folder must be writable by this user ([state] path)"
+    elif "full" in lowered or "disk i/o" in lowered:
+        todo = "free some disk space, then run again"
+    else:
+        todo = "run again; if it persists, move the file away"
+    return f"cannot use the run history {path} ({text}): {todo}"
+
+
 def _iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
@@ -88,13 +124,15 @@ def _alive(pid: int | None, host: str | None) -> bool:
 
 class History:
     def __init__(self, state_dir: Path) -> None:
-        path = state_dir / "history.sqlite"
+        path = self.path = state_dir / "history.sqlite"
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
             self._initialise()
-        except (sqlite3.Error, OSError) as exc:
+        except OSError as exc:
             raise StateError(f"cannot open run history {path}: {exc}") from None
+        except sqlite3.Error as exc:
+            raise StateError(history_problem(path, exc)) from None
         self.db.row_factory = sqlite3.Row
 
     def _initialise(self) -> None:
@@ -116,6 +154,7 @@ class History:
 
     # -- runs ----------------------------------------------------------------------------
 
+    @_guarded
     def start_run(self, sync: str, full_resync: bool) -> str:
         run_id = uuid.uuid4().hex[:16]
         self.db.execute(
@@ -125,6 +164,7 @@ class History:
         )
         return run_id
 
+    @_guarded
     def finish_run(
         self,
         run_id: str,
@@ -140,6 +180,7 @@ class History:
             (status, time.time(), error, reason, *(counts.get(c, 0) for c in COUNTS), run_id),
         )
 
+    @_guarded
     def close_abandoned(self, sync: str) -> None:
         """Runs of `sync` left 'running' by a process that died: record them as errors."""
         for row in self.db.execute(
@@ -151,6 +192,7 @@ class History:
                     (_killed(row["pid"]), row["run_id"]),
                 )
 
+    @_guarded
     def runs(self, sync: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         where, params = ("WHERE sync = ?", [sync]) if sync else ("", [])
         rows = self.db.execute(
@@ -158,6 +200,7 @@ class History:
         ).fetchall()
         return [_run_dict(row) for row in rows]
 
+    @_guarded
     def finished_elsewhere(self, since: float, pid: int) -> list[tuple[str, float, int]]:
         """(sync, finished_at, pid) of runs that finished with success or partial after
         `since`, in processes other than `pid` (the daemon follows them with `after`)."""
@@ -172,6 +215,7 @@ class History:
 
     # -- the ledger ----------------------------------------------------------------------
 
+    @_guarded
     def replace_invalid(
         self, sync: str, run_id: str, chunks: Iterable[list[tuple[str | None, str]]]
     ) -> None:
@@ -187,6 +231,7 @@ class History:
                     [(sync, key, error, now, now, run_id) for key, error in chunk],
                 )
 
+    @_guarded
     def record_undelivered(
         self, sync: str, run_id: str, reason: str, records: list[tuple[str, str, int]]
     ) -> None:
@@ -208,6 +253,7 @@ class History:
             ],
         )
 
+    @_guarded
     def rejected_repeatedly(self, sync: str, times: int) -> list[str]:
         """Keys rejected in `times` runs in a row, or more."""
         rows = self.db.execute(
@@ -216,6 +262,7 @@ class History:
         ).fetchall()
         return [row[0] for row in rows]
 
+    @_guarded
     def mark_quarantined(self, sync: str, keys: list[str]) -> None:
         """Flag exactly `keys` as quarantined: kept in the ledger while not resent."""
         with self.db:
@@ -228,6 +275,7 @@ class History:
                 [(sync, key) for key in keys],
             )
 
+    @_guarded
     def reset_rejections(self, sync: str) -> None:
         """`retry`: quarantined records start counting again."""
         self.db.execute(
@@ -237,6 +285,7 @@ class History:
             (sync,),
         )
 
+    @_guarded
     def drop_resolved(self, sync: str, run_id: str) -> None:
         """After a finished run: entries it did not renew (and not quarantined) were delivered
         or left the model."""
@@ -246,6 +295,7 @@ class History:
             (sync, run_id),
         )
 
+    @_guarded
     def ledger(self, sync: str) -> list[dict[str, Any]]:
         rows = self.db.execute(
             "SELECT sync, key, reason, error, attempts, first_seen, last_seen FROM ledger "
@@ -261,16 +311,19 @@ class History:
             for row in rows
         ]
 
+    @_guarded
     def forget(self, sync: str) -> None:
         self.db.execute("DELETE FROM ledger WHERE sync = ?", (sync,))
         self.db.execute("DELETE FROM probes WHERE sync = ?", (sync,))
 
     # -- trigger_query answers -----------------------------------------------------------
 
+    @_guarded
     def probe(self, sync: str) -> str | None:
         row = self.db.execute("SELECT value FROM probes WHERE sync = ?", (sync,)).fetchone()
         return row["value"] if row else None
 
+    @_guarded
     def save_probe(self, sync: str, value: str, run_id: str) -> None:
         self.db.execute(
             "INSERT INTO probes VALUES (?, ?, ?, ?) ON CONFLICT (sync) DO UPDATE SET "

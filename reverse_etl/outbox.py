@@ -15,11 +15,17 @@ crash in between only makes the next run fold the same records again, which chan
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import IO, Any
 
+import duckdb
+
 from .encoding import quote_literal
+from .errors import StateError
+
+log = logging.getLogger("reverse_etl.outbox")
 
 RANGES = "__retl_acked_ranges"
 KEYS = "__retl_acked_keys"
@@ -63,19 +69,16 @@ class Outbox:
             self._log = None
 
     def accepted(self, con: Any) -> str:
-        """SQL of the outbox records the destination accepted (loads the log into `con`)."""
+        """SQL of the outbox records the destination accepted (loads the log into `con`).
+        StateError when the outbox cannot be read."""
+        self._check_readable(con)
         firsts, lasts, keys = [], [], []
-        if self.log_path.exists():
-            for raw in self.log_path.read_bytes().splitlines():
-                try:
-                    line = json.loads(raw)
-                except ValueError:
-                    continue  # torn by a crash: that batch was still in flight
-                if len(line) == 2:
-                    firsts.append(line[0])
-                    lasts.append(line[1])
-                else:
-                    keys += line[2]
+        for line in self._log_lines():
+            if len(line) == 2:
+                firsts.append(line[0])
+                lasts.append(line[1])
+            else:
+                keys += line[2]
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {RANGES} AS "
             "SELECT unnest(?::BIGINT[]) AS first, unnest(?::BIGINT[]) AS last",
@@ -88,10 +91,51 @@ class Outbox:
             WHERE o.seq IN (SELECT unnest(range(first, last + 1)) FROM {RANGES})
                OR o.key IN (SELECT key FROM {KEYS})"""
 
+    def _log_lines(self) -> list[list[Any]]:
+        """The acknowledgements as written. A line torn by a crash, or of any other shape,
+        is skipped: its batch counts as in flight and is sent again (nothing is lost)."""
+        try:
+            raw_lines = self.log_path.read_bytes().splitlines() if self.log_path.exists() else []
+        except OSError as exc:
+            raise StateError(f"cannot read {self.log_path}: {exc.strerror}") from None
+        lines = []
+        for raw in raw_lines:
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                line = None
+            if _well_formed(line):
+                lines.append(line)
+            elif raw.strip():
+                log.warning("%s: skipped a line that is not an acknowledgement", self.log_path)
+        return lines
+
+    def _check_readable(self, con: Any) -> None:
+        try:
+            con.execute(f"SELECT count(*) FROM {self.relation}").fetchall()
+        except duckdb.Error as exc:
+            raise StateError(
+                f"cannot read the outbox {self.path} ({str(exc).splitlines()[0]}): it lists "
+                f"what the last run sent. Move it away (with {self.log_path.name}) to go on: "
+                "the records it lists are then sent again"
+            ) from None
+
     def remove(self) -> None:
         self.close()
         self.path.unlink(missing_ok=True)
         self.log_path.unlink(missing_ok=True)
+
+
+def _well_formed(line: Any) -> bool:
+    """[first, last] or [first, last, [keys...]]: seqs as integers, keys as strings."""
+    if not isinstance(line, list) or len(line) not in (2, 3):
+        return False
+    first, last = line[0], line[1]
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in (first, last)):
+        return False
+    return len(line) == 2 or (
+        isinstance(line[2], list) and all(isinstance(k, str) for k in line[2])
+    )
 
 
 def _fsync(path: Path) -> None:

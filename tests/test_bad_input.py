@@ -969,3 +969,96 @@ def test_check_against_an_answer_that_is_not_the_apis_fails_in_one_line(project,
     [line] = outcome.stderr.strip().splitlines()
     assert line.startswith("error: dest: "), line
     assert str(answer[0]) in line, line
+
+
+# -- state the engine can reach: no traceback, no wedge, nothing lost -------------------------
+
+
+@pytest.fixture
+def killed(base: ProjectFixture) -> Iterator[tuple[ProjectFixture, object]]:
+    """A sync `kept` whose run was SIGKILLed after 2 of its 5 records were acknowledged: its
+    outbox and acknowledgement log are left for the next run to fold."""
+    import os
+    import signal
+    import time
+
+    from faults import FaultyReceiver
+
+    with FaultyReceiver(delay=0.3) as slow:
+        base.webhook("slow", slow.url, batch_size=1, max_concurrency=1)
+        base.sync("kept", {"destination": "slow", "primary_key": "id"}, GOOD_SQL)
+        acks = base.root / ".reverse_etl" / "syncs" / "kept.acks"
+        proc = base.popen("run", "kept")
+        deadline = time.monotonic() + 60
+        while not (acks.exists() and acks.read_bytes().count(b"\n") >= 2):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        assert (base.root / ".reverse_etl" / "syncs" / "kept.outbox.parquet").exists()
+        yield base, slow
+
+
+def test_an_acknowledgement_line_of_another_shape_is_skipped_not_fatal(killed):
+    """[1,2,3] is valid JSON of the wrong shape: its batch counts as in flight."""
+    project, slow = killed
+    acks = project.root / ".reverse_etl" / "syncs" / "kept.acks"
+    acked = [json.loads(line) for line in acks.read_text().splitlines()]
+    with acks.open("a") as log:
+        log.write('[1,2,3]\n{"first": 1}\n[true, 2]\n[0, 1, [4]]\n"x"\n')
+    outcome = project.command("run", "kept", "--json")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert "Traceback" not in outcome.stderr
+    assert set(slow.data) == {"1", "2", "3", "4", "5"}
+    # what the well-formed lines acknowledged was folded, not sent again
+    acked_seqs = {seq for first, last, *_ in acked for seq in range(first, last + 1)}
+    assert len(acked_seqs) == 2
+    assert sum(slow.received.values()) <= 5 + 1  # at most the batch in flight at the kill, twice
+    again = project.cli("run", "kept", "--json").json_lines()[0]
+    assert again["unchanged"] == 5 and again["delivered"] == 0
+
+
+def test_a_damaged_outbox_is_reported_kept_and_the_run_goes_on_once_moved(killed):
+    project, slow = killed
+    outbox = project.root / ".reverse_etl" / "syncs" / "kept.outbox.parquet"
+    outbox.write_bytes(b"PAR1 this is not a parquet file")
+    sent = len(slow.requests)
+    for args in (("run", "kept"), ("plan", "kept")):
+        err = assert_refused(project.command(*args), "kept", str(outbox), "Move it away")
+        assert len(err.strip().splitlines()) == 1, err
+    assert outbox.read_bytes() == b"PAR1 this is not a parquet file"  # kept as it was
+    assert len(slow.requests) == sent
+    outbox.rename(outbox.with_name("kept.outbox.damaged"))
+    ok = project.command("run", "kept", "--json")
+    assert ok.exit_code == 0, ok.stderr
+    assert set(slow.data) == {"1", "2", "3", "4", "5"}
+
+
+def _damage_pages(path, first_page: int = 1) -> None:
+    """Overwrite every page of an SQLite file from `first_page` (0 is the header's) with noise,
+    as a failing disk would."""
+    import sqlite3
+
+    with sqlite3.connect(path) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = con.execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(path.read_bytes())
+    for offset in range(first_page * page, len(data), page):
+        data[offset : offset + page] = bytes([0x5A]) * page
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_page_of_run_history_is_reported_and_the_run_works_once_moved(base, receiver):
+    assert base.cli("run", "good").exit_code == 0
+    history = base.root / ".reverse_etl" / "history.sqlite"
+    _damage_pages(history)
+    damaged = history.read_bytes()
+    base.warehouse("update users set email = 'new' || email where id = 1")
+    for args in (("run", "good"), ("runs",), ("rejected", "good")):
+        err = assert_refused(base.command(*args), "error", str(history), "damaged", "move it away")
+        assert len(err.strip().splitlines()) == 1, err
+    assert history.read_bytes() == damaged  # kept, never replaced
+    assert len(receiver.requests) == 1  # the change waits; nothing was sent half-recorded
+    history.rename(history.with_name("history.damaged"))
+    ok = base.cli("run", "good", "--json").json_lines()[0]
+    assert ok["status"] == "success" and ok["changed"] == 1 and ok["delivered"] == 1

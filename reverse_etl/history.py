@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import StateError
+from .errors import StateError, state_advice
 
 COUNTS = (
     "rows",
@@ -95,12 +95,10 @@ def history_problem(path: Path, exc: Exception) -> str:
             "it is damaged: move it away and run again (run history and the list of records "
             "not delivered start over; what was delivered stays in each sync's snapshot)"
         )
-    elif "readonly" in lowered or "read-only" in lowered or "unable to open" in lowered:
+    elif "unable to open" in lowered:
         todo = "the state folder must be writable by this user ([state] path)"
-    elif "full" in lowered or "disk i/o" in lowered:
-        todo = "free some disk space, then run again"
     else:
-        todo = "run again; if it persists, move the file away"
+        todo = state_advice(text) or "run again; if it persists, move the file away"
     return f"cannot use the run history {path} ({text}): {todo}"
 
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from .errors import SyncRunningError
+from .errors import StateError, SyncRunningError, state_advice
 from .names import check_name
 
 
@@ -22,8 +22,14 @@ class SyncLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StateError(
+                f"cannot create the lock file {self.path}: {exc.strerror}; "
+                f"{state_advice(str(exc)) or 'the state folder must be writable'}"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -23,7 +23,7 @@ from typing import IO, Any
 import duckdb
 
 from .encoding import quote_literal
-from .errors import StateError
+from .errors import StateError, state_advice
 
 log = logging.getLogger("reverse_etl.outbox")
 
@@ -48,20 +48,30 @@ class Outbox:
         """Write the records of `select` durably; only then may they be sent."""
         partial = self.path.with_suffix(".tmp")
         target = quote_literal(str(partial))
-        con.execute(f"COPY ({select}) TO {target} (FORMAT parquet, ROW_GROUP_SIZE 10000)")
-        _fsync(partial)
-        self.log_path.write_bytes(b"")
-        _fsync(self.log_path)
-        os.replace(partial, self.path)
-        _fsync(self.path.parent)
+        try:
+            con.execute(f"COPY ({select}) TO {target} (FORMAT parquet, ROW_GROUP_SIZE 10000)")
+            _fsync(partial)
+            self.log_path.write_bytes(b"")
+            _fsync(self.log_path)
+            os.replace(partial, self.path)
+            _fsync(self.path.parent)
+        except (OSError, duckdb.IOException) as exc:
+            if isinstance(exc, duckdb.IOException) and str(partial) not in str(exc):
+                raise  # the model's own reading failed: reported as the model's
+            partial.unlink(missing_ok=True)
+            raise self._unwritable(partial, exc, "nothing was sent") from None
 
     def acknowledge(self, first: int, last: int, keys: list[str] | None) -> None:
         if self._log is None:
             self._log = open(self.log_path, "ab")  # noqa: SIM115 (held for the run)
         line = [first, last] if keys is None else [first, last, keys]
-        self._log.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
-        self._log.flush()
-        os.fsync(self._log.fileno())
+        try:
+            self._log.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
+            self._log.flush()
+            os.fsync(self._log.fileno())
+        except OSError as exc:
+            what = "that batch is sent again by the next run"
+            raise self._unwritable(self.log_path, exc, what) from None
 
     def close(self) -> None:
         if self._log is not None:
@@ -122,8 +132,17 @@ class Outbox:
 
     def remove(self) -> None:
         self.close()
-        self.path.unlink(missing_ok=True)
-        self.log_path.unlink(missing_ok=True)
+        try:
+            self.path.unlink(missing_ok=True)
+            self.log_path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise self._unwritable(self.path, exc, "it is folded again, harmlessly") from None
+
+    @staticmethod
+    def _unwritable(path: Path, exc: Exception, consequence: str) -> StateError:
+        text = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        advice = state_advice(str(exc)) or "check the state folder ([state] path)"
+        return StateError(f"cannot write {path} ({text}; {consequence}): {advice}")
 
 
 def _well_formed(line: Any) -> bool:

@@ -17,11 +17,19 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from .errors import Interrupted, ModelFailed, ReverseEtlError, WarehouseError
+from .errors import (
+    Interrupted,
+    ModelFailed,
+    ReverseEtlError,
+    StateError,
+    WarehouseError,
+    state_advice,
+)
 from .history import History
 from .locks import SyncLock
 from .project import Project, Sync
 from .rails import hold_reason
+from .settings import where_set
 from .snapshot import DiffCounts, SyncState, snapshot_path
 from .tomlfile import blank, blanker
 from .validate import model_problem
@@ -113,12 +121,27 @@ def _open_state(project: Project, sync: Sync, read_only: bool) -> SyncState:
 
 
 @contextmanager
-def _model_errors(sync: Sync) -> Iterator[None]:
-    """DuckDB's complaints about the model (binding or running it) name the sync file's line."""
+def _model_errors(sync: Sync, project: Project | None = None) -> Iterator[None]:
+    """DuckDB's complaints about the model (binding or running it) name the sync file's line;
+    running out of [state] memory_limit is the engine's, not the model's."""
     try:
         yield
+    except duckdb.OutOfMemoryException as exc:
+        raise StateError(_out_of_memory(project, exc)) from None
     except (duckdb.Error, ModelFailed) as exc:
         raise WarehouseError(str(model_problem(sync, exc))) from None
+
+
+def _out_of_memory(project: Project | None, exc: Exception) -> str:
+    limit, where = "", ""
+    if project is not None:
+        file, line = where_set(project.root, "state", "memory_limit")
+        limit = f" = {project.settings.state.memory_limit!r}"
+        where = f" ({file}:{line})" if line else f" ({file})"
+    return (
+        f"the diff ran out of memory within [state] memory_limit{limit}{where}: raise it "
+        f"({str(exc).splitlines()[0]})"
+    )
 
 
 def _bind(project: Project, sync: Sync, state: SyncState) -> None:
@@ -126,7 +149,7 @@ def _bind(project: Project, sync: Sync, state: SyncState) -> None:
     warehouse = open_warehouse(settings, project.root)
     warehouse.connect(state.con)
     key_line = sync.header_line("primary_key")
-    with _model_errors(sync):
+    with _model_errors(sync, project):
         if isinstance(state, WarehouseState):  # the model runs inside the diff's queries
             state.use(sync.model, sync.primary_key, sync.file, key_line)
             return
@@ -140,7 +163,7 @@ def plan_sync(project: Project, name: str) -> dict[str, Any]:
     lock = SyncLock(project.state_dir, name, "reverse-etl plan")
     with lock, _open_state(project, sync, read_only=True) as state:
         _bind(project, sync, state)
-        with _model_errors(sync):
+        with _model_errors(sync, project):
             counts = state.diff(sync.header.mode, full_resync=False, build_pending=False)
         return {"sync": name, **counts.as_dict()}
 
@@ -197,12 +220,12 @@ def _run(
     try:
         keep_fields = sync.header.mode == "mirror"  # deletes carry the last delivered fields
         with _open_state(project, sync, read_only=False) as state:
-            state.fold_acknowledged(keep_fields)  # what a run that died had delivered
+            _fold(state, keep_fields)  # what a run that died had delivered
             if retry_quarantined:
                 state.clear_quarantine()
                 history.reset_rejections(sync.name)
             _bind(project, sync, state)
-            with _model_errors(sync):
+            with _model_errors(sync, project):
                 result.counts = state.diff(sync.header.mode, full_resync, build_pending=True)
             log.info("%s: run %s: %s", sync.name, run_id, result.counts)
             reason = (
@@ -233,7 +256,7 @@ def _run(
                 outcome = asyncio.run(
                     _deliver(project, sync, state, history, run_id, batches, total, on_progress)
                 )
-            state.fold_acknowledged(keep_fields)
+            _fold(state, keep_fields)
             newly = history.rejected_repeatedly(sync.name, sync.destination.settings.max_attempts)
             history.mark_quarantined(sync.name, state.update_quarantine(newly))
         history.drop_resolved(sync.name, run_id)
@@ -256,6 +279,20 @@ def _run(
         raise
     _finish(history, result, started, project.secrets())
     return result
+
+
+def _fold(state: SyncState, keep_fields: bool) -> None:
+    """Fold what was delivered into the snapshot. A fold the disk refuses (full, read-only)
+    changes nothing: the outbox and its acknowledgements stay, and the next run folds them."""
+    try:
+        state.fold_acknowledged(keep_fields)
+    except duckdb.Error as exc:
+        text = str(exc).splitlines()[0]
+        advice = state_advice(str(exc)) or "run again; if it persists, check the state folder"
+        raise StateError(
+            f"cannot record what was delivered in {state.path} ({text}); it stays in "
+            f"{state.outbox.log_path.name} until then: {advice}"
+        ) from None
 
 
 def _finish(history: History, result: RunResult, started: float, secrets: dict[str, str]) -> None:

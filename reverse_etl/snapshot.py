@@ -27,7 +27,7 @@ from typing import Any
 import duckdb
 
 from .encoding import fields_json, key_text, quote_literal, row_hash
-from .errors import Problem, ProjectError, StateError
+from .errors import Problem, ProjectError, StateError, state_advice
 from .names import check_name
 from .outbox import Outbox
 
@@ -53,6 +53,8 @@ _HASH_CANARY = """SELECT hash(42::INTEGER, 'reverse-etl', 12.50::DECIMAL(10, 2),
     DATE '2024-02-29', TIMESTAMP '2024-01-02 03:04:05', TIMESTAMPTZ '2024-01-02 03:04:05+00', true,
     NULL::VARCHAR, [1, 2], {'a': 'b'}, '00000000-0000-0000-0000-000000000001'::UUID, 'x'::BLOB,
     42::HUGEINT, 42::BIGINT)::VARCHAR"""
+
+_WRITABLE = "the state folder must be writable by this user ([state] path)"
 
 # What each mode sends for rows of each status (CONTRACT §1).
 _OPERATION = {"upsert": "upsert", "mirror": "upsert", "update": "update", "insert": "insert"}
@@ -99,7 +101,11 @@ class SyncState:
         config: dict[str, Any] = {"memory_limit": memory_limit, "temp_directory": str(temp_dir)}
         if threads:
             config["threads"] = threads
-        temp_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            temp_dir.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create {exc.filename}: {exc.strerror}; {_WRITABLE}") from None
         self.con = duckdb.connect(":memory:", config=config)
         self.con.execute("SET TimeZone = 'UTC'")
         try:
@@ -107,16 +113,18 @@ class SyncState:
                 self.con.execute("ATTACH ':memory:' AS state")  # never run: an empty snapshot
             else:
                 mode = " (READ_ONLY)" if read_only else ""
-                path.parent.mkdir(parents=True, exist_ok=True)
                 self.con.execute(f"ATTACH {quote_literal(str(path))} AS state{mode}")
             if not read_only or not path.exists():
                 self.con.execute(self.SCHEMA)
             self.con.execute("SELECT count(*) FROM state.quarantine").fetchall()
         except duckdb.Error as exc:
             self.con.close()
+            advice = state_advice(str(exc))
             raise StateError(
-                f"cannot read the sync state file {path}: {exc}. It is kept as it is; move it "
-                f"away (or run `reverse-etl reset`) to start this sync over."
+                f"cannot open the sync state file {path}: {advice}"
+                if advice
+                else f"cannot read the sync state file {path}: {exc}. It is kept as it is; move "
+                f"it away (or run `reverse-etl reset`) to start this sync over."
             ) from None
         self.outbox = Outbox(path)
         self.source: Any = None  # the warehouse streaming the model (see bind)

@@ -5,6 +5,7 @@ this process (fast) and lets a traceback escape as a test error."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import textwrap
@@ -1062,3 +1063,135 @@ def test_a_damaged_page_of_run_history_is_reported_and_the_run_works_once_moved(
     history.rename(history.with_name("history.damaged"))
     ok = base.cli("run", "good", "--json").json_lines()[0]
     assert ok["status"] == "success" and ok["changed"] == 1 and ok["delivered"] == 1
+
+
+@contextlib.contextmanager
+def _read_only(folder) -> Iterator[None]:
+    """`folder` read-only for this process: a read-only bind mount as root (whom permissions
+    do not stop), else every folder and file in it without write permission."""
+    import os
+    import shutil
+    import subprocess
+
+    if os.geteuid() == 0:
+        if shutil.which("mount") is None:
+            pytest.skip("root without mount(8): cannot make a folder read-only")
+        bind = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True)
+        if bind.returncode != 0:
+            pytest.skip(f"cannot bind-mount as root here: {bind.stderr.decode().strip()}")
+        try:
+            subprocess.run(
+                ["mount", "-o", "remount,ro,bind", str(folder)], check=True, capture_output=True
+            )
+            yield
+        finally:
+            subprocess.run(["umount", str(folder)], check=True)
+        return
+    paths = [folder, *folder.rglob("*")]
+    modes = {path: path.stat().st_mode for path in paths}
+    for path in paths:
+        path.chmod(modes[path] & ~0o222)
+    try:
+        yield
+    finally:
+        for path in reversed(paths):
+            path.chmod(modes[path])
+
+
+def test_a_read_only_state_folder_is_said_and_the_next_run_works(base, receiver):
+    assert base.cli("run", "good").exit_code == 0
+    base.warehouse("update users set email = 'new' || email where id = 1")
+    state = base.root / ".reverse_etl"
+    with _read_only(state):
+        for args in (("run", "good"), ("plan", "good"), ("runs",), ("reset", "good")):
+            err = assert_refused(base.command(*args), "error", "must be writable", str(state))
+            assert len(err.strip().splitlines()) == 1, err
+    assert len(receiver.requests) == 1
+    ok = base.cli("run", "good", "--json").json_lines()[0]
+    assert ok["status"] == "success" and ok["changed"] == 1 and ok["delivered"] == 1
+
+
+def _run_with_file_size_limit(project: ProjectFixture, limit: int, *args: str) -> Outcome:
+    """The CLI in a subprocess that may write no file past `limit` bytes (RLIMIT_FSIZE): a
+    disk that fills up. Python ignores SIGXFSZ, so writes fail with EFBIG."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "reverse_etl", *args, "--project", str(project.root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limited,
+        env=dict(os.environ),
+    )
+    return Outcome(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def wide(base: ProjectFixture) -> ProjectFixture:
+    """A mirror sync `wide` of 20,000 rows, delivered once, then every row changed."""
+    base.warehouse("""
+        create table wide as
+        select i as id, 'user' || i || '@example.com' as email from range(20000) t(i)""")
+    base.webhook("bulk", base_url(base), batch_size=1000)
+    base.sync(
+        "wide", {"destination": "bulk", "primary_key": "id", "mode": "mirror"}, "select * from wide"
+    )
+    first = base.cli("run", "wide", "--json")
+    assert first.exit_code == 0, first.stderr
+    base.warehouse("update wide set email = email || repeat('x', 200)")
+    return base
+
+
+def base_url(project: ProjectFixture) -> str:
+    hook = (project.root / "destinations" / "hook.toml").read_text()
+    return re.search(r'url = "([^"]+)"', hook).group(1)  # type: ignore[union-attr]
+
+
+def test_a_full_disk_during_the_fold_keeps_what_was_delivered_for_the_next_run(wide, receiver):
+    """Delivered, then the disk is full when the fold writes the snapshot: exit 2, one line;
+    the next run (with room) folds the acknowledgements and sends nothing again."""
+    state = wide.root / ".reverse_etl" / "syncs" / "wide.duckdb"
+    sent = len(receiver.requests)
+    outcome = _run_with_file_size_limit(wide, state.stat().st_size, "run", "wide", "--json")
+    err = assert_refused(outcome, "error", "cannot record what was delivered", "disk space")
+    assert len(err.strip().splitlines()) == 1, err
+    delivered = len(receiver.requests) - sent
+    assert delivered == 20, "the 20 batches went out before the fold"
+    assert (state.parent / "wide.acks").exists()
+    after = wide.cli("run", "wide", "--json").json_lines()[0]
+    assert after["status"] == "success" and after["unchanged"] == 20000, after
+    assert len(receiver.requests) == sent + delivered  # nothing sent twice
+    assert all(fields["email"].endswith("x" * 200) for fields in receiver.data.values())
+
+
+def test_a_full_disk_while_writing_the_outbox_sends_nothing(wide, receiver):
+    sent = len(receiver.requests)
+    outcome = _run_with_file_size_limit(wide, 200_000, "run", "wide", "--json")
+    err = assert_refused(outcome, "error", "wide.outbox", "nothing was sent", "disk space")
+    assert len(err.strip().splitlines()) == 1, err
+    assert len(receiver.requests) == sent
+    again = wide.cli("run", "wide", "--json").json_lines()[0]
+    assert again["status"] == "success" and again["delivered"] == 20000
+
+
+def test_running_out_of_memory_limit_is_not_blamed_on_the_model(wide, receiver):
+    write(wide, "config.toml", '[state]\nmemory_limit = "30MB"\n')
+    wide.warehouse("""create or replace table wide as select i as id,
+        repeat('y', 500) || i as email, repeat('z', 300) as note from range(300000) t(i)""")
+    sent = len(receiver.requests)
+    outcome = wide.command("run", "wide", "--json")
+    if outcome.exit_code == 0:
+        return  # spilled to disk: the goal (README "Where state lives")
+    err = assert_refused(outcome, "error", "memory_limit = '30MB' (config.toml:2)", "raise it")
+    assert "syncs/wide.sql" not in err and "the model fails" not in err, err
+    assert len(receiver.requests) == sent
+    (wide.root / "config.toml").unlink()
+    again = wide.cli("run", "wide", "--json").json_lines()[0]
+    assert again["status"] == "success" and again["delivered"] == 300000

@@ -106,6 +106,7 @@ class PostgresWarehouse:
         name = f"__retl_pg_{next(_staged)}"
         with self._query(sql) as reader:
             counted = pa.RecordBatchReader.from_batches(reader.schema, self._counted(reader))
+            con.abort()  # a result left half-fetched (a fetchone) would block register()
             con.register(f"{name}_stream", counted)
             try:
                 columns = ", ".join(_converted(field) for field in reader.schema)

@@ -231,3 +231,25 @@ def test_a_row_leaving_the_model_outside_mirror_mode_is_forgotten_without_error(
     sql("insert into users values (3, 'back@example.com', 1.00)")
     [again] = project.command("run", "users", "--json").json_lines()
     assert again["status"] == "success" and again["added"] == 1 and again["removed"] == 0, again
+
+
+def test_a_long_named_syncs_table_of_0_2_is_not_used_and_that_is_said(pg, rows_of, receiver):  # noqa: F811
+    """0.2 cut a long name's table to 63 bytes, maybe sharing it: the sync starts over in its
+    own table, and says so, naming the old one."""
+    project, sql = pg
+    users_table(sql, 5)
+    with (project.root / "config.toml").open("a") as config:
+        config.write(f'state_schema = "{sql.schema}"\n')
+    project.webhook("hook", receiver.url)
+    name = "active_users_of_every_enterprise_account_in_every_region_eu"  # 59 characters
+    old = f"snapshot_{name}"[:63]
+    sql(f'create table "{old}" (wh_key text, key text, hash text, fields text)')
+    sql(f"insert into \"{old}\" values ('1', '1', 'x', null)")
+    header = {"destination": "hook", "primary_key": "id", "diff": "warehouse"}
+    project.sync(name, header, "select id, email, score from users")
+    outcome = project.command("run", name, "--json")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert old in outcome.stderr and "starts over" in outcome.stderr, outcome.stderr
+    [run] = outcome.json_lines()
+    assert run["added"] == 5 and run["delivered"] == 5, run
+    assert rows_of(f'select count(*) from "{sql.schema}"."{old}"') == [(1,)]  # left as it was

@@ -1195,3 +1195,15 @@ def test_running_out_of_memory_limit_is_not_blamed_on_the_model(wide, receiver):
     (wide.root / "config.toml").unlink()
     again = wide.cli("run", "wide", "--json").json_lines()[0]
     assert again["status"] == "success" and again["delivered"] == 300000
+
+
+def test_the_python_api_refuses_a_name_that_is_a_path_or_pattern(base, receiver):
+    import reverse_etl
+    from reverse_etl.errors import ProjectError
+
+    for name in ("s*", "../../warehouse", "x" * 251):
+        for call in (reverse_etl.run_sync, reverse_etl.plan_sync):
+            with pytest.raises(ProjectError, match="not a valid sync name"):
+                call(base.root, name)
+    assert (base.root / "warehouse.duckdb").exists()
+    assert receiver.requests == []

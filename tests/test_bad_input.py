@@ -861,10 +861,11 @@ def test_a_251_character_sync_name_is_refused_saying_the_limit(base, receiver):
     "config, line, fragment",
     [
         ('[state]\nmemory_limit = "lots"\n', 2, "not an amount of memory"),
+        ('[state]\nmemory_limit = "1KB"\n', 2, "at least 16MB"),
         ("[state]\nthreads = 100000\n", 2, "threads"),
         ('[state]\npath = "[state]"\n', 2, "pattern character"),
     ],
-    ids=["memory_limit", "threads", "glob in state path"],
+    ids=["memory_limit", "tiny memory_limit", "threads", "glob in state path"],
 )
 def test_a_state_setting_duckdb_cannot_take_is_refused_on_its_line(
     base, receiver, config, line, fragment

@@ -72,7 +72,7 @@ _MEMORY = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B|%)\s*", re.IGNORECASE)
 _UNITS = {"B": 1} | {
     f"{p}{i}B": (1024 if i else 1000) ** (n + 1) for n, p in enumerate("KMGT") for i in ("", "I")
 }
-MIN_MEMORY = 16 * 10**6  # DuckDB's MB; below, DuckDB cannot even open a file (its blocks are 256 KiB)
+MIN_MEMORY = 16 * 10**6  # DuckDB's MB; below, it cannot even open a file (256 KiB blocks)
 MAX_THREADS = 256  # DuckDB starts them all at once: 100,000 hung the machine
 
 
@@ -90,12 +90,11 @@ class StateSettings(_Section):
                 f'{value!r} is not an amount of memory: write e.g. "512MB", "2GB" or "50%"'
             )
         number, unit = float(found.group(1)), found.group(2).upper()
-        if unit != "%":
-            if number * _UNITS[unit] < MIN_MEMORY:
-                raise ValueError(
-                    f"{value!r} is too little for DuckDB to open the state and the warehouse: "
-                    f"give it at least {MIN_MEMORY // 10**6}MB (larger models spill to disk)"
-                )
+        if unit != "%" and number * _UNITS[unit] < MIN_MEMORY:
+            raise ValueError(
+                f"{value!r} is too little for DuckDB to open the state and the warehouse: "
+                f"give it at least {MIN_MEMORY // 10**6}MB (larger models spill to disk)"
+            )
         return value
 
 

@@ -29,6 +29,7 @@ log = logging.getLogger("reverse_etl.outbox")
 
 RANGES = "__retl_acked_ranges"
 KEYS = "__retl_acked_keys"
+SPILL = "__retl_outbox"  # the outbox staged on its way to disk, when memory is short
 
 
 class Outbox:
@@ -44,12 +45,20 @@ class Outbox:
     def relation(self) -> str:
         return f"read_parquet({quote_literal(str(self.path))})"
 
-    def write(self, con: Any, select: str) -> None:
-        """Write the records of `select` durably; only then may they be sent."""
+    def write(self, con: Any, records: str) -> None:
+        """Write `records` (a query of op, key, ... fields) durably, numbered in sending order
+        as `seq` (one operation after another); only then may they be sent."""
         partial = self.path.with_suffix(".tmp")
-        target = quote_literal(str(partial))
         try:
-            con.execute(f"COPY ({select}) TO {target} (FORMAT parquet, ROW_GROUP_SIZE 10000)")
+            try:
+                con.execute(
+                    f"""COPY (SELECT row_number() OVER (ORDER BY op) - 1 AS seq, *
+                        FROM ({records}) ORDER BY seq) TO {quote_literal(str(partial))}
+                    (FORMAT parquet, ROW_GROUP_SIZE 10000)"""
+                )
+            except duckdb.OutOfMemoryException:
+                log.info("%s: the outbox does not fit [state] memory_limit: spilling", self.path)
+                self._write_spilling(con, records, partial)
             _fsync(partial)
             self.log_path.write_bytes(b"")
             _fsync(self.log_path)
@@ -60,6 +69,31 @@ class Outbox:
                 raise  # the model's own reading failed: reported as the model's
             partial.unlink(missing_ok=True)
             raise self._unwritable(partial, exc, "nothing was sent") from None
+
+    @staticmethod
+    def _write_spilling(con: Any, records: str, partial: Path) -> None:
+        """The outbox in little memory (README "Where state lives"): DuckDB's window and sort
+        over wide rows, and its parallel ordered parquet writer, hold them in memory; a
+        temporary table spills to disk instead. The rows are staged one operation after
+        another, so their row ids are the sending order, and written by one thread, which
+        keeps that order without buffering."""
+        rows, ordered = f"{SPILL}_rows", SPILL
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {rows} AS {records}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {ordered} AS SELECT * FROM {rows} LIMIT 0")
+        operations = con.execute(f"SELECT DISTINCT op FROM {rows} ORDER BY op").fetchall()
+        for (operation,) in operations:
+            con.execute(f"INSERT INTO {ordered} SELECT * FROM {rows} WHERE op = ?", [operation])
+        con.execute(f"DROP TABLE {rows}")
+        [(threads,)] = con.execute("SELECT current_setting('threads')").fetchall()
+        con.execute("SET threads = 1")
+        try:
+            con.execute(
+                f"""COPY (SELECT rowid AS seq, * FROM {ordered}) TO {quote_literal(str(partial))}
+                (FORMAT parquet, ROW_GROUP_SIZE 10000)"""
+            )
+        finally:
+            con.execute(f"SET threads = {int(threads)}")
+            con.execute(f"DROP TABLE IF EXISTS {ordered}")
 
     def acknowledge(self, first: int, last: int, keys: list[str] | None) -> None:
         if self._log is None:

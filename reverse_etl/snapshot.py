@@ -359,9 +359,7 @@ class SyncState:
         """Write what to send, numbered in sending order, durably, before the first request."""
         self.outbox.write(
             self.con,
-            f"""SELECT row_number() OVER (ORDER BY op) - 1 AS seq, op, key, hash,
-                unhex(md5(fields)) AS digest, fields
-            FROM ({source}) ORDER BY seq""",
+            f"SELECT op, key, hash, unhex(md5(fields)) AS digest, fields FROM ({source})",
         )
 
     def settle(self) -> None:

@@ -285,9 +285,7 @@ class WarehouseState(SyncState):
             {deletes}"""
         self.outbox.write(
             self.con,
-            f"""SELECT row_number() OVER (ORDER BY op) - 1 AS seq, op, key, hash, wh_key,
-                unhex(md5(fields)) AS digest, fields
-            FROM ({source}) ORDER BY seq""",
+            f"SELECT op, key, hash, wh_key, unhex(md5(fields)) AS digest, fields FROM ({source})",
         )
 
     def settle(self) -> None:

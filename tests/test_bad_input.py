@@ -1208,3 +1208,32 @@ def test_the_python_api_refuses_a_name_that_is_a_path_or_pattern(base, receiver)
                 call(base.root, name)
     assert (base.root / "warehouse.duckdb").exists()
     assert receiver.requests == []
+
+
+def test_an_outbox_larger_than_memory_limit_is_written_by_spilling(tmp_path, caplog):
+    """DuckDB's window and sort over wide rows, and its parallel ordered parquet writer, hold
+    the rows in memory: past [state] memory_limit the outbox is staged in a temporary table
+    (which spills) and written in sending order by one thread."""
+    from reverse_etl.outbox import Outbox
+
+    caplog.set_level("INFO", "reverse_etl.outbox")
+    con = duckdb.connect(
+        config={"memory_limit": "30MB", "temp_directory": str(tmp_path / "tmp"), "threads": 2}
+    )
+    con.execute("""create table wide as select
+        case when i % 10 = 0 then 'delete' else 'upsert' end as op, i::varchar as key,
+        i::ubigint as hash, repeat('y', 500) || i as fields from range(300000) t(i)""")
+    outbox = Outbox(tmp_path / "syncs" / "big.duckdb")
+    outbox.path.parent.mkdir()
+    outbox.write(con, "SELECT op, key, hash, unhex(md5(fields)) AS digest, fields FROM wide")
+    assert "spilling" in caplog.text  # the usual way ran out of memory
+    ranges = con.execute(
+        f"select op, min(seq), max(seq), count(*) from {outbox.relation} group by op order by 2"
+    ).fetchall()
+    assert ranges == [("delete", 0, 29999, 30000), ("upsert", 30000, 299999, 270000)]
+    [(disorder,)] = con.execute(
+        f"select count(*) from (select seq, lag(seq) over () as before from {outbox.relation})"
+        " where seq <> before + 1"
+    ).fetchall()
+    assert disorder == 0  # written in sending order: reads of a seq range stay cheap
+    assert con.execute("select current_setting('threads')").fetchall() == [(2,)]

@@ -1237,3 +1237,15 @@ def test_an_outbox_larger_than_memory_limit_is_written_by_spilling(tmp_path, cap
     ).fetchall()
     assert disorder == 0  # written in sending order: reads of a seq range stay cheap
     assert con.execute("select current_setting('threads')").fetchall() == [(2,)]
+
+
+def test_the_daemon_with_a_damaged_run_history_says_so_and_exits(base):
+    base.sync(
+        "ticking", {"destination": "hook", "primary_key": "id", "schedule": "every 1h"}, GOOD_SQL
+    )
+    write(base, "config.toml", "[daemon]\nport = 0\n")
+    assert base.cli("run", "good").exit_code == 0
+    history = base.root / ".reverse_etl" / "history.sqlite"
+    _damage_pages(history, first_page=0)  # the header too: it cannot even be opened
+    err = assert_refused(base.command("daemon", timeout=60), "error", str(history), "move it away")
+    assert len(err.strip().splitlines()) == 1, err

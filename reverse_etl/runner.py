@@ -256,6 +256,7 @@ def _run(
                 outcome = asyncio.run(
                     _deliver(project, sync, state, history, run_id, batches, total, on_progress)
                 )
+                result.delivered = outcome.delivered  # said even if the fold then fails
             _fold(state, keep_fields)
             newly = history.rejected_repeatedly(sync.name, sync.destination.settings.max_attempts)
             history.mark_quarantined(sync.name, state.update_quarantine(newly))

@@ -1165,6 +1165,8 @@ def test_a_full_disk_during_the_fold_keeps_what_was_delivered_for_the_next_run(w
     assert len(err.strip().splitlines()) == 1, err
     delivered = len(receiver.requests) - sent
     assert delivered == 20, "the 20 batches went out before the fold"
+    [failed] = outcome.json_lines()
+    assert failed["status"] == "error" and failed["delivered"] == 20000, failed
     assert (state.parent / "wide.acks").exists()
     after = wide.cli("run", "wide", "--json").json_lines()[0]
     assert after["status"] == "success" and after["unchanged"] == 20000, after

@@ -156,7 +156,15 @@ def _sync_names(ctx: Context, project: Any, names: tuple[str, ...], all_syncs: b
         return list(project.sync_names())
     if not names:
         raise click.UsageError("name one or more syncs, or pass --all")
-    return list(dict.fromkeys(names))
+    return [_valid_sync(name) for name in dict.fromkeys(names)]
+
+
+def _valid_sync(name: str) -> str:
+    """The name, if it may name a sync at all (a name is never a path or a pattern)."""
+    from .names import check_name
+    from .project import RENAME
+
+    return check_name("sync", name, RENAME)
 
 
 def _known_sync(project: Any, name: str) -> None:
@@ -164,6 +172,7 @@ def _known_sync(project: Any, name: str) -> None:
     from .errors import Problem, ProjectError
     from .snapshot import snapshot_path
 
+    _valid_sync(name)
     if name in project.sync_names() or snapshot_path(project.state_dir, name).exists():
         return
     known = ", ".join(project.sync_names()) or "none"
@@ -229,7 +238,8 @@ def run_command(
 def approve_command(ctx: Context, syncs: tuple[str, ...]) -> int:
     """Release held syncs: run them now, past the safety rails that held them."""
     project = ctx.project()
-    return _run_syncs(ctx, project, list(dict.fromkeys(syncs)), full_resync=False, force=True)
+    names = [_valid_sync(name) for name in dict.fromkeys(syncs)]
+    return _run_syncs(ctx, project, names, full_resync=False, force=True)
 
 
 @command(main, "retry")
@@ -237,7 +247,7 @@ def approve_command(ctx: Context, syncs: tuple[str, ...]) -> int:
 def retry_command(ctx: Context, syncs: tuple[str, ...]) -> int:
     """Send quarantined records again now (the safety rails still apply)."""
     project = ctx.project()
-    names = list(dict.fromkeys(syncs))
+    names = [_valid_sync(name) for name in dict.fromkeys(syncs)]
     return _run_syncs(ctx, project, names, full_resync=False, force=False, retry=True)
 
 
@@ -315,6 +325,8 @@ def runs_command(ctx: Context, sync: str | None, limit: int) -> int:
     from .output import runs_table
 
     project = ctx.project()
+    if sync is not None:
+        _valid_sync(sync)
     history = History(project.state_dir)
     try:
         runs = history.runs(sync, limit)

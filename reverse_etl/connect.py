@@ -6,6 +6,7 @@ to import)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -13,7 +14,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from .destinations.base import ANSWER_LIMIT_BYTES, AnswerTooLarge, Destination, Retryable
+from .destinations.base import (
+    ANSWER_LIMIT_BYTES,
+    AnswerTooLarge,
+    BatchFailed,
+    Destination,
+    Retryable,
+    SplitBatch,
+    Throttled,
+)
 from .errors import CredentialsError, DestinationError
 
 if TYPE_CHECKING:
@@ -112,12 +121,38 @@ async def open_adapter(
 
 
 def check_destination(spec: DestinationSpec) -> str:
-    """`reverse-etl check DEST`: the connection and credentials, without sending data."""
+    """`reverse-etl check DEST`: the connection and credentials, without sending data.
+
+    Only an answer of the API passes: any status the adapter does not take as its API's
+    answer (a 404, a 5xx, a redirect, a 429) and any 2xx whose body is not JSON (a proxy's or
+    a login page's HTML) is a DestinationError saying which answer came from where."""
+
+    answers: list[httpx.Response] = []
+
+    async def keep(response: httpx.Response) -> None:
+        await response.aread()
+        answers.append(response)
+
+    def failed(detail: str) -> DestinationError:
+        last = answers[-1] if answers else None
+        if last is None:
+            return DestinationError(f"destination {spec.name!r} failed the check: {detail}")
+        url = last.request.url.copy_with(userinfo=b"", query=None)  # no secret in the line
+        if last.is_redirect:
+            detail = f"a redirect to {last.headers.get('Location')}: set the URL it points to"
+        elif last.is_success and not _json_or_empty(last.content):
+            kind = last.headers.get("Content-Type", "no content type")
+            detail = f"the answer is not JSON ({kind}): is this the API's URL?"
+        detail = detail.removeprefix(f"HTTP {last.status_code}: ").replace("\n", " ")
+        return DestinationError(
+            f"destination {spec.name!r} failed the check: HTTP {last.status_code} from {url}: "
+            f"{detail}"
+        )
 
     async def check() -> str:
-        async with open_adapter(spec) as adapter:
+        async with open_adapter(spec, keep) as adapter:
             try:
-                return await adapter.check()
+                detail = await adapter.check()
             except CredentialsError as exc:
                 raise CredentialsError(
                     f"destination {spec.name!r} refused the credentials: {exc}"
@@ -131,7 +166,22 @@ def check_destination(spec: DestinationSpec) -> str:
                 raise DestinationError(
                     f"destination {spec.name!r} is unreachable: {exc!r}"
                 ) from None
-            except Retryable as exc:  # an answer too large, or one that cannot be trusted
-                raise DestinationError(f"destination {spec.name!r}: {exc}") from None
+            except (Throttled, Retryable, SplitBatch, BatchFailed, ValueError) as exc:
+                # an answer that is not the API's (too large, untrusted, an error status):
+                # the URL is wrong, or the service is down
+                raise failed(str(exc) or type(exc).__name__) from None
+            if any(a.is_success and not _json_or_empty(a.content) for a in answers):
+                raise failed("")
+            return detail
 
     return run_coroutine(check())
+
+
+def _json_or_empty(content: bytes) -> bool:
+    if not content.strip():
+        return True
+    try:
+        json.loads(content)
+    except ValueError:
+        return False
+    return True

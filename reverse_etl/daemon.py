@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import Problem
+from .errors import Problem, StateError
 from .history import History
 from .metrics import CONTENT_TYPE, Metrics
 from .project import PROJECT_FILES, Project
@@ -52,6 +52,7 @@ class Daemon:
 
     def serve(self) -> int:
         """Run until a signal; the exit code (0 when every run stopped in time)."""
+        History(self.project.state_dir).close()  # a state folder it cannot use: say so first
         self.reload("start")
         options = self.settings.daemon
         status = StatusServer(
@@ -69,6 +70,7 @@ class Daemon:
             extra={"event": "daemon_started", "pid": os.getpid(), "status_url": status.url},
         )
         history = History(self.project.state_dir)  # the main loop's, read every interval
+        said: str | None = None  # the run history's problem, logged once
         try:
             while self._stop_reason is None:
                 self._wake.wait(options.watch_interval_seconds)
@@ -82,7 +84,13 @@ class Daemon:
                 if self._reload_reason is not None:
                     reason, self._reload_reason = self._reload_reason, None
                     self.reload(reason)
-                self._follow_other_processes(history)
+                try:
+                    self._follow_other_processes(history)
+                    said = None
+                except StateError as exc:  # e.g. a damaged page: the runs say it too; go on
+                    if str(exc) != said:  # once, not every interval
+                        log.error("%s", exc, extra={"event": "problem"})
+                    said = str(exc)
             return self._shut_down(status)
         finally:
             history.close()

@@ -68,3 +68,19 @@ class DestinationError(ReverseEtlError):
 
 class CredentialsError(DestinationError):
     pass
+
+
+def state_advice(error: str) -> str:
+    """What to do about a state file the system would not write or read (README "Where state
+    lives"), from the error's text; "" when the text does not say."""
+    lowered = error.lower()
+    if any(w in lowered for w in ("read-only", "readonly", "permission denied", "access denied")):
+        return "the state folder must be writable by this user ([state] path)"
+    if any(w in lowered for w in ("no space", "disk is full", "database or disk is full")) or (
+        "file too large" in lowered or "quota" in lowered
+    ):
+        return (
+            "free some disk space, then run again: what was delivered is kept and recorded by "
+            "the next run"
+        )
+    return ""

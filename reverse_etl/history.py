@@ -7,17 +7,18 @@ Writes here are small: one row per run, one per record that was not delivered.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from .errors import StateError
+from .errors import StateError, state_advice
 from .locks import is_held
 
 COUNTS = (
@@ -73,6 +74,39 @@ CREATE TABLE IF NOT EXISTS probes (  -- a trigger_query's answer when its sync l
 """
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _guarded(method: F) -> F:
+    """sqlite3's errors, as a StateError saying which file and what to do: a damaged page can
+    surface in any query, long after the file was opened."""
+
+    @functools.wraps(method)
+    def guarded(self: History, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StateError(history_problem(self.path, exc)) from None
+
+    return guarded  # type: ignore[return-value]
+
+
+def history_problem(path: Path, exc: Exception) -> str:
+    """What went wrong with the run history file, and what to do about it."""
+    text = str(exc)
+    lowered = text.lower()
+    if "malformed" in lowered or "not a database" in lowered or "corrupt" in lowered:
+        todo = (
+            "it is damaged: move it away and run again (run history and the list of records "
+            "not delivered start over; what was delivered stays in each sync's snapshot)"
+        )
+    elif "unable to open" in lowered:
+        todo = "the state folder must be writable by this user ([state] path)"
+    else:
+        todo = state_advice(text) or "run again; if it persists, move the file away"
+    return f"cannot use the run history {path} ({text}): {todo}"
+
+
 def _iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
@@ -101,13 +135,15 @@ def _alive(state_dir: Path, row: sqlite3.Row) -> bool:
 class History:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        path = state_dir / "history.sqlite"
+        path = self.path = state_dir / "history.sqlite"
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
             self._initialise()
-        except (sqlite3.Error, OSError) as exc:
+        except OSError as exc:
             raise StateError(f"cannot open run history {path}: {exc}") from None
+        except sqlite3.Error as exc:
+            raise StateError(history_problem(path, exc)) from None
         self.db.row_factory = sqlite3.Row
 
     def _initialise(self) -> None:
@@ -129,6 +165,7 @@ class History:
 
     # -- runs ----------------------------------------------------------------------------
 
+    @_guarded
     def start_run(self, sync: str, full_resync: bool) -> str:
         run_id = uuid.uuid4().hex[:16]
         self.db.execute(
@@ -138,6 +175,7 @@ class History:
         )
         return run_id
 
+    @_guarded
     def finish_run(
         self,
         run_id: str,
@@ -153,6 +191,7 @@ class History:
             (status, time.time(), error, reason, *(counts.get(c, 0) for c in COUNTS), run_id),
         )
 
+    @_guarded
     def close_abandoned(self, sync: str) -> None:
         """Runs of `sync` left 'running' by a process that died: record them as errors. The
         caller holds the sync's lock, so no other run of it is alive."""
@@ -164,6 +203,7 @@ class History:
                 (_killed(row["pid"]), row["run_id"]),
             )
 
+    @_guarded
     def runs(self, sync: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         where, params = ("WHERE sync = ?", [sync]) if sync else ("", [])
         rows = self.db.execute(
@@ -174,6 +214,7 @@ class History:
             for row in rows
         ]
 
+    @_guarded
     def finished_elsewhere(self, since: float, pid: int) -> list[tuple[str, float, int]]:
         """(sync, finished_at, pid) of runs that finished with success or partial after
         `since`, in processes other than `pid` (the daemon follows them with `after`)."""
@@ -188,6 +229,7 @@ class History:
 
     # -- the ledger ----------------------------------------------------------------------
 
+    @_guarded
     def replace_invalid(
         self, sync: str, run_id: str, chunks: Iterable[list[tuple[str | None, str]]]
     ) -> None:
@@ -203,6 +245,7 @@ class History:
                     [(sync, key, error, now, now, run_id) for key, error in chunk],
                 )
 
+    @_guarded
     def record_undelivered(
         self, sync: str, run_id: str, reason: str, records: list[tuple[str, str, int]]
     ) -> None:
@@ -224,6 +267,7 @@ class History:
             ],
         )
 
+    @_guarded
     def rejected_repeatedly(self, sync: str, run_id: str, times: int) -> list[str]:
         """Keys rejected by run `run_id` and by the runs before it: `times` runs in a row, or
         more. (A record accepted by this run keeps its old entry until drop_resolved: it is
@@ -235,6 +279,7 @@ class History:
         ).fetchall()
         return [row[0] for row in rows]
 
+    @_guarded
     def mark_quarantined(self, sync: str, keys: list[str]) -> None:
         """Flag exactly `keys` as quarantined: kept in the ledger while not resent."""
         with self.db:
@@ -247,6 +292,7 @@ class History:
                 [(sync, key) for key in keys],
             )
 
+    @_guarded
     def reset_rejections(self, sync: str) -> None:
         """`retry`: quarantined records start counting again."""
         self.db.execute(
@@ -256,6 +302,7 @@ class History:
             (sync,),
         )
 
+    @_guarded
     def drop_resolved(self, sync: str, run_id: str) -> None:
         """After a finished run: entries it did not renew (and not quarantined) were delivered
         or left the model."""
@@ -265,6 +312,7 @@ class History:
             (sync, run_id),
         )
 
+    @_guarded
     def ledger(self, sync: str) -> list[dict[str, Any]]:
         rows = self.db.execute(
             "SELECT sync, key, reason, error, attempts, first_seen, last_seen FROM ledger "
@@ -280,6 +328,7 @@ class History:
             for row in rows
         ]
 
+    @_guarded
     def forget(self, sync: str) -> None:
         """`reset`: what the sync delivered is forgotten (and when, so that a later run can
         tell a reset from a state file that went missing)."""
@@ -305,10 +354,12 @@ class History:
 
     # -- trigger_query answers -----------------------------------------------------------
 
+    @_guarded
     def probe(self, sync: str) -> str | None:
         row = self.db.execute("SELECT value FROM probes WHERE sync = ?", (sync,)).fetchone()
         return row["value"] if row else None
 
+    @_guarded
     def save_probe(self, sync: str, value: str, run_id: str) -> None:
         self.db.execute(
             "INSERT INTO probes VALUES (?, ?, ?, ?) ON CONFLICT (sync) DO UPDATE SET "

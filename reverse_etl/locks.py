@@ -11,19 +11,26 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from .errors import SyncRunningError
+from .errors import StateError, SyncRunningError, state_advice
+from .names import check_name
 
 
 class SyncLock:
     def __init__(self, state_dir: Path, sync: str, holder: str = "reverse-etl") -> None:
-        self.path = state_dir / "locks" / f"{sync}.lock"
+        self.path = state_dir / "locks" / f"{check_name('sync', sync)}.lock"
         self.sync = sync
         self.holder = holder  # what the refused are told is running it
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StateError(
+                f"cannot create the lock file {self.path}: {exc.strerror}; "
+                f"{state_advice(str(exc)) or 'the state folder must be writable'}"
+            ) from None
         try:
             _flock(fd)
         except BlockingIOError:

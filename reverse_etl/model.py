@@ -77,10 +77,26 @@ class Model:
         return None
 
 
+# sqlglot parses and writes SQL recursively: past Python's recursion limit it cannot.
+_TOO_DEEP = (
+    "the model is nested too deeply for the SQL parser (Python's recursion limit): "
+    "flatten it, e.g. fewer levels of parentheses or of nested CASE and subqueries"
+)
+
+
 def parse_model(
     sql: str, dialect: str, file: str, first_line: int
 ) -> tuple[Model | None, list[Problem]]:
     """Parse and check a model; problems carry the file's line numbers."""
+    try:
+        return _parse_model(sql, dialect, file, first_line)
+    except RecursionError:
+        return None, [Problem(file, first_line, _TOO_DEEP)]
+
+
+def _parse_model(
+    sql: str, dialect: str, file: str, first_line: int
+) -> tuple[Model | None, list[Problem]]:
 
     def problem(line: int | None, message: str) -> tuple[None, list[Problem]]:
         return None, [Problem(file, line, message)]
@@ -178,6 +194,8 @@ def transpile(
         return model, []
     try:
         sql = model.tree.sql(dialect=write, pretty=True, unsupported_level=ErrorLevel.RAISE)
+    except RecursionError:
+        return None, [Problem(file, line, _TOO_DEEP)]
     except UnsupportedError as exc:
         reason = str(exc).strip().splitlines()[0]
         return None, [

@@ -26,6 +26,7 @@ from .destinations.base import Destination, DestinationSettings, SyncTarget
 from .errors import Problem, ProjectError
 from .graph import after_problems
 from .model import Model, check_dialect, parse_model, transpile
+from .names import check_name, name_problem
 from .schedules import check_schedule
 from .settings import Settings, WarehouseSettings, load_settings, secret_values
 from .tomlfile import did_you_mean, interpolate, line_of, parse_toml, read_text, scrub
@@ -34,6 +35,9 @@ SYNCS_DIR = "syncs"
 DESTINATIONS_DIR = "destinations"
 PROJECT_ENV = "REVERSE_ETL_PROJECT"
 PROJECT_FILES = ("config.toml", f"{SYNCS_DIR}/*.sql", f"{DESTINATIONS_DIR}/*.toml")  # globs
+
+# What to do about a name that breaks the rule of names.py.
+RENAME = "; rename the file, or name another"
 
 Mode = Literal["upsert", "update", "insert", "mirror"]
 
@@ -54,6 +58,14 @@ class SyncHeader(BaseModel):
     trigger_query: str | None = None
     dialect: str | None = None  # the model's SQL dialect, when not the warehouse's
     diff: Literal["local", "warehouse"] | None = None  # else [warehouse] diff
+
+    @field_validator("destination")
+    @classmethod
+    def _destination_name(cls, value: str) -> str:
+        problem = name_problem("destination", value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("dialect")
     @classmethod
@@ -87,6 +99,9 @@ class SyncHeader(BaseModel):
     def _after(cls, value: list[str]) -> list[str]:
         if not all(value):
             raise ValueError("must list sync names")
+        for name in value:
+            if problem := name_problem("sync", name):
+                raise ValueError(problem)
         if len(set(value)) != len(value):
             raise ValueError("names a sync twice")
         return value
@@ -243,6 +258,10 @@ class Project:
     ) -> tuple[Sync | None, list[Problem]]:
         """The sync, or None and its problems; a sync whose destination file is broken is
         None, with the destination's problems only when `report_destination`."""
+        try:
+            check_name("sync", name, RENAME)
+        except ProjectError as exc:
+            return None, exc.problems
         file = f"{SYNCS_DIR}/{name}.sql"
         path = self.root / file
         if not path.is_file():
@@ -364,6 +383,10 @@ class Project:
         return self._destinations[name]
 
     def _load_destination(self, name: str) -> DestinationSpec | list[Problem]:
+        try:
+            check_name("destination", name, RENAME)
+        except ProjectError as exc:
+            return exc.problems
         file = f"{DESTINATIONS_DIR}/{name}.toml"
         path = self.root / file
         if not path.is_file():

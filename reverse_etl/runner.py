@@ -19,12 +19,20 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from .errors import Interrupted, ModelFailed, ReverseEtlError, WarehouseError
+from .errors import (
+    Interrupted,
+    ModelFailed,
+    ReverseEtlError,
+    StateError,
+    WarehouseError,
+    state_advice,
+)
 from .history import History
 from .locks import SyncLock
 from .project import Project, Sync
 from .rails import hold_reason
 from .secrets import blank, blanker
+from .settings import where_set
 from .snapshot import (
     DiffCounts,
     SyncState,
@@ -141,12 +149,27 @@ def _open_state(project: Project, sync: Sync, read_only: bool) -> SyncState:
 
 
 @contextmanager
-def _model_errors(sync: Sync) -> Iterator[None]:
-    """DuckDB's complaints about the model (binding or running it) name the sync file's line."""
+def _model_errors(sync: Sync, project: Project | None = None) -> Iterator[None]:
+    """DuckDB's complaints about the model (binding or running it) name the sync file's line;
+    running out of [state] memory_limit is the engine's, not the model's."""
     try:
         yield
+    except duckdb.OutOfMemoryException as exc:
+        raise StateError(_out_of_memory(project, exc)) from None
     except (duckdb.Error, ModelFailed) as exc:
         raise WarehouseError(str(model_problem(sync, exc))) from None
+
+
+def _out_of_memory(project: Project | None, exc: Exception) -> str:
+    limit, where = "", ""
+    if project is not None:
+        file, line = where_set(project.root, "state", "memory_limit")
+        limit = f" = {project.settings.state.memory_limit!r}"
+        where = f" ({file}:{line})" if line else f" ({file})"
+    return (
+        f"the diff ran out of memory within [state] memory_limit{limit}{where}: raise it "
+        f"({str(exc).splitlines()[0]})"
+    )
 
 
 def _bind(project: Project, sync: Sync, state: SyncState) -> None:
@@ -154,7 +177,7 @@ def _bind(project: Project, sync: Sync, state: SyncState) -> None:
     warehouse = open_warehouse(settings, project.root)
     warehouse.connect(state.con, engine_files=state.outbox.files)  # then sandboxed
     key_line = sync.header_line("primary_key")
-    with _model_errors(sync):
+    with _model_errors(sync, project):
         check_column_names(warehouse.columns(state.con, sync.model.sql), sync.file, sync.sql_line)
         if isinstance(state, WarehouseState):  # the model runs inside the diff's queries
             state.use(sync.model, sync.primary_key, sync.file, key_line)
@@ -171,7 +194,7 @@ def plan_sync(project: Project, name: str) -> dict[str, Any]:
     lock = SyncLock(project.state_dir, name, "reverse-etl plan")
     with lock, _open_state(project, sync, read_only=True) as state:
         _bind(project, sync, state)
-        with _model_errors(sync):
+        with _model_errors(sync, project):
             counts = state.diff(sync.header.mode, full_resync=False, build_pending=False)
         plan: dict[str, Any] = {"sync": name, **counts.as_dict()}
         if state.previous_target is not None:
@@ -248,7 +271,7 @@ def _run(
             _finish(history, result, started, project.secrets())
             return result
         with _open_state(project, sync, read_only=False) as state:
-            state.fold_acknowledged(keep_fields)  # what a run that died had delivered
+            _fold(state, keep_fields)  # what a run that died had delivered
             previous = state.claim_target(sync.target)
             if previous is not None:
                 log.warning("%s: %s", sync.name, _new_target_note(previous, sync.target))
@@ -257,7 +280,7 @@ def _run(
                 state.clear_quarantine()
                 history.reset_rejections(sync.name)
             _bind(project, sync, state)
-            with _model_errors(sync):
+            with _model_errors(sync, project):
                 result.counts = state.diff(sync.header.mode, full_resync, build_pending=True)
             log.info("%s: run %s: %s", sync.name, run_id, result.counts)
             reason = (
@@ -288,7 +311,8 @@ def _run(
                 outcome = run_coroutine(
                     _deliver(project, sync, state, history, run_id, batches, total, on_progress)
                 )
-            state.fold_acknowledged(keep_fields)
+                result.delivered = outcome.delivered  # said even if the fold then fails
+            _fold(state, keep_fields)
             newly = history.rejected_repeatedly(
                 sync.name, run_id, sync.destination.settings.max_attempts
             )
@@ -349,6 +373,20 @@ def _orphaned_deletes(project: Project, sync: Sync, history: History) -> str | N
                 f"run `reverse-etl approve` to start over without them"
             )
     return None
+
+
+def _fold(state: SyncState, keep_fields: bool) -> None:
+    """Fold what was delivered into the snapshot. A fold the disk refuses (full, read-only)
+    changes nothing: the outbox and its acknowledgements stay, and the next run folds them."""
+    try:
+        state.fold_acknowledged(keep_fields)
+    except duckdb.Error as exc:
+        text = str(exc).splitlines()[0]
+        advice = state_advice(str(exc)) or "run again; if it persists, check the state folder"
+        raise StateError(
+            f"cannot record what was delivered in {state.path} ({text}); it stays in "
+            f"{state.outbox.log_path.name} until then: {advice}"
+        ) from None
 
 
 def _finish(history: History, result: RunResult, started: float, secrets: dict[str, str]) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 _EVERY = re.compile(r"every\s+(\d+)\s*([smh])", re.IGNORECASE)
 _SECONDS = {"s": 1, "m": 60, "h": 3600}
+MAX_INTERVAL = 366 * 24 * 3600  # a year: longer is not a schedule (and overflows the clock)
 
 
 def interval_seconds(value: str) -> int | None:
@@ -21,7 +22,13 @@ def interval_seconds(value: str) -> int | None:
         raise ValueError(
             f'{value!r} is not a schedule: write e.g. "every 30s", "every 15m" or "every 2h"'
         )
-    return int(found.group(1)) * _SECONDS[found.group(2).lower()]
+    seconds = int(found.group(1)) * _SECONDS[found.group(2).lower()]
+    if seconds > MAX_INTERVAL:
+        raise ValueError(
+            f"{value!r} is longer than a year: write at most every {MAX_INTERVAL // 3600}h, "
+            "or a cron expression for yearly runs"
+        )
+    return seconds
 
 
 def check_schedule(value: str) -> None:

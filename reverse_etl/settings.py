@@ -75,10 +75,35 @@ class WarehouseSettings(_Section):
         return self
 
 
+# DuckDB's memory sizes: a number and a unit ("500MB", "1.5GB", "2GiB") or a share of the RAM.
+_MEMORY = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B|%)\s*", re.IGNORECASE)
+_UNITS = {"B": 1} | {
+    f"{p}{i}B": (1024 if i else 1000) ** (n + 1) for n, p in enumerate("KMGT") for i in ("", "I")
+}
+MIN_MEMORY = 16 * 10**6  # DuckDB's MB; below, it cannot even open a file (256 KiB blocks)
+MAX_THREADS = 256  # DuckDB starts them all at once: 100,000 hung the machine
+
+
 class StateSettings(_Section):
-    path: str = ".reverse_etl"
+    path: str = Field(default=".reverse_etl", min_length=1)
     memory_limit: str = "1GB"
-    threads: int | None = Field(default=None, ge=1)
+    threads: int | None = Field(default=None, ge=1, le=MAX_THREADS)
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_size(cls, value: str) -> str:
+        found = _MEMORY.fullmatch(value)
+        if not found:
+            raise ValueError(
+                f'{value!r} is not an amount of memory: write e.g. "512MB", "2GB" or "50%"'
+            )
+        number, unit = float(found.group(1)), found.group(2).upper()
+        if unit != "%" and number * _UNITS[unit] < MIN_MEMORY:
+            raise ValueError(
+                f"{value!r} is too little for DuckDB to open the state and the warehouse: "
+                f"give it at least {MIN_MEMORY // 10**6}MB (larger models spill to disk)"
+            )
+        return value
 
 
 class SchedulerSettings(_Section):
@@ -152,10 +177,34 @@ def load_settings(project_dir: Path) -> Settings:
         problems += [_problem(e, text) for e in exc.errors()]
     except SettingsError as exc:  # an environment value pydantic-settings cannot parse
         problems.append(_env_problem(str(exc)))
+    if settings is not None:
+        problems += _state_path_problems(project_dir, settings.state.path)
     if problems or settings is None:
         # an unknown REVERSE_ETL_* key is found both by _unknown_env_keys and by pydantic
         raise ProjectError(scrub(list(dict.fromkeys(problems)), secrets))
     return settings
+
+
+_GLOB = re.compile(r"[*?\[\]{}]")
+
+
+def _state_path_problems(project_dir: Path, path: str) -> list[Problem]:
+    """[state] path must be a folder (or nothing yet), and literal: DuckDB reads the outbox
+    with read_parquet, which would take *, ?, [ ] in its path as a pattern and read other
+    files (README "Where state lives")."""
+    state_dir = project_dir / path
+    why = None
+    if _GLOB.search(str(state_dir)):
+        why = (
+            f"the state folder {state_dir} has a pattern character (*, ?, [, ], {{ or }}) in "
+            "its path, which DuckDB would read as a pattern: choose a path without them"
+        )
+    elif state_dir.exists() and not state_dir.is_dir():
+        why = f"{state_dir} is a file, not a folder: name a folder (it is created if missing)"
+    if why is None:
+        return []
+    file, line = where_set(project_dir, "state", "path")
+    return [Problem(file, line, f"state.path: {why}")]
 
 
 def secret_values(models: list[BaseModel]) -> dict[str, str]:

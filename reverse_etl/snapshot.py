@@ -34,7 +34,8 @@ import duckdb
 
 from .encoding import BARE_JSON as _BARE_JSON
 from .encoding import fields_json, key_text, quote_literal, row_hash
-from .errors import Problem, ProjectError, StateError
+from .errors import Problem, ProjectError, StateError, state_advice
+from .names import check_name
 from .outbox import Outbox
 
 DIFF = "__retl_diff"  # key, ident, hash, present, prev_key, prev_hash, prev_owed
@@ -67,6 +68,8 @@ _HASH_CANARY = """SELECT hash(42::INTEGER, 'reverse-etl', 12.50::DECIMAL(10, 2),
     DATE '2024-02-29', TIMESTAMP '2024-01-02 03:04:05', TIMESTAMPTZ '2024-01-02 03:04:05+00', true,
     NULL::VARCHAR, [1, 2], {'a': 'b'}, '00000000-0000-0000-0000-000000000001'::UUID, 'x'::BLOB,
     42::HUGEINT, 42::BIGINT)::VARCHAR"""
+
+_WRITABLE = "the state folder must be writable by this user ([state] path)"
 
 KEY_IDENTITIES = ("exact", "case_insensitive")
 
@@ -125,7 +128,11 @@ class SyncState:
         config: dict[str, Any] = {"memory_limit": memory_limit, "temp_directory": str(temp_dir)}
         if threads:
             config["threads"] = threads
-        temp_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            temp_dir.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create {exc.filename}: {exc.strerror}; {_WRITABLE}") from None
         self.con = duckdb.connect(":memory:", config=config)
         self.con.execute("SET TimeZone = 'UTC'")
         try:
@@ -133,7 +140,6 @@ class SyncState:
                 self.con.execute("ATTACH ':memory:' AS state")  # never run: an empty snapshot
             else:
                 mode = " (READ_ONLY)" if read_only else ""
-                path.parent.mkdir(parents=True, exist_ok=True)
                 self.con.execute(f"ATTACH {quote_literal(str(path))} AS state{mode}")
             if not read_only or not path.exists():
                 self.con.execute(self.SCHEMA)
@@ -146,9 +152,12 @@ class SyncState:
             )  # a state file of 0.2 opened read-only has none (until a run adds it)
         except duckdb.Error as exc:
             self.con.close()
+            advice = state_advice(str(exc))
             raise StateError(
-                f"cannot read the sync state file {path}: {exc}. It is kept as it is; move it "
-                f"away (or run `reverse-etl reset`) to start this sync over."
+                f"cannot open the sync state file {path}: {advice}"
+                if advice
+                else f"cannot read the sync state file {path}: {exc}. It is kept as it is; move "
+                f"it away (or run `reverse-etl reset`) to start this sync over."
             ) from None
         self.outbox = Outbox(path)
         self.source: Any = None  # the warehouse streaming the model (see bind)
@@ -502,9 +511,7 @@ class SyncState:
         """Write what to send, numbered in sending order, durably, before the first request."""
         self.outbox.write(
             self.con,
-            f"""SELECT row_number() OVER (ORDER BY op, owed) - 1 AS seq, op, key, hash,
-                unhex(md5(fields)) AS digest, fields, owed
-            FROM ({source}) ORDER BY seq""",
+            f"SELECT op, key, hash, unhex(md5(fields)) AS digest, fields, owed FROM ({source})",
         )
 
     def settle(self) -> None:
@@ -681,4 +688,4 @@ def stored_target(path: Path) -> str | None:
 
 
 def snapshot_path(state_dir: Path, sync: str) -> Path:
-    return state_dir / "syncs" / f"{sync}.duckdb"
+    return state_dir / "syncs" / f"{check_name('sync', sync)}.duckdb"

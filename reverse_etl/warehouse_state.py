@@ -12,6 +12,7 @@ snapshot. Quarantine and the outbox stay local, in `.reverse_etl/syncs/<sync>.wh
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from .diffsql import diff_sql, invalid_sql, removed_sql, snapshot_ddl
 from .encoding import fields_json, key_text, quote_identifier, quote_literal
 from .errors import ModelFailed, WarehouseError
 from .model import Model
+from .names import check_name
 from .snapshot import DIFF, DiffCounts, SyncState, check_key_columns, invalid_messages
 
 log = logging.getLogger("reverse_etl.warehouse_state")
@@ -37,13 +39,30 @@ CREATE TABLE IF NOT EXISTS state.meta (name VARCHAR PRIMARY KEY, value VARCHAR N
 """
 
 
+IDENTIFIER_BYTES = 63  # PostgreSQL's longest name; longer ones are cut, silently
+_SHORT = IDENTIFIER_BYTES - len("snapshot_")
+
+
 def snapshot_table(sync: str) -> str:
-    """The snapshot's table in the state schema (named apart from the data a schema holds)."""
-    return f"snapshot_{sync}"
+    """The snapshot's table in the state schema (named apart from the data a schema holds):
+    `snapshot_<sync>` when that fits 63 bytes, else `snapshot-<first 40 characters>-<12 hex
+    digits of the SHA-256 of the whole name>`. Two syncs never share a table: the hash tells
+    long names apart, and the `-` after `snapshot` (never `_`) keeps the two forms apart."""
+    check_name("sync", sync)  # ASCII: a character is a byte
+    if len(sync) <= _SHORT:
+        return f"snapshot_{sync}"
+    digest = hashlib.sha256(sync.encode()).hexdigest()[:12]
+    return f"snapshot-{sync[:40]}-{digest}"
+
+
+def truncated_table(sync: str) -> str | None:
+    """The table 0.2 used for a long name: cut to 63 bytes, so possibly shared with another
+    sync whose name starts the same (README "The diff inside the warehouse")."""
+    return f"snapshot_{sync}"[:IDENTIFIER_BYTES] if len(sync) > _SHORT else None
 
 
 def warehouse_state_path(state_dir: Path, sync: str) -> Path:
-    return state_dir / "syncs" / f"{sync}.wh.duckdb"
+    return state_dir / "syncs" / f"{check_name('sync', sync)}.wh.duckdb"
 
 
 class WarehouseState(SyncState):
@@ -52,6 +71,7 @@ class WarehouseState(SyncState):
     def attach(self, warehouse: Any, schema: str, sync: str) -> None:
         """The warehouse, and where in it this sync's snapshot lives."""
         self.warehouse, self.table = warehouse, (schema, snapshot_table(sync))
+        self.sync, self._warned = sync, False
 
     def use(
         self, model: Model, primary_key: Sequence[str], file: str, key_line: int | None
@@ -65,7 +85,29 @@ class WarehouseState(SyncState):
     # -- the snapshot in the warehouse ---------------------------------------------------
 
     def _snapshot_exists(self) -> bool:
-        schema, table = self.table
+        exists = self._table_exists(*self.table)
+        old = truncated_table(self.sync)
+        if (
+            not exists
+            and old is not None
+            and not self._warned
+            and self._table_exists(self.table[0], old)
+        ):
+            self._warned = True
+            log.warning(
+                "%s: the snapshot of this sync was kept in %s.%s by an older version, a name "
+                "PostgreSQL cut to 63 bytes and so possibly shared with another sync whose name "
+                "starts the same; it is not used: this sync starts over in %s.%s (every row is "
+                "sent again; a mirror sync sends no delete for rows it never recorded). Drop "
+                "the old table once no sync uses it.",
+                self.sync,
+                self.table[0],
+                old,
+                *self.table,
+            )
+        return exists
+
+    def _table_exists(self, schema: str, table: str) -> bool:
         found = self.warehouse.stage(
             self.con,
             "SELECT count(*) AS n FROM information_schema.tables "
@@ -73,6 +115,12 @@ class WarehouseState(SyncState):
         )
         # fetchall, not fetchone: a result left unfinished blocks DuckDB's next register()
         return bool(self.con.execute(f"SELECT n FROM {found}").fetchall()[0][0])
+
+    def _relation(self, sql: str) -> Any:
+        """A relation of `sql`. DuckDB 2 refuses one while a result of execute() is unread (a
+        fetchone leaves one): that result is done with, so drop it."""
+        self.con.abort()
+        return self.con.sql(sql)
 
     def _write(self, statements: Sequence[str], upload: Any = None) -> None:
         """Run statements in one transaction of the warehouse, after uploading `upload` (an
@@ -141,7 +189,7 @@ class WarehouseState(SyncState):
             return
         fields = "o.fields" if keep_fields else "NULL::VARCHAR AS fields"
         accepted = self.outbox.accepted(self.con)
-        upload = self.con.sql(
+        upload = self._relation(
             f"""SELECT o.op, o.wh_key, o.key, o.hash, {fields},
                 o.seq IN (SELECT seq FROM ({accepted})) AS accepted
             FROM {self.outbox.relation} o"""
@@ -169,7 +217,7 @@ class WarehouseState(SyncState):
         self.outbox.remove()
 
     def forget_removed(self) -> None:
-        keys = self.con.sql(f"SELECT wh_key FROM {REMOVED}").to_arrow_table()
+        keys = self._relation(f"SELECT wh_key FROM {REMOVED}").to_arrow_table()
         if keys.num_rows:
             table = ".".join(quote_identifier(part) for part in self.table)
             self._write(
@@ -261,7 +309,7 @@ class WarehouseState(SyncState):
     def _describe_diff(self) -> None:
         """The local DIFF table the quarantine reads: each row that left the warehouse, with
         its wire key (encoded here as a local diff encodes it) and hash."""
-        rel = self.con.sql(f"SELECT * FROM {CHANGES}")
+        rel = self._relation(f"SELECT * FROM {CHANGES}")
         types = dict(zip(rel.columns, rel.types, strict=True))
         self.model_types = [types[c] for c in self.columns]
         self.key_types = [types[c] for c in self.primary_key]
@@ -293,9 +341,8 @@ class WarehouseState(SyncState):
             {deletes}"""
         self.outbox.write(
             self.con,
-            f"""SELECT row_number() OVER (ORDER BY op) - 1 AS seq, op, key, hash, wh_key,
-                unhex(md5(fields)) AS digest, fields, false AS owed
-            FROM ({source}) ORDER BY seq""",
+            f"""SELECT op, key, hash, wh_key, unhex(md5(fields)) AS digest, fields,
+                false AS owed FROM ({source})""",
         )
 
     def _forget_rewritten(self) -> None:
@@ -322,7 +369,7 @@ class WarehouseState(SyncState):
         staged = self._stage(
             invalid_sql(self.model, self.columns, self.primary_key, dialect, self._fold_case)
         )
-        rel = self.con.sql(f"SELECT * FROM {staged}")
+        rel = self._relation(f"SELECT * FROM {staged}")
         types = dict(zip(rel.columns, rel.types, strict=True))
         key_sql = key_text(self.primary_key, [types[c] for c in self.primary_key])
         fields = fields_json(self.columns, [types[c] for c in self.columns], table="m")

@@ -5,6 +5,7 @@ this process (fast) and lets a traceback escape as a test error."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import textwrap
@@ -766,3 +767,487 @@ def test_breaking_a_sync_loses_no_state(base, receiver):
     [result] = again.json_lines()
     assert result["unchanged"] == 5 and result["delivered"] == 0
     assert len(receiver.requests) == sent
+
+
+# -- names: a name is a file's stem, never a path or a pattern (README "Syncs") -------------
+
+
+@pytest.mark.parametrize("name", ["s*", "s?", "s[1]", "s{a,b}", "**", "../../warehouse", "a b"])
+def test_a_name_that_could_act_as_a_path_or_pattern_is_refused_everywhere(base, receiver, name):
+    """Every command taking a SYNC refuses it before touching any file; the warehouse and
+    the state folder are as they were."""
+    warehouse = (base.root / "warehouse.duckdb").read_bytes()
+    for args in (
+        ("run", name),
+        ("plan", name),
+        ("reset", name),
+        ("rejected", name),
+        ("retry", name),
+        ("approve", name),
+        ("runs", name),
+    ):
+        err = assert_refused(base.cli(*args), f"syncs/{name}.sql", "not a valid sync name")
+        assert "letters, digits" in err
+    assert_refused(base.cli("check", name), f"destinations/{name}.toml", "destination name")
+    assert (base.root / "warehouse.duckdb").read_bytes() == warehouse
+    assert not (base.root / ".reverse_etl" / "syncs").exists()
+    assert receiver.requests == []
+
+
+def test_reset_of_a_path_deletes_nothing(base):
+    """`reset ../../warehouse` once deleted the project's warehouse file (state lives two
+    folders down, in .reverse_etl/syncs/)."""
+    assert base.cli("run", "good").exit_code == 0
+    assert_refused(base.command("reset", "../../warehouse"), "syncs/../../warehouse.sql")
+    assert (base.root / "warehouse.duckdb").exists()
+    assert base.cli("run", "good", "--json").json_lines()[0]["unchanged"] == 5
+
+
+def test_a_sync_file_whose_name_is_a_pattern_is_reported_and_never_run(base, receiver):
+    """syncs/s*.sql next to syncs/sx.sql: its own run is refused, validate names its file,
+    and `run --all` runs the others."""
+    base.sync("sx", {"destination": "hook", "primary_key": "id"}, GOOD_SQL)
+    base.sync("s*", {"destination": "hook", "primary_key": "id"}, GOOD_SQL)
+    _, document = validate_json(base)
+    [error] = error_at(document, "syncs/s*.sql")
+    assert "not a valid sync name" in error["message"] and "rename the file" in error["message"]
+    outcome = base.cli("run", "--all", "--json")
+    results = {r["sync"]: r["status"] for r in outcome.json_lines()}
+    assert results == {"good": "success", "sx": "success", "s*": "error"}
+    assert outcome.exit_code == 2
+    assert not list((base.root / ".reverse_etl" / "syncs").glob("s[*]*"))
+
+
+@pytest.mark.parametrize("value", ["../x", "/etc/passwd", "x*", ""])
+def test_a_destination_name_that_is_a_path_is_refused_on_its_line(base, receiver, value):
+    base.sync("escape", {"destination": value, "primary_key": "id"}, GOOD_SQL)
+    for outcome in (base.cli("validate"), base.cli("run", "escape")):
+        assert_refused(outcome, "syncs/escape.sql:1", "destination")
+    assert receiver.requests == []
+
+
+def test_after_naming_a_pattern_is_refused(base):
+    base.sync("follows", {"destination": "hook", "primary_key": "id", "after": ["g*"]}, GOOD_SQL)
+    assert_refused(base.cli("validate"), "syncs/follows.sql:3", "not a valid sync name")
+
+
+def test_a_destination_file_whose_name_is_not_valid_is_reported(base):
+    base.destination("my hook", 'type = "webhook"\nurl = "https://example.com"')
+    assert_refused(base.cli("validate"), "destinations/my hook.toml", "not a valid destination")
+
+
+def test_a_251_character_sync_name_is_refused_saying_the_limit(base, receiver):
+    """Its outbox file name would pass the file system's 255 bytes: it once ran, then failed
+    with a traceback on every run."""
+    name = "s" * 251
+    base.sync(name, {"destination": "hook", "primary_key": "id"}, GOOD_SQL)
+    shown = f"syncs/{'s' * 57}....sql"
+    assert_refused(base.command("run", name), shown, "251 characters, more than 100")
+    _, document = validate_json(base)
+    assert [e["message"] for e in error_at(document, shown)], document
+    assert receiver.requests == []
+    # the longest name allowed runs, and its state files fit
+    longest = "s" * 100
+    base.sync(longest, {"destination": "hook", "primary_key": "id"}, GOOD_SQL)
+    ok = base.cli("run", longest, "--json")
+    assert ok.exit_code == 0, ok.stderr
+    assert ok.json_lines()[0]["delivered"] == 5
+
+
+# -- settings that once hung or ended in a traceback ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config, line, fragment",
+    [
+        ('[state]\nmemory_limit = "lots"\n', 2, "not an amount of memory"),
+        ('[state]\nmemory_limit = "1KB"\n', 2, "at least 16MB"),
+        ("[state]\nthreads = 100000\n", 2, "threads"),
+        ('[state]\npath = "[state]"\n', 2, "pattern character"),
+    ],
+    ids=["memory_limit", "tiny memory_limit", "threads", "glob in state path"],
+)
+def test_a_state_setting_duckdb_cannot_take_is_refused_on_its_line(
+    base, receiver, config, line, fragment
+):
+    write(base, "config.toml", config)
+    assert_refused(base.cli("validate"), f"config.toml:{line}", fragment)
+    assert_refused(base.command("run", "good", timeout=60), f"config.toml:{line}", fragment)
+    assert receiver.requests == []
+    (base.root / "config.toml").unlink()
+    assert base.cli("run", "good").exit_code == 0
+
+
+def test_a_state_path_naming_a_file_is_refused_and_the_file_kept(base, receiver):
+    (base.root / "notes.txt").write_text("mine")
+    write(base, "config.toml", '[state]\npath = "notes.txt"\n')
+    assert_refused(base.command("run", "good"), "config.toml:2", "is a file, not a folder")
+    env = {"REVERSE_ETL_STATE__PATH": "notes.txt"}
+    assert_refused(base.cli("validate", env=env), "$REVERSE_ETL_STATE__PATH", "not a folder")
+    assert (base.root / "notes.txt").read_text() == "mine"
+    assert receiver.requests == []
+
+
+def test_a_schedule_longer_than_a_year_is_a_validation_error(base):
+    sync = {"destination": "hook", "primary_key": "id", "schedule": "every 99999999999999h"}
+    base.sync("forever", sync, GOOD_SQL)
+    assert_refused(base.cli("validate"), "syncs/forever.sql:3", "longer than a year")
+    assert_refused(base.cli("run", "forever"), "syncs/forever.sql:3", "every 8784h")
+
+
+def test_a_model_nested_3000_parentheses_deep_is_refused_on_its_file(base, receiver):
+    sql = "select id, email from users where " + "(" * 3000 + "id > 0" + ")" * 3000
+    base.sync("deep", {"destination": "hook", "primary_key": "id"}, sql)
+    assert_refused(base.command("run", "deep"), "syncs/deep.sql", "nested too deeply")
+    assert_refused(base.command("validate"), "syncs/deep.sql", "nested too deeply")
+    assert receiver.requests == []
+
+
+# -- check: any answer but 2xx, 401, 403 is a failed check, said in one line ------------------
+
+
+class _Canned:
+    """An HTTP server on 127.0.0.1 giving every request the same answer."""
+
+    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        import http.server
+        import threading
+
+        answer = (status, body, headers)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                code, content, extra = answer
+                self.send_response(code)
+                for name, value in extra.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+HTML = b"<!doctype html><html><body>Sign in to continue</body></html>"
+ANSWERS = {
+    "404": (404, b"Not Found", {}),
+    "500": (500, b"boom", {}),
+    "302": (302, b"", {"Location": "https://login.example.com/"}),
+    "html 200": (200, HTML, {"Content-Type": "text/html"}),
+    "429": (429, b"slow down", {"Retry-After": "1"}),
+}
+
+
+@pytest.mark.parametrize("kind", ["webhook", "hubspot", "braze", "salesforce"])
+@pytest.mark.parametrize("answer", ANSWERS.values(), ids=ANSWERS.keys())
+def test_check_against_an_answer_that_is_not_the_apis_fails_in_one_line(project, kind, answer):
+    server = _Canned(*answer)
+    try:
+        settings = {
+            "webhook": f'url = "{server.url}/in"',
+            "hubspot": f'access_token = "pat-1"\nbase_url = "{server.url}"',
+            "braze": f'api_key = "k-1"\nrest_endpoint = "{server.url}"',
+            "salesforce": f'access_token = "t-1"\ninstance_url = "{server.url}"',
+        }[kind]
+        project.destination("dest", f'type = "{kind}"\n{settings}\nmax_retries = 0')
+        outcome = project.command("check", "dest", timeout=60)
+    finally:
+        server.close()
+    assert outcome.exit_code == 2, (outcome.stdout, outcome.stderr)
+    assert "Traceback" not in outcome.stderr, outcome.stderr
+    [line] = outcome.stderr.strip().splitlines()
+    assert line.startswith("error: dest: "), line
+    assert str(answer[0]) in line, line
+
+
+# -- state the engine can reach: no traceback, no wedge, nothing lost -------------------------
+
+
+@pytest.fixture
+def killed(base: ProjectFixture) -> Iterator[tuple[ProjectFixture, object]]:
+    """A sync `kept` whose run was SIGKILLed after 2 of its 5 records were acknowledged: its
+    outbox and acknowledgement log are left for the next run to fold."""
+    import os
+    import signal
+    import time
+
+    from faults import FaultyReceiver
+
+    with FaultyReceiver(delay=0.3) as slow:
+        base.webhook("slow", slow.url, batch_size=1, max_concurrency=1)
+        base.sync("kept", {"destination": "slow", "primary_key": "id"}, GOOD_SQL)
+        acks = base.root / ".reverse_etl" / "syncs" / "kept.acks"
+        proc = base.popen("run", "kept")
+        deadline = time.monotonic() + 60
+        while not (acks.exists() and acks.read_bytes().count(b"\n") >= 2):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        assert (base.root / ".reverse_etl" / "syncs" / "kept.outbox.parquet").exists()
+        yield base, slow
+
+
+def test_an_acknowledgement_line_of_another_shape_is_skipped_not_fatal(killed):
+    """[1,2,3] is valid JSON of the wrong shape: its batch counts as in flight."""
+    project, slow = killed
+    acks = project.root / ".reverse_etl" / "syncs" / "kept.acks"
+    acked = [json.loads(line) for line in acks.read_text().splitlines()]
+    with acks.open("a") as log:
+        log.write('[1,2,3]\n{"first": 1}\n[true, 2]\n[0, 1, [4]]\n"x"\n')
+    outcome = project.command("run", "kept", "--json")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert "Traceback" not in outcome.stderr
+    assert set(slow.data) == {"1", "2", "3", "4", "5"}
+    # what the well-formed lines acknowledged was folded, not sent again
+    acked_seqs = {seq for first, last, *_ in acked for seq in range(first, last + 1)}
+    assert len(acked_seqs) == 2
+    assert sum(slow.received.values()) <= 5 + 1  # at most the batch in flight at the kill, twice
+    again = project.cli("run", "kept", "--json").json_lines()[0]
+    assert again["unchanged"] == 5 and again["delivered"] == 0
+
+
+def test_a_damaged_outbox_is_reported_kept_and_the_run_goes_on_once_moved(killed):
+    project, slow = killed
+    outbox = project.root / ".reverse_etl" / "syncs" / "kept.outbox.parquet"
+    outbox.write_bytes(b"PAR1 this is not a parquet file")
+    sent = len(slow.requests)
+    for args in (("run", "kept"), ("plan", "kept")):
+        err = assert_refused(project.command(*args), "kept", str(outbox), "Move it away")
+        assert len(err.strip().splitlines()) == 1, err
+    assert outbox.read_bytes() == b"PAR1 this is not a parquet file"  # kept as it was
+    assert len(slow.requests) == sent
+    outbox.rename(outbox.with_name("kept.outbox.damaged"))
+    ok = project.command("run", "kept", "--json")
+    assert ok.exit_code == 0, ok.stderr
+    assert set(slow.data) == {"1", "2", "3", "4", "5"}
+
+
+def _damage_pages(path, first_page: int = 1) -> None:
+    """Overwrite every page of an SQLite file from `first_page` (0 is the header's) with noise,
+    as a failing disk would."""
+    import sqlite3
+
+    with sqlite3.connect(path) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = con.execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(path.read_bytes())
+    for offset in range(first_page * page, len(data), page):
+        data[offset : offset + page] = bytes([0x5A]) * page
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_page_of_run_history_is_reported_and_the_run_works_once_moved(base, receiver):
+    assert base.cli("run", "good").exit_code == 0
+    history = base.root / ".reverse_etl" / "history.sqlite"
+    _damage_pages(history)
+    damaged = history.read_bytes()
+    base.warehouse("update users set email = 'new' || email where id = 1")
+    for args in (("run", "good"), ("runs",), ("rejected", "good")):
+        err = assert_refused(base.command(*args), "error", str(history), "damaged", "move it away")
+        assert len(err.strip().splitlines()) == 1, err
+    assert history.read_bytes() == damaged  # kept, never replaced
+    assert len(receiver.requests) == 1  # the change waits; nothing was sent half-recorded
+    history.rename(history.with_name("history.damaged"))
+    ok = base.cli("run", "good", "--json").json_lines()[0]
+    assert ok["status"] == "success" and ok["changed"] == 1 and ok["delivered"] == 1
+
+
+@contextlib.contextmanager
+def _read_only(folder) -> Iterator[None]:
+    """`folder` read-only for this process: a read-only bind mount as root (whom permissions
+    do not stop), else every folder and file in it without write permission."""
+    import os
+    import shutil
+    import subprocess
+
+    if os.geteuid() == 0:
+        if shutil.which("mount") is None:
+            pytest.skip("root without mount(8): cannot make a folder read-only")
+        bind = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True)
+        if bind.returncode != 0:
+            pytest.skip(f"cannot bind-mount as root here: {bind.stderr.decode().strip()}")
+        try:
+            subprocess.run(
+                ["mount", "-o", "remount,ro,bind", str(folder)], check=True, capture_output=True
+            )
+            yield
+        finally:
+            subprocess.run(["umount", str(folder)], check=True)
+        return
+    paths = [folder, *folder.rglob("*")]
+    modes = {path: path.stat().st_mode for path in paths}
+    for path in paths:
+        path.chmod(modes[path] & ~0o222)
+    try:
+        yield
+    finally:
+        for path in reversed(paths):
+            path.chmod(modes[path])
+
+
+def test_a_read_only_state_folder_is_said_and_the_next_run_works(base, receiver):
+    assert base.cli("run", "good").exit_code == 0
+    base.warehouse("update users set email = 'new' || email where id = 1")
+    state = base.root / ".reverse_etl"
+    with _read_only(state):
+        for args in (("run", "good"), ("plan", "good"), ("runs",), ("reset", "good")):
+            err = assert_refused(base.command(*args), "error", "must be writable", str(state))
+            assert len(err.strip().splitlines()) == 1, err
+    assert len(receiver.requests) == 1
+    ok = base.cli("run", "good", "--json").json_lines()[0]
+    assert ok["status"] == "success" and ok["changed"] == 1 and ok["delivered"] == 1
+
+
+def _run_with_file_size_limit(project: ProjectFixture, limit: int, *args: str) -> Outcome:
+    """The CLI in a subprocess that may write no file past `limit` bytes (RLIMIT_FSIZE): a
+    disk that fills up. Python ignores SIGXFSZ, so writes fail with EFBIG."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "reverse_etl", *args, "--project", str(project.root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limited,
+        env=dict(os.environ),
+    )
+    return Outcome(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def wide(base: ProjectFixture) -> ProjectFixture:
+    """A mirror sync `wide` of 20,000 rows, delivered once, then every row changed."""
+    base.warehouse("""
+        create table wide as
+        select i as id, 'user' || i || '@example.com' as email from range(20000) t(i)""")
+    base.webhook("bulk", base_url(base), batch_size=1000)
+    base.sync(
+        "wide", {"destination": "bulk", "primary_key": "id", "mode": "mirror"}, "select * from wide"
+    )
+    first = base.cli("run", "wide", "--json")
+    assert first.exit_code == 0, first.stderr
+    base.warehouse("update wide set email = email || repeat('x', 200)")
+    return base
+
+
+def base_url(project: ProjectFixture) -> str:
+    hook = (project.root / "destinations" / "hook.toml").read_text()
+    return re.search(r'url = "([^"]+)"', hook).group(1)  # type: ignore[union-attr]
+
+
+def test_a_full_disk_during_the_fold_keeps_what_was_delivered_for_the_next_run(wide, receiver):
+    """Delivered, then the disk is full when the fold writes the snapshot: exit 2, one line;
+    the next run (with room) folds the acknowledgements and sends nothing again."""
+    state = wide.root / ".reverse_etl" / "syncs" / "wide.duckdb"
+    sent = len(receiver.requests)
+    outcome = _run_with_file_size_limit(wide, state.stat().st_size, "run", "wide", "--json")
+    err = assert_refused(outcome, "error", "cannot record what was delivered", "disk space")
+    assert len(err.strip().splitlines()) == 1, err
+    delivered = len(receiver.requests) - sent
+    assert delivered == 20, "the 20 batches went out before the fold"
+    [failed] = outcome.json_lines()
+    assert failed["status"] == "error" and failed["delivered"] == 20000, failed
+    assert (state.parent / "wide.acks").exists()
+    after = wide.cli("run", "wide", "--json").json_lines()[0]
+    assert after["status"] == "success" and after["unchanged"] == 20000, after
+    assert len(receiver.requests) == sent + delivered  # nothing sent twice
+    assert all(fields["email"].endswith("x" * 200) for fields in receiver.data.values())
+
+
+def test_a_full_disk_while_writing_the_outbox_sends_nothing(wide, receiver):
+    sent = len(receiver.requests)
+    outcome = _run_with_file_size_limit(wide, 200_000, "run", "wide", "--json")
+    err = assert_refused(outcome, "error", "wide.outbox", "nothing was sent", "disk space")
+    assert len(err.strip().splitlines()) == 1, err
+    assert len(receiver.requests) == sent
+    again = wide.cli("run", "wide", "--json").json_lines()[0]
+    assert again["status"] == "success" and again["delivered"] == 20000
+
+
+def test_running_out_of_memory_limit_is_not_blamed_on_the_model(wide, receiver):
+    write(wide, "config.toml", '[state]\nmemory_limit = "30MB"\n')
+    wide.warehouse("""create or replace table wide as select i as id,
+        repeat('y', 500) || i as email, repeat('z', 300) as note from range(300000) t(i)""")
+    sent = len(receiver.requests)
+    outcome = wide.command("run", "wide", "--json")
+    if outcome.exit_code == 0:
+        return  # spilled to disk: the goal (README "Where state lives")
+    err = assert_refused(outcome, "error", "memory_limit = '30MB' (config.toml:2)", "raise it")
+    assert "syncs/wide.sql" not in err and "the model fails" not in err, err
+    assert len(receiver.requests) == sent
+    (wide.root / "config.toml").unlink()
+    again = wide.cli("run", "wide", "--json").json_lines()[0]
+    assert again["status"] == "success" and again["delivered"] == 300000
+
+
+def test_the_python_api_refuses_a_name_that_is_a_path_or_pattern(base, receiver):
+    import reverse_etl
+    from reverse_etl.errors import ProjectError
+
+    for name in ("s*", "../../warehouse", "x" * 251):
+        for call in (reverse_etl.run_sync, reverse_etl.plan_sync):
+            with pytest.raises(ProjectError, match="not a valid sync name"):
+                call(base.root, name)
+    assert (base.root / "warehouse.duckdb").exists()
+    assert receiver.requests == []
+
+
+def test_an_outbox_larger_than_memory_limit_is_written_by_spilling(tmp_path, caplog):
+    """DuckDB's window and sort over wide rows, and its parallel ordered parquet writer, hold
+    the rows in memory: past [state] memory_limit the outbox is staged in a temporary table
+    (which spills) and written in sending order by one thread."""
+    from reverse_etl.outbox import Outbox
+
+    caplog.set_level("INFO", "reverse_etl.outbox")
+    con = duckdb.connect(
+        config={"memory_limit": "30MB", "temp_directory": str(tmp_path / "tmp"), "threads": 2}
+    )
+    con.execute("""create table wide as select
+        case when i % 10 = 0 then 'delete' else 'upsert' end as op, i::varchar as key,
+        i::ubigint as hash, repeat('y', 500) || i as fields from range(300000) t(i)""")
+    outbox = Outbox(tmp_path / "syncs" / "big.duckdb")
+    outbox.path.parent.mkdir()
+    outbox.write(con, "SELECT op, key, hash, unhex(md5(fields)) AS digest, fields FROM wide")
+    assert "spilling" in caplog.text  # the usual way ran out of memory
+    ranges = con.execute(
+        f"select op, min(seq), max(seq), count(*) from {outbox.relation} group by op order by 2"
+    ).fetchall()
+    assert ranges == [("delete", 0, 29999, 30000), ("upsert", 30000, 299999, 270000)]
+    [(disorder,)] = con.execute(
+        f"select count(*) from (select seq, lag(seq) over () as before from {outbox.relation})"
+        " where seq <> before + 1"
+    ).fetchall()
+    assert disorder == 0  # written in sending order: reads of a seq range stay cheap
+    assert con.execute("select current_setting('threads')").fetchall() == [(2,)]
+
+
+def test_the_daemon_with_a_damaged_run_history_says_so_and_exits(base):
+    base.sync(
+        "ticking", {"destination": "hook", "primary_key": "id", "schedule": "every 1h"}, GOOD_SQL
+    )
+    write(base, "config.toml", "[daemon]\nport = 0\n")
+    assert base.cli("run", "good").exit_code == 0
+    history = base.root / ".reverse_etl" / "history.sqlite"
+    _damage_pages(history, first_page=0)  # the header too: it cannot even be opened
+    err = assert_refused(base.command("daemon", timeout=60), "error", str(history), "move it away")
+    assert len(err.strip().splitlines()) == 1, err

@@ -129,6 +129,7 @@ class PostgresWarehouse:
         with self._query(sql, faithful=True) as reader:
             columns = _select_list(con, reader.schema)
             counted = pa.RecordBatchReader.from_batches(reader.schema, self._counted(reader))
+            con.abort()  # a result left half-fetched (a fetchone) would block register()
             con.register(f"{name}_stream", counted)
             try:
                 con.execute(f"CREATE TEMP TABLE {name} AS SELECT {columns} FROM {name}_stream")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -174,7 +175,14 @@ def check_destination(spec: DestinationSpec) -> str:
                 raise failed("")
             return detail
 
-    return run_coroutine(check())
+    # An answer the adapter cannot trust is logged for runs; here the error says it once.
+    adapters_log = logging.getLogger("reverse_etl.destinations")
+    level = adapters_log.level
+    adapters_log.setLevel(max(level, logging.ERROR))
+    try:
+        return run_coroutine(check())
+    finally:
+        adapters_log.setLevel(level)
 
 
 def _json_or_empty(content: bytes) -> bool:

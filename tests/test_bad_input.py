@@ -44,6 +44,7 @@ def receiver(_one_receiver: WebhookReceiver) -> WebhookReceiver:
         _one_receiver.requests.clear()
         _one_receiver.data.clear()
         _one_receiver.received.clear()
+        _one_receiver.answered.clear()  # each test's project is new: no replayed answers
     return _one_receiver
 
 
@@ -1227,7 +1228,9 @@ def test_an_outbox_larger_than_memory_limit_is_written_by_spilling(tmp_path, cap
         i::ubigint as hash, repeat('y', 500) || i as fields from range(300000) t(i)""")
     outbox = Outbox(tmp_path / "syncs" / "big.duckdb")
     outbox.path.parent.mkdir()
-    outbox.write(con, "SELECT op, key, hash, unhex(md5(fields)) AS digest, fields FROM wide")
+    outbox.write(
+        con, "SELECT op, key, hash, unhex(md5(fields)) AS digest, fields, false AS owed FROM wide"
+    )
     assert "spilling" in caplog.text  # the usual way ran out of memory
     ranges = con.execute(
         f"select op, min(seq), max(seq), count(*) from {outbox.relation} group by op order by 2"

@@ -101,3 +101,17 @@ def test_allowed_directories_is_for_the_duckdb_warehouse(project):
     outcome = project.cli("validate")
     assert outcome.exit_code == 2 and "config.toml" in outcome.stderr, outcome
     assert "allowed_directories" in outcome.stderr
+
+
+def test_a_model_cannot_name_the_engines_python_variables(project, receiver):
+    """DuckDB's replacement scans would let a model read a DataFrame or Arrow table by the
+    name of a variable in the engine's code: off, and locked off."""
+    project.warehouse("create table t as select 1 as id")
+    project.webhook("hook", receiver.url)
+    project.sync(
+        "s",
+        {"destination": "hook", "primary_key": "id"},
+        "select id, current_setting('python_enable_replacements') as replacements from t",
+    )
+    assert project.cli("run", "s").exit_code == 0
+    assert receiver.data == {"1": {"id": 1, "replacements": False}}

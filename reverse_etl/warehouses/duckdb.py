@@ -82,4 +82,6 @@ def sandbox(con: Any, files: Sequence[str], directories: Sequence[Path]) -> None
     con.execute(f"SET allowed_paths = {_list(files)}")
     con.execute(f"SET allowed_directories = {_list(folders)}")
     con.execute("SET enable_external_access = false")
+    # Nor may a model name a Python variable of the engine's (DuckDB's replacement scans).
+    con.execute("SET python_enable_replacements = false")
     con.execute("SET lock_configuration = true")

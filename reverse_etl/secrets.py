@@ -22,7 +22,7 @@ REDACTED = "***"
 MIN_LENGTH = 3  # shorter values would blank too much that is not secret
 TOKEN_LIKE = 20  # a URL's user name alone is a secret only when this long (not `postgres`)
 
-# scheme://userinfo@ : the userinfo, whatever it holds
+# scheme://userinfo@ : the userinfo, whatever it holds, where a URL is written
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#\"'<>]+@")
 # A bearer token anywhere, and any credentials given as an Authorization header's value
 _CREDENTIALS = re.compile(
@@ -87,13 +87,16 @@ def credentials_in(value: str) -> dict[str, str]:
     (whose base64 is what HTTP Basic authentication sends); a user name alone only when it is
     as long as a token. (The userinfo of a URL in a text is blanked whatever it holds.)"""
     found: dict[str, str] = {}
-    for match in re.finditer(r"(?i)[a-z][a-z0-9+.-]*://([^\s@]+)@", value):
-        user, colon, password = match.group(1).partition(":")
+    for match in re.finditer(r"(?i)([a-z][a-z0-9+.-]*)://([^\s@]+)@", value):
+        scheme = match.group(1).lower()
+        user, colon, password = match.group(2).partition(":")
         if colon and password:
             found[password] = found[unquote(password)] = REDACTED
             found[f"{unquote(user)}:{unquote(password)}"] = REDACTED
             found.update(dict.fromkeys(_unencoded_pieces(password), REDACTED))
-        elif len(user) >= TOKEN_LIKE and "/" not in user:  # a token as the user: https://TOKEN@
+        elif scheme in ("http", "https") and len(user) >= TOKEN_LIKE and "/" not in user:
+            # a token as the user (https://TOKEN@): over HTTP only, since a database's user
+            # name is no secret, and advice naming it (GRANT ... TO role) must stay readable
             found[unquote(user)] = REDACTED
     return found
 

@@ -79,6 +79,7 @@ def identity_sql(expr: str, key_identity: str) -> str:
     text in lower case where the destination compares keys ignoring case (HubSpot's emails)."""
     return f"lower({expr})" if key_identity == "case_insensitive" else expr
 
+
 # What each mode sends for rows of each status (CONTRACT §1).
 _OPERATION = {"upsert": "upsert", "mirror": "upsert", "update": "update", "insert": "insert"}
 
@@ -263,9 +264,9 @@ class SyncState:
             f"SELECT key, hash, digest, fields FROM {ACCEPTED} WHERE op <> 'delete'"
         )
         con.execute(
-            f"""DELETE FROM state.owed WHERE {ident('key')} IN (
-                SELECT {ident('key')} FROM {ACCEPTED}
-                UNION ALL SELECT {ident('key')} FROM {UNACCEPTED})"""
+            f"""DELETE FROM state.owed WHERE {ident("key")} IN (
+                SELECT {ident("key")} FROM {ACCEPTED}
+                UNION ALL SELECT {ident("key")} FROM {UNACCEPTED})"""
         )
         con.execute(f"INSERT INTO state.owed SELECT key, fields FROM {UNACCEPTED}")
         con.execute("COMMIT")
@@ -320,17 +321,17 @@ class SyncState:
         if self.outbox.exists():
             self._split_outbox(keep_fields=True)
             done = f"SELECT {ident('key')} FROM {ACCEPTED}"
-            snapshot = f"""{snapshot} WHERE {ident('key')} NOT IN ({done})
+            snapshot = f"""{snapshot} WHERE {ident("key")} NOT IN ({done})
                 UNION ALL SELECT key, hash, digest, fields FROM {ACCEPTED} WHERE op <> 'delete'"""
-            owed = f"""{owed} WHERE {ident('key')} NOT IN ({done}
-                    UNION ALL SELECT {ident('key')} FROM {UNACCEPTED})
+            owed = f"""{owed} WHERE {ident("key")} NOT IN ({done}
+                    UNION ALL SELECT {ident("key")} FROM {UNACCEPTED})
                 UNION ALL SELECT key, fields FROM {UNACCEPTED}"""
         return f"""WITH s AS ({snapshot}), o AS ({owed})
             SELECT s.key, s.hash, s.digest, s.fields, o.key IS NOT NULL AS owed
-            FROM s LEFT JOIN o ON {ident('o.key')} = {ident('s.key')}
+            FROM s LEFT JOIN o ON {ident("o.key")} = {ident("s.key")}
             UNION ALL
             SELECT o.key, NULL, NULL, o.fields, true FROM o
-            WHERE {ident('o.key')} NOT IN (SELECT {ident('key')} FROM s)"""
+            WHERE {ident("o.key")} NOT IN (SELECT {ident("key")} FROM s)"""
 
     def _hash_scheme(self) -> tuple[str, bool]:
         """The current hash scheme, and whether the snapshot's hashes were made with it."""
@@ -460,9 +461,7 @@ class SyncState:
                                     WHERE q.key = x.key AND q.hash = x.hash)),
             m AS (
                 SELECT {self.key_sql} AS __retl_key, * FROM {self.relation}
-                WHERE {self.key_sql} IN (SELECT key FROM wanted)
-                -- a key repeated since the first pass is sent next run, once it is single
-                QUALIFY count(*) OVER (PARTITION BY __retl_key) = 1)
+                WHERE {self.key_sql} IN (SELECT key FROM wanted))
             SELECT {operation} AS op, m.__retl_key AS key, {self.hash_sql} AS hash,
                 {fields} AS fields, w.status, w.owed
             FROM m JOIN wanted w ON w.key = m.__retl_key
@@ -508,11 +507,23 @@ class SyncState:
         return "'{' || " + " || ',' || ".join(parts) + " || '}'"
 
     def _fill_outbox(self, source: str) -> None:
-        """Write what to send, numbered in sending order, durably, before the first request."""
-        self.outbox.write(
-            self.con,
+        """Write what to send, numbered in sending order, durably, before the first request.
+        A record repeated there (the warehouse changed between the diff's two reads of the
+        model, so a key now has two rows) is left out: it is sent by a later run, once it is
+        single. Checked on the outbox's narrow key column, so the wide rows are streamed
+        straight through, never held."""
+        con, outbox, ident = self.con, self.outbox, self.ident("key")
+        outbox.write(
+            con,
             f"SELECT op, key, hash, unhex(md5(fields)) AS digest, fields, owed FROM ({source})",
         )
+        repeated = f"SELECT {ident} FROM {outbox.relation} GROUP BY 1 HAVING count(*) > 1"
+        if con.execute(f"SELECT count(*) FROM ({repeated})").fetchall()[0][0]:
+            outbox.write(
+                con,
+                f"""SELECT op, key, hash, digest, fields, owed FROM {outbox.relation}
+                WHERE {ident} NOT IN ({repeated})""",
+            )
 
     def settle(self) -> None:
         """Bring the snapshot up to date without sending anything: hashes made by another hash

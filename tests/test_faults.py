@@ -32,9 +32,8 @@ STORM_DESTINATION = dict(
     timeout_seconds=0.5,
     max_retries=3,
     retry_backoff_seconds=0.02,
-    # 429s at random are no rate limit: with none configured the engine would (as designed)
-    # learn one from them and slow to its floor of 0.1 request/s. With one configured, a 429
-    # halves the rate (at most once a second, never below 5% of it) and successes win it back.
+    # A configured limit, so that this storm also tests its windows (random 429s alone no
+    # longer pull a learned rate down: tests/test_ratelimit.py and tests/test_timeouts.py).
     requests_per_second=200,
 )
 # One of each fault for sure, whatever the draws: requests number 1 to 5 (whichever they are).

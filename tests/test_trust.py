@@ -406,3 +406,23 @@ def test_column_names_that_collide_are_a_validation_error(project, exact_receive
     run_outcome = project.cli("run", "t")
     assert run_outcome.exit_code == 2 and named in run_outcome.stderr
     assert exact_receiver.batches == []
+
+
+# -- 10. bounded memory --------------------------------------------------------------------
+
+
+def test_a_run_whose_changes_outgrow_memory_limit_spills_and_delivers(project, exact_receiver):
+    """150,000 rows of 600 bytes (about 90 MB of fields) under a 64 MB memory_limit: the second
+    pass streams the wide rows into the outbox (0.2.0 held them all for a window, failed, and
+    blamed the model)."""
+    (project.root / "config.toml").write_text('[state]\nmemory_limit = "64MB"\nthreads = 1\n')
+    project.warehouse(
+        "create table wide as select i as id, repeat('x', 400) || i as payload, "
+        "repeat('y', 200) as other from range(150000) t(i)"
+    )
+    project.webhook("hook", exact_receiver.url, batch_size=5000)
+    project.sync("wide", {"destination": "hook", "primary_key": "id"}, "select * from wide")
+    outcome = project.cli("run", "wide", "--json")
+    [result] = outcome.json_lines()
+    assert (result["status"], result["delivered"]) == ("success", 150_000), outcome.stderr
+    assert len(exact_receiver.records) == 150_000

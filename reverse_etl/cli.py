@@ -214,8 +214,9 @@ def plan_command(ctx: Context, syncs: tuple[str, ...], all_syncs: bool, show_sql
                 click.echo(f"-- the SQL that runs for {plan['sync']}:\n{plan['sql']}\n")
         plan_table([p for p in plans if "error" not in p])
         for plan in plans:
-            if "note" in plan:
-                click.echo(f"{plan['sync']}: {plan['note']}")
+            for said in ("note", "reason"):
+                if said in plan:
+                    click.echo(f"{plan['sync']}: {plan[said]}")
     return code
 
 
@@ -236,10 +237,27 @@ def run_command(
 @command(main, "approve")
 @click.argument("syncs", nargs=-1, required=True)
 def approve_command(ctx: Context, syncs: tuple[str, ...]) -> int:
-    """Release held syncs: run them now, past the safety rails that held them."""
+    """Release held syncs: run them now, past the safety rails that held them. A sync whose
+    last run was not held has nothing to approve (`run --force` goes past the rails)."""
+    from .history import History
+
     project = ctx.project()
     names = [_valid_sync(name) for name in dict.fromkeys(syncs)]
-    return _run_syncs(ctx, project, names, full_resync=False, force=True)
+    history = History(project.state_dir)
+    try:
+        last = {name: history.runs(name, limit=1) for name in names}
+    finally:
+        history.close()
+    held = [name for name in names if last[name] and last[name][0]["status"] == "held"]
+    for name in names:
+        if name not in held:
+            status = last[name][0]["status"] if last[name] else "none: it never ran"
+            ctx.error(
+                f"{name}: nothing to approve: its last run was not held (it was {status}); "
+                "`reverse-etl run --force` runs past the safety rails"
+            )
+    code = _run_syncs(ctx, project, held, full_resync=False, force=True) if held else EXIT_OK
+    return code if len(held) == len(names) else EXIT_FAILED
 
 
 @command(main, "retry")

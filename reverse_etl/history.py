@@ -61,9 +61,11 @@ CREATE TABLE IF NOT EXISTS ledger (
     run_id TEXT NOT NULL,
     UNIQUE (sync, key)
 );
-CREATE TABLE IF NOT EXISTS resets (  -- when `reset` last forgot what a sync delivered
-    sync TEXT PRIMARY KEY,
-    at REAL NOT NULL
+CREATE TABLE IF NOT EXISTS deliveries (  -- which syncs sent records to which target
+    target TEXT NOT NULL,
+    sync TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (target, sync)
 );
 CREATE TABLE IF NOT EXISTS probes (  -- a trigger_query's answer when its sync last ran whole
     sync TEXT PRIMARY KEY,
@@ -330,27 +332,34 @@ class History:
 
     @_guarded
     def forget(self, sync: str) -> None:
-        """`reset`: what the sync delivered is forgotten (and when, so that a later run can
-        tell a reset from a state file that went missing)."""
+        """`reset`: what the sync delivered is forgotten (and that it delivered: a mirror
+        starting over after a reset is meant to)."""
         self.forget_undelivered(sync)
         self.db.execute("DELETE FROM probes WHERE sync = ?", (sync,))
-        self.db.execute(
-            "INSERT OR REPLACE INTO resets (sync, at) VALUES (?, ?)", (sync, time.time())
-        )
+        self.db.execute("DELETE FROM deliveries WHERE sync = ?", (sync,))
 
+    @_guarded
     def forget_undelivered(self, sync: str) -> None:
         """The ledger of a sync's records not delivered, emptied (they are owed to a target
         the sync no longer points at)."""
         self.db.execute("DELETE FROM ledger WHERE sync = ?", (sync,))
 
-    def delivered_since_reset(self, sync: str) -> bool:
-        """Whether a run of `sync` delivered records since its last `reset` (or ever)."""
-        row = self.db.execute(
-            "SELECT 1 FROM runs WHERE sync = ? AND delivered > 0 AND started_at > "
-            "coalesce((SELECT at FROM resets WHERE sync = ?), 0) LIMIT 1",
-            (sync, sync),
-        ).fetchone()
-        return row is not None
+    @_guarded
+    def record_delivering(self, sync: str, target: str) -> None:
+        """`sync` is about to send records to `target` (before its first request: a run
+        killed after it delivered counts too)."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO deliveries (target, sync, at) VALUES (?, ?, ?)",
+            (target, sync, time.time()),
+        )
+
+    @_guarded
+    def delivered_to(self, target: str) -> list[str]:
+        """The syncs that sent records to `target` (since their last reset), oldest first."""
+        rows = self.db.execute(
+            "SELECT sync FROM deliveries WHERE target = ? ORDER BY at", (target,)
+        ).fetchall()
+        return [row[0] for row in rows]
 
     # -- trigger_query answers -----------------------------------------------------------
 

@@ -6,6 +6,7 @@ is a Problem naming the file and, where there is one, the line.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -150,12 +151,16 @@ class Sync:
 
     @property
     def target(self) -> str:
-        """What the snapshot of delivered records belongs to: the destination, its object
-        and the primary key. Pointed elsewhere, the sync starts over for the new target."""
+        """What the snapshot of delivered records belongs to: the destination (its name, type
+        and address), its object and the primary key. Pointed elsewhere, the sync starts over
+        for the new target."""
+        spec = self.destination
+        address = spec.adapter.address(spec.settings)  # may hold secrets: kept as a digest
         return json.dumps(
             {
-                "destination": self.destination.name,
-                "type": self.destination.adapter.type,
+                "destination": spec.name,
+                "type": spec.adapter.type,
+                "address": hashlib.sha256(address.encode()).hexdigest()[:16],
                 "object": self.header.object,
                 "primary_key": list(self.primary_key),
             },

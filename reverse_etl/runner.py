@@ -38,7 +38,6 @@ from .snapshot import (
     SyncState,
     check_column_names,
     snapshot_path,
-    stored_target,
 )
 from .validate import model_problem
 from .warehouse_state import WarehouseState, warehouse_state_path
@@ -199,17 +198,32 @@ def plan_sync(project: Project, name: str) -> dict[str, Any]:
         plan: dict[str, Any] = {"sync": name, **counts.as_dict()}
         if state.previous_target is not None:
             plan["note"] = _new_target_note(state.previous_target, sync.target)
+        if reason := _would_hold(project, sync, counts):
+            plan["reason"] = f"the run would be held: {reason}"
         return plan
+
+
+def _would_hold(project: Project, sync: Sync, counts: DiffCounts) -> str | None:
+    """What a plan says of the safety rails: why a run now would be held, if it would."""
+    orphan = None
+    if (project.state_dir / "history.sqlite").exists():  # a plan creates nothing
+        history = History(project.state_dir)
+        try:
+            orphan = _orphaned_deletes(project, sync, history)
+        finally:
+            history.close()
+    return orphan or hold_reason(sync.header.mode, sync.header.max_delete_fraction, counts)
 
 
 def _new_target_note(previous: str, current: str) -> str:
     """What a plan says when the sync now points at another target than it delivered to."""
     was, now = json.loads(previous), json.loads(current)
     changed = ", ".join(
-        f"{what} {was.get(what)!r} → {now.get(what)!r}"
-        for what in ("destination", "type", "object", "primary_key")
+        "its destination's address" if what == "address" else
+        f"{what} {_shown(was.get(what))} → {_shown(now.get(what))}"
+        for what in ("destination", "type", "address", "object", "primary_key")
         if was.get(what) != now.get(what)
-    )
+    )  # fmt: skip
     return (
         f"the sync now points at another target ({changed}): what was delivered before "
         "belongs to the old one, so the run sends every row to the new one"
@@ -301,6 +315,8 @@ def _run(
             if sync.header.mode != "mirror" and result.counts.removed:
                 state.forget_removed()
             batches = state.pending_batches(sync.batch_size)
+            if batches:  # before the first request: a kill after it delivered counts too
+                history.record_delivering(sync.name, sync.target)
             total = sum(batch.size for batch in batches)
             if on_progress:
                 on_progress(sync.name, 0, total)
@@ -345,34 +361,49 @@ def _state_path(project: Project, sync: Sync) -> Path:
     return snapshot_path(project.state_dir, sync.name)
 
 
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    return ", ".join(value) if isinstance(value, list) else repr(value)
+
+
 def _orphaned_deletes(project: Project, sync: Sync, history: History) -> str | None:
     """Why a mirror sync starting from nothing would leave records at its destination that it
-    can never delete: its state file was removed while runs had delivered, or a sync that no
-    longer exists (a renamed one) delivered to the same target. None when neither."""
+    could never delete: its target was sent records before, by this sync (whose state file is
+    gone, or is the other diff's) or by one no longer in syncs/ (renamed), and no `reset`
+    forgot them. None when not."""
     path = _state_path(project, sync)
     if sync.header.mode != "mirror" or path.exists():
         return None
-    where = path.relative_to(project.root) if path.is_relative_to(project.root) else path
-    if history.delivered_since_reset(sync.name):
-        return (
-            f"the record of what this sync delivered ({where}) is gone, though earlier runs "
-            "delivered records: those that leave the model could never be deleted. Restore "
-            "the file, or run `reverse-etl approve` to start over (records delivered before "
-            "and no longer in the model then stay at the destination)"
-        )
     current = set(project.sync_names())
-    for other in sorted(path.parent.glob("*.duckdb")) if path.parent.is_dir() else []:
-        name = other.name.removesuffix(".wh.duckdb").removesuffix(".duckdb")
-        if name in current or name == sync.name:
-            continue
-        if stored_target(other) == sync.target:
-            return (
-                f"sync {name!r}, which is no longer in syncs/, delivered to the same target: "
-                f"if this sync is it renamed, move {other.name} to "
-                f"{path.name} in {other.parent} (so its deletes are sent); otherwise "
-                f"run `reverse-etl approve` to start over without them"
+    senders = [
+        name
+        for name in history.delivered_to(sync.target)
+        if name == sync.name or name not in current
+    ]
+    if not senders:
+        return None
+    where = path.relative_to(project.root) if path.is_relative_to(project.root) else path
+    sender = sync.name if sync.name in senders else senders[-1]
+    who = "this sync" if sender == sync.name else f"sync {sender!r} (no longer in syncs/)"
+    hint = ""
+    for kept in (
+        snapshot_path(project.state_dir, sender),
+        warehouse_state_path(project.state_dir, sender),
+    ):
+        if kept.exists() and kept != path:
+            switched = sender == sync.name
+            hint = (
+                f"its record is {kept.name}, made with the other `diff` setting: set it back, "
+                if switched
+                else f"to keep its deletes owed, move {kept.name} to {path.name} in {kept.parent}; "
             )
-    return None
+    return (
+        f"{where} does not exist, so this sync has no record of what it delivered, but {who} "
+        "delivered records to the same target before: those that leave the model could never "
+        f"be deleted. {hint or 'Restore the file, or '}run `reverse-etl approve {sync.name}` "
+        "to start over without them (they then stay at the destination)"
+    )
 
 
 def _fold(state: SyncState, keep_fields: bool) -> None:

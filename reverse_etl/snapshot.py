@@ -687,16 +687,5 @@ def _preview(fields_text: str | None, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "...}"
 
 
-def stored_target(path: Path) -> str | None:
-    """The target a sync state file says its records were delivered to (None: none, or the
-    file cannot be read)."""
-    try:
-        with duckdb.connect(str(path), read_only=True) as con:
-            row = con.execute("SELECT value FROM meta WHERE name = 'target'").fetchone()
-    except duckdb.Error:
-        return None
-    return None if row is None else str(row[0])
-
-
 def snapshot_path(state_dir: Path, sync: str) -> Path:
     return state_dir / "syncs" / f"{check_name('sync', sync)}.duckdb"

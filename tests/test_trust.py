@@ -111,6 +111,9 @@ def exact_receiver() -> Iterator[Receiver]:
 
 
 def contacts(project, emails: list[str]) -> None:
+    if not emails:
+        project.warehouse("create or replace table contacts (email varchar, name varchar)")
+        return
     values = ", ".join(f"('{e}', '{e.split('@')[0]}')" for e in emails)
     project.warehouse(f"create or replace table contacts as select * from (values {values}) "
                       "t(email, name)")  # fmt: skip
@@ -228,12 +231,29 @@ def test_a_renamed_mirror_sync_is_held_until_approved(project, exact_receiver):
     project.sync("people", header, "select email, name from contacts")
     assert run(project)["delivered"] == 2
     (project.root / "syncs" / "people.sql").rename(project.root / "syncs" / "contacts.sql")
+    [plan] = project.cli("plan", "contacts", "--json").json_lines()
+    assert plan["reason"].startswith("the run would be held: ")
     for attempt in range(2):  # held, and still held on the next run
         [held] = project.cli("run", "contacts", "--json").json_lines()
         assert held["status"] == "held", attempt
-        assert "sync 'people'" in held["reason"] and "people.duckdb" in held["reason"]
+        assert "sync 'people'" in held["reason"]
+        assert "move people.duckdb to contacts.duckdb" in held["reason"]
     assert project.cli("approve", "contacts").exit_code == 0
     assert project.cli("run", "contacts").exit_code == 0
+
+
+def test_a_renamed_mirror_sync_whose_state_is_lost_too_is_held(project, exact_receiver):
+    """Renamed, and the old state file removed: the target was sent records by a sync that no
+    longer exists, so starting over would leave its deletes unsent."""
+    contacts(project, ["a@example.com"])
+    project.webhook("crm", exact_receiver.url)
+    header = {"destination": "crm", "primary_key": "email", "mode": "mirror"}
+    project.sync("people", header, "select email, name from contacts")
+    assert run(project)["delivered"] == 1
+    (project.root / "syncs" / "people.sql").rename(project.root / "syncs" / "folks.sql")
+    (project.root / ".reverse_etl" / "syncs" / "people.duckdb").unlink()
+    [held] = project.cli("run", "folks", "--json").json_lines()
+    assert held["status"] == "held" and "sync 'people' (no longer in syncs/)" in held["reason"]
 
 
 def test_a_missing_snapshot_of_a_mirror_sync_is_held(project, exact_receiver):
@@ -243,11 +263,43 @@ def test_a_missing_snapshot_of_a_mirror_sync_is_held(project, exact_receiver):
     (project.root / ".reverse_etl" / "syncs" / "people.duckdb").unlink()
     contacts(project, ["a@example.com"])
     held = run(project)
-    assert held["status"] == "held" and "is gone" in held["reason"]
+    assert held["status"] == "held" and "does not exist" in held["reason"]
+    assert "this sync delivered records to the same target" in held["reason"]
     assert exact_receiver.sent("delete") == []
     # A reset says the user means it: no hold.
     assert project.cli("reset", "people").exit_code == 0
     assert run(project)["status"] == "success"
+
+
+def test_approve_releases_only_a_held_run(project, exact_receiver):
+    """Approve is no `run --force` in disguise: with nothing held it sends nothing."""
+    contacts(project, ["a@example.com", "b@example.com", "c@example.com"])
+    email_sync(project, exact_receiver)
+    assert run(project)["delivered"] == 3
+    contacts(project, ["a@example.com"])  # two of three would be deleted: held
+    [plan] = project.cli("plan", "people", "--json").json_lines()
+    assert "max_delete_fraction" in plan["reason"]
+    assert run(project)["status"] == "held"
+    contacts(project, ["a@example.com", "b@example.com", "c@example.com"])
+    assert run(project)["status"] == "success"
+    contacts(project, [])
+    refused = project.cli("approve", "people")
+    assert refused.exit_code == 2 and "nothing to approve" in refused.stderr
+    assert exact_receiver.sent("delete") == []
+
+
+def test_a_destination_pointed_at_another_address_is_a_new_target(project, exact_receiver):
+    with Receiver() as second:
+        contacts(project, ["a@example.com", "b@example.com"])
+        email_sync(project, exact_receiver)
+        assert run(project)["delivered"] == 2
+        project.webhook("crm", second.url, key_identity="case_insensitive")
+        [plan] = project.cli("plan", "people", "--json").json_lines()
+        assert plan["added"] == 2 and "destination's address" in plan["note"]
+        assert run(project)["delivered"] == 2 and len(second.records) == 2
+        # a token rotated in the URL's query is the same place
+        project.webhook("crm", second.url + "?token=new", key_identity="case_insensitive")
+        assert run(project)["unchanged"] == 2
 
 
 def test_switching_upsert_to_mirror_deletes_with_the_key_fields(project, exact_receiver):

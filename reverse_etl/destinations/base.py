@@ -51,6 +51,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -280,6 +281,22 @@ class Destination:
         return "exact"
 
     @classmethod
+    def address(cls, settings: DestinationSettings) -> str:
+        """Where the destination keeps its records, as far as its settings tell: its URL
+        (without credentials or query), its database and table. Part of a sync's target: a
+        sync whose destination file points elsewhere starts over, sending the new place every
+        row. The default reads the usual settings (url, base_url, instance_url, rest_endpoint,
+        dsn, table); an adapter whose records live elsewhere overrides it."""
+        parts = []
+        for name in ("url", "base_url", "instance_url", "rest_endpoint", "dsn", "table"):
+            value: Any = getattr(settings, name, None)
+            if hasattr(value, "get_secret_value"):
+                value = value.get_secret_value()
+            if value:
+                parts.append(_without_credentials(str(value)))
+        return " ".join(parts)
+
+    @classmethod
     def default_rate_limits(cls) -> list[Window]:
         """The rate limits that apply when the destination file sets none."""
         fields = cls.settings_model.model_fields
@@ -291,6 +308,16 @@ class Destination:
         """Whether requests go over TLS. Loading the CA certificates for a TLS context costs
         about 0.1 s; a destination on plain http:// is spared it."""
         return True
+
+
+def _without_credentials(value: str) -> str:
+    """A URL without its userinfo and query (a rotated token is the same place); other text
+    as it is."""
+    parts = urlsplit(value)
+    if not parts.scheme or not parts.netloc:
+        return value
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 async def _unpaced() -> None:

@@ -64,18 +64,50 @@ def _table(snapshot: Snapshot) -> str:
     return exp.table_(table, db=schema, quoted=True).sql(TEMPLATE_DIALECT)
 
 
-def _current(columns: Sequence[str], key: Sequence[str], fold_case: bool = False) -> str:
-    """The CTEs every query starts with: the model, each row's key and hash, and the keys more
-    than one row has (grouped on the narrow key alone: cheaper than a window over whole rows)."""
-    fingerprint = _literal(",".join(columns))
+def _hash(columns: Sequence[str]) -> str:
+    """The MD5 of a row: its column names and values, in the columns' name order, so that
+    reordering the model's columns changes no hash."""
+    ordered = sorted(columns)
+    return f"MD5({_literal(','.join(ordered))} || '|' || {_joined(ordered)})"
+
+
+def _legacy_hash(columns: Sequence[str]) -> str:
+    """The hash of 0.2, in the model's column order: read once, to bring a snapshot over."""
+    return f"MD5({_literal(','.join(columns))} || '|' || {_joined(columns)})"
+
+
+def _current(
+    columns: Sequence[str], key: Sequence[str], fold_case: bool = False, legacy: bool = False
+) -> str:
+    """The CTEs every query starts with: the model, each row's key and hash (and with `legacy`
+    its 0.2 hash), and the keys more than one row has (grouped on the narrow key alone: cheaper
+    than a window over whole rows)."""
+    old = f"{_legacy_hash(columns)} AS __retl_old_hash, " if legacy else ""
     return f"""WITH __retl_model AS (SELECT * FROM {PLACEHOLDER}),
     __retl_current AS (
         SELECT {_key(key, fold_case)} AS __retl_wh_key,
-            MD5({fingerprint} || '|' || {_joined(columns)}) AS __retl_hash, m.*
+            {_hash(columns)} AS __retl_hash, {old}m.*
         FROM __retl_model AS m),
     __retl_repeated AS (
         SELECT __retl_wh_key, COUNT(*) AS __retl_rows FROM __retl_current
         WHERE __retl_wh_key IS NOT NULL GROUP BY __retl_wh_key HAVING COUNT(*) > 1)"""
+
+
+def rehash_sql(
+    model: exp.Query, columns: Sequence[str], key: Sequence[str], snapshot: tuple[str, str],
+    fold_case: bool = False,
+) -> str:  # fmt: skip
+    """Bring a snapshot hashed the 0.2 way (columns in the model's order) to today's hash,
+    for the rows whose values are as they were; PostgreSQL's UPDATE ... FROM."""
+    return _render(
+        f"""UPDATE {_table(snapshot)} AS s SET hash = c.h
+        FROM (SELECT {_key(key, fold_case)} AS k, {_legacy_hash(columns)} AS o,
+                     {_hash(columns)} AS h
+              FROM (SELECT * FROM {PLACEHOLDER}) AS m) AS c
+        WHERE s.wh_key = c.k AND s.hash = c.o""",
+        model,
+        TEMPLATE_DIALECT,
+    )
 
 
 def _render(sql: str, model: exp.Query, dialect: str) -> str:
@@ -92,7 +124,7 @@ def _quoted(column: str) -> str:
 
 def diff_sql(
     model: exp.Query, columns: Sequence[str], key: Sequence[str], snapshot: Snapshot,
-    dialect: str, send: Sequence[str], fold_case: bool = False,
+    dialect: str, send: Sequence[str], fold_case: bool = False, legacy: bool = False,
 ) -> str:  # fmt: skip
     """One query, one pass over the model: the rows to send (`send`: which of added, changed,
     unchanged), then one row per status with its count in __retl_count (invalid, added, changed,
@@ -100,6 +132,8 @@ def diff_sql(
     ('row' or 'count'), __retl_count, __retl_status, __retl_wh_key, __retl_hash and every model
     column (NULL in the counts). With `send` empty: the counts alone (a plan)."""
     table = _table(snapshot)
+    # a snapshot of 0.2's hash: a row as it was is unchanged (rehash_sql then rewrites it)
+    legacy_too = " AND s.hash <> v.__retl_old_hash" if legacy else ""
     model_columns = ", ".join(f"st.{_quoted(c)}" for c in columns)
     nulls = ", ".join(f"NULL AS {_quoted(c)}" for c in columns)
     rows = (
@@ -112,11 +146,11 @@ def diff_sql(
         else ""
     )
     return _render(
-        f"""{_current(columns, key, fold_case)},
+        f"""{_current(columns, key, fold_case, legacy)},
         __retl_status AS (
             SELECT CASE WHEN v.__retl_wh_key IS NULL OR r.__retl_wh_key IS NOT NULL THEN 'invalid'
                         WHEN s.wh_key IS NULL THEN 'added'
-                        WHEN s.hash <> v.__retl_hash THEN 'changed'
+                        WHEN s.hash <> v.__retl_hash{legacy_too} THEN 'changed'
                         ELSE 'unchanged' END AS __retl_status, v.*
             FROM __retl_current AS v
             LEFT JOIN __retl_repeated AS r ON r.__retl_wh_key = v.__retl_wh_key

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .diffsql import diff_sql, invalid_sql, removed_sql, snapshot_ddl
+from .diffsql import diff_sql, invalid_sql, rehash_sql, removed_sql, snapshot_ddl
 from .encoding import fields_json, key_text, quote_identifier, quote_literal
 from .errors import ModelFailed, WarehouseError
 from .model import Model
@@ -247,10 +247,13 @@ class WarehouseState(SyncState):
             send = ["added"] if mode == "insert" else ["added", "changed"]
             if full_resync:
                 send = ["added", "changed", "unchanged"]
+        legacy = snapshot is not None and self._legacy_hashes()
         # One query, one pass over the model: the rows to send and the counts.
         staged = self._stage(
-            diff_sql(model, self.columns, key, snapshot, dialect, send, self._fold_case)
+            diff_sql(model, self.columns, key, snapshot, dialect, send, self._fold_case, legacy)
         )
+        if build_pending:
+            self._settle_hashes(legacy)
         found = dict(
             self.con.execute(
                 f"SELECT __retl_status, __retl_count FROM {staged} WHERE __retl_kind = 'count'"
@@ -344,6 +347,22 @@ class WarehouseState(SyncState):
             f"""SELECT op, key, hash, wh_key, unhex(md5(fields)) AS digest, fields,
                 false AS owed FROM ({source})""",
         )
+
+    def _legacy_hashes(self) -> bool:
+        """Whether the snapshot's hashes are 0.2's (the columns in the model's order) where
+        today's differ (they sort the columns by name)."""
+        rows = self.con.execute(
+            "SELECT value FROM state.meta WHERE name = 'hash_scheme'"
+        ).fetchall()
+        return not rows and list(self.columns) != sorted(self.columns)
+
+    def _settle_hashes(self, legacy: bool) -> None:
+        """After a run's diff: a snapshot of 0.2's hashes rewritten to today's for the rows
+        whose values are as they were (once), and the hash scheme recorded."""
+        if legacy:
+            key, fold = self.primary_key, self._fold_case
+            self._write([rehash_sql(self.model, self.columns, key, self.table, fold)])
+        self.con.execute("INSERT OR REPLACE INTO state.meta VALUES ('hash_scheme', '2')")
 
     def _forget_rewritten(self) -> None:
         """A removed record whose identity the model still has under a key written another way

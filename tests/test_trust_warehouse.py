@@ -102,7 +102,7 @@ def test_a_key_written_another_way_is_a_write_not_a_delete(pg, ci_receiver):  # 
             (sql.schema,),
         ).fetchall()
         admin.execute(
-            f'update {sql.schema}."{table}" set wh_key = wh_key || \' (old text)\' '
+            f"update {sql.schema}.\"{table}\" set wh_key = wh_key || ' (old text)' "
             "where key = 'a@example.com'"
         )
     result = run(project)
@@ -111,3 +111,60 @@ def test_a_key_written_another_way_is_a_write_not_a_delete(pg, ci_receiver):  # 
     assert sorted(ci_receiver.records) == ["a@example.com", "b@example.com"]
     again = run(project)
     assert (again["removed"], again["delivered"]) == (0, 0)
+
+
+def test_reordered_columns_send_nothing_in_the_warehouse_diff(pg, ci_receiver):  # noqa: F811
+    project, sql = pg
+    people(sql, ["a@example.com", "b@example.com"])
+    email_sync(project, sql, ci_receiver, mode="upsert")
+    assert run(project)["delivered"] == 2
+    header = {"destination": "crm", "primary_key": "email", "diff": "warehouse"}
+    project.sync("people", header, "select name, email from contacts")
+    [plan] = project.cli("plan", "people", "--json").json_lines()
+    assert (plan["changed"], plan["unchanged"]) == (0, 2)
+    assert run(project)["delivered"] == 0
+
+
+def test_a_snapshot_hashed_the_0_2_way_is_brought_over_without_resending(pg, ci_receiver):  # noqa: F811
+    """0.2 hashed a row's columns in the model's order: after the upgrade a row as it was is
+    unchanged (plan and run agree), its hash is rewritten once, and a real change still goes."""
+    import duckdb
+    import psycopg
+    import sqlglot
+    from conftest import postgres_dsn
+
+    from reverse_etl import diffsql
+
+    project, sql = pg
+    people(sql, ["a@example.com", "b@example.com", "c@example.com"])
+    email_sync(project, sql, ci_receiver, mode="upsert")
+    project.sync(
+        "people",
+        {"destination": "crm", "primary_key": "email", "diff": "warehouse"},
+        "select name, email from contacts",  # not in name order: the hashes differ
+    )
+    assert run(project)["delivered"] == 3
+    # Make it 0.2's state: the legacy hashes, and no hash scheme recorded.
+    with psycopg.connect(postgres_dsn(), autocommit=True) as admin:
+        [(table,)] = admin.execute(
+            "select table_name from information_schema.tables "
+            "where table_schema = %s and table_name like 'snapshot%%'",
+            (sql.schema,),
+        ).fetchall()
+        model = sqlglot.parse_one(f"select name, email from {sql.schema}.contacts", read="postgres")
+        forward = diffsql.rehash_sql(model, ["name", "email"], ["email"], (sql.schema, table))
+        backward = forward.replace("hash = c.h", "hash = c.x").replace(
+            "s.hash = c.o", "s.hash = c.h"
+        )
+        admin.execute(backward.replace("hash = c.x", "hash = c.o"))
+    state = project.root / ".reverse_etl" / "syncs" / "people.wh.duckdb"
+    with duckdb.connect(str(state)) as con:
+        con.execute("delete from meta where name = 'hash_scheme'")
+    sql("update contacts set name = 'changed' where email = 'c@example.com'")
+    [plan] = project.cli("plan", "people", "--json").json_lines()
+    assert (plan["changed"], plan["unchanged"]) == (1, 2)
+    result = run(project)
+    assert (result["changed"], result["unchanged"], result["delivered"]) == (1, 2, 1)
+    assert ci_receiver.sent("upsert", 1) == ["c@example.com"]
+    again = run(project)
+    assert (again["unchanged"], again["delivered"]) == (3, 0)

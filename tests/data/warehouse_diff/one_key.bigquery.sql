@@ -20,7 +20,7 @@ WITH __retl_model AS (
     END AS __retl_wh_key,
     TO_HEX(
       MD5(
-        'id,email,plan' || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`id` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`email` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`plan` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N')
+        'email,id,plan' || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`email` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`id` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`plan` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N')
       )
     ) AS __retl_hash,
     m.*
@@ -121,7 +121,7 @@ WITH __retl_model AS (
     END AS __retl_wh_key,
     TO_HEX(
       MD5(
-        'id,email,plan' || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`id` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`email` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`plan` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N')
+        'email,id,plan' || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`email` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`id` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`plan` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N')
       )
     ) AS __retl_hash,
     m.*
@@ -246,7 +246,7 @@ WITH __retl_model AS (
     END AS __retl_wh_key,
     TO_HEX(
       MD5(
-        'id,email,plan' || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`id` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`email` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`plan` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N')
+        'email,id,plan' || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`email` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`id` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`plan` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N')
       )
     ) AS __retl_hash,
     m.*
@@ -294,7 +294,7 @@ WITH __retl_model AS (
     END AS __retl_wh_key,
     TO_HEX(
       MD5(
-        'id,email,plan' || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`id` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`email` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`plan` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N')
+        'email,id,plan' || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`email` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`id` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m.`plan` AS STRING), '\\', '\\\\'), '|', '\\|'), '\\N')
       )
     ) AS __retl_hash,
     m.*

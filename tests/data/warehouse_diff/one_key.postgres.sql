@@ -19,7 +19,7 @@ WITH __retl_model AS (
       ELSE COALESCE(REPLACE(REPLACE(CAST(m."id" AS TEXT), '\', '\\'), '|', '\|'), '\N')
     END AS __retl_wh_key,
     MD5(
-      'id,email,plan' || '|' || COALESCE(REPLACE(REPLACE(CAST(m."id" AS TEXT), '\', '\\'), '|', '\|'), '\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m."email" AS TEXT), '\', '\\'), '|', '\|'), '\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m."plan" AS TEXT), '\', '\\'), '|', '\|'), '\N')
+      'email,id,plan' || '|' || COALESCE(REPLACE(REPLACE(CAST(m."email" AS TEXT), '\', '\\'), '|', '\|'), '\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m."id" AS TEXT), '\', '\\'), '|', '\|'), '\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m."plan" AS TEXT), '\', '\\'), '|', '\|'), '\N')
     ) AS __retl_hash,
     m.*
   FROM __retl_model AS m
@@ -118,7 +118,7 @@ WITH __retl_model AS (
       ELSE COALESCE(REPLACE(REPLACE(CAST(m."id" AS TEXT), '\', '\\'), '|', '\|'), '\N')
     END AS __retl_wh_key,
     MD5(
-      'id,email,plan' || '|' || COALESCE(REPLACE(REPLACE(CAST(m."id" AS TEXT), '\', '\\'), '|', '\|'), '\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m."email" AS TEXT), '\', '\\'), '|', '\|'), '\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m."plan" AS TEXT), '\', '\\'), '|', '\|'), '\N')
+      'email,id,plan' || '|' || COALESCE(REPLACE(REPLACE(CAST(m."email" AS TEXT), '\', '\\'), '|', '\|'), '\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m."id" AS TEXT), '\', '\\'), '|', '\|'), '\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m."plan" AS TEXT), '\', '\\'), '|', '\|'), '\N')
     ) AS __retl_hash,
     m.*
   FROM __retl_model AS m
@@ -241,7 +241,7 @@ WITH __retl_model AS (
       ELSE COALESCE(REPLACE(REPLACE(CAST(m."id" AS TEXT), '\', '\\'), '|', '\|'), '\N')
     END AS __retl_wh_key,
     MD5(
-      'id,email,plan' || '|' || COALESCE(REPLACE(REPLACE(CAST(m."id" AS TEXT), '\', '\\'), '|', '\|'), '\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m."email" AS TEXT), '\', '\\'), '|', '\|'), '\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m."plan" AS TEXT), '\', '\\'), '|', '\|'), '\N')
+      'email,id,plan' || '|' || COALESCE(REPLACE(REPLACE(CAST(m."email" AS TEXT), '\', '\\'), '|', '\|'), '\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m."id" AS TEXT), '\', '\\'), '|', '\|'), '\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m."plan" AS TEXT), '\', '\\'), '|', '\|'), '\N')
     ) AS __retl_hash,
     m.*
   FROM __retl_model AS m
@@ -287,7 +287,7 @@ WITH __retl_model AS (
       ELSE COALESCE(REPLACE(REPLACE(CAST(m."id" AS TEXT), '\', '\\'), '|', '\|'), '\N')
     END AS __retl_wh_key,
     MD5(
-      'id,email,plan' || '|' || COALESCE(REPLACE(REPLACE(CAST(m."id" AS TEXT), '\', '\\'), '|', '\|'), '\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m."email" AS TEXT), '\', '\\'), '|', '\|'), '\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m."plan" AS TEXT), '\', '\\'), '|', '\|'), '\N')
+      'email,id,plan' || '|' || COALESCE(REPLACE(REPLACE(CAST(m."email" AS TEXT), '\', '\\'), '|', '\|'), '\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m."id" AS TEXT), '\', '\\'), '|', '\|'), '\N') || '|' || COALESCE(REPLACE(REPLACE(CAST(m."plan" AS TEXT), '\', '\\'), '|', '\|'), '\N')
     ) AS __retl_hash,
     m.*
   FROM __retl_model AS m

@@ -478,3 +478,18 @@ def test_a_run_whose_changes_outgrow_memory_limit_spills_and_delivers(project, e
     [result] = outcome.json_lines()
     assert (result["status"], result["delivered"]) == ("success", 150_000), outcome.stderr
     assert len(exact_receiver.records) == 150_000
+
+
+def test_plan_and_run_agree_after_the_key_identity_changes(project, exact_receiver):
+    contacts(project, ["a@example.com", "x@example.com", "X@example.com"])
+    project.webhook("crm", exact_receiver.url)  # exact: three records
+    header = {"destination": "crm", "primary_key": "email", "mode": "mirror"}
+    project.sync("people", header, "select email, name from contacts")
+    assert run(project)["delivered"] == 3
+    project.webhook("crm", exact_receiver.url, key_identity="case_insensitive")
+    [plan] = project.cli("plan", "people", "--json").json_lines()
+    result = run(project)
+    counts = ("rows", "added", "changed", "removed", "unchanged", "invalid")
+    assert {k: plan[k] for k in counts} == {k: result[k] for k in counts}
+    assert (result["rows"], result["invalid"], result["removed"]) == (3, 2, 0)
+    assert exact_receiver.sent("delete") == []

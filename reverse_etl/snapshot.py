@@ -208,13 +208,17 @@ class SyncState:
         con.execute("COMMIT")
         return stored if stored != target else None
 
-    def _one_record_per_identity(self) -> None:
-        """A snapshot written while keys were compared as exact text may hold two keys that the
-        destination takes for one record (it held one record all along): keep one of them."""
+    def _stored_identity(self) -> str:
+        """The key identity the snapshot was written under ("exact" before 0.3)."""
         rows = self.con.execute(
             "SELECT value FROM state.meta WHERE name = 'key_identity'"
         ).fetchall()
-        if (rows[0][0] if rows else "exact") == self.key_identity:
+        return str(rows[0][0]) if rows else "exact"
+
+    def _one_record_per_identity(self) -> None:
+        """A snapshot written while keys were compared as exact text may hold two keys that the
+        destination takes for one record (it held one record all along): keep one of them."""
+        if self._stored_identity() == self.key_identity:
             return
         for table in ("snapshot", "owed"):
             self.con.execute(
@@ -313,6 +317,8 @@ class SyncState:
                 "NULL::VARCHAR AS fields, NULL::BOOLEAN AS owed WHERE false"
             )
         snapshot = "SELECT key, hash, digest, fields FROM state.snapshot"
+        if self._stored_identity() != self.key_identity:  # a plan: as the run will see it
+            snapshot += f" QUALIFY row_number() OVER (PARTITION BY {ident('key')} ORDER BY key) = 1"
         owed = (
             "SELECT key, fields FROM state.owed"
             if self._has_owed

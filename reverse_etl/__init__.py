@@ -18,7 +18,7 @@ from .errors import (
     WarehouseError,
 )
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = [
     "CredentialsError",
     "DestinationError",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlglot
@@ -219,3 +220,24 @@ def check_dialect(name: str) -> str:
             f"(dialects: {', '.join(known)})"
         ) from None
     return name
+
+
+def column_name_problem(names: Sequence[str]) -> tuple[str, str] | None:
+    """Why the model's output columns cannot be the fields sent, and the first name at fault:
+    two of them are one name, or one name in different letter case (fields are JSON keys, and
+    most destinations compare property names ignoring case). None when they can."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.lower(), []).append(name)
+    clashes = [same for same in groups.values() if len(same) > 1]
+    if not clashes:
+        return None
+    described = "; ".join(
+        f"{same[0]!r} {len(same)} times" if len(set(same)) == 1 else " and ".join(map(repr, same))
+        for same in clashes
+    )
+    return (
+        f"the model's columns must have names of their own, not alike in letter case: "
+        f"{described} (give all but one another name with AS)",
+        clashes[0][0],
+    )

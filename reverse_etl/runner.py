@@ -22,6 +22,7 @@ import duckdb
 from .errors import (
     Interrupted,
     ModelFailed,
+    ProjectError,
     ReverseEtlError,
     StateError,
     WarehouseError,
@@ -36,10 +37,9 @@ from .settings import where_set
 from .snapshot import (
     DiffCounts,
     SyncState,
-    check_column_names,
     snapshot_path,
 )
-from .validate import model_problem
+from .validate import column_problem, model_problem
 from .warehouse_state import WarehouseState, warehouse_state_path
 from .warehouses import open_warehouse
 
@@ -177,7 +177,9 @@ def _bind(project: Project, sync: Sync, state: SyncState) -> None:
     warehouse.connect(state.con, engine_files=state.outbox.files)  # then sandboxed
     key_line = sync.header_line("primary_key")
     with _model_errors(sync, project):
-        check_column_names(warehouse.columns(state.con, sync.model.sql), sync.file, sync.sql_line)
+        named = column_problem(sync, warehouse.columns(state.con, sync.model.sql))
+        if named is not None:
+            raise ProjectError([named])
         if isinstance(state, WarehouseState):  # the model runs inside the diff's queries
             state.use(sync.model, sync.primary_key, sync.file, key_line)
             return

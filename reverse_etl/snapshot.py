@@ -644,29 +644,6 @@ def check_key_columns(
         )
 
 
-def column_name_problem(names: Sequence[str]) -> str | None:
-    """Why the model's column names cannot be the fields sent: two of them are one name,
-    or one name in different letter case (fields are JSON keys, and most destinations
-    compare property names ignoring case). None when they can."""
-    seen: dict[str, str] = {}
-    for name in names:
-        first = seen.get(name.lower())
-        if first is not None:
-            how = "twice" if first == name else f"as {first!r} and {name!r}"
-            return (
-                f"the model names the column {first!r} {how}: each field sent needs a name of "
-                "its own (alias one of them with AS)"
-            )
-        seen[name.lower()] = name
-    return None
-
-
-def check_column_names(names: Sequence[str], file: str, line: int | None) -> None:
-    """ProjectError on the model's line when column_name_problem finds one."""
-    if (problem := column_name_problem(names)) is not None:
-        raise ProjectError([Problem(file, line, problem)])
-
-
 def invalid_messages(cursor: Any, chunk: int) -> Iterator[list[tuple[str | None, str]]]:
     """(key, error) from a cursor of (key, rows sharing its identity, fields of a NULL-key
     row, the distinct keys of those rows)."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import duckdb
 
 from .errors import ModelFailed, Problem, ReverseEtlError
+from .model import column_name_problem
 from .project import Project, Sync
 from .settings import where_set
-from .snapshot import column_name_problem
 from .warehouses import Warehouse, open_warehouse
 
 _DUCKDB_LINE = re.compile(r"LINE (\d+):")
@@ -52,6 +53,16 @@ def model_problem(sync: Sync, exc: Exception) -> Problem:
     return Problem(sync.file, max(line, sync.sql_line), f"the model fails in the warehouse: {text}")
 
 
+def column_problem(sync: Sync, columns: Sequence[str]) -> Problem | None:
+    """Columns named alike (see model.column_name_problem), on the line of the first."""
+    found = column_name_problem(columns)
+    if found is None:
+        return None
+    message, name = found
+    relative = None if sync.model.transpiled else sync.model.line_of(name)
+    return Problem(sync.file, sync.sql_line + (relative or 1) - 1, message)
+
+
 def validate_project(project: Project) -> list[Problem]:
     """Every problem: settings, each destination, each sync, and each loadable model run
     against the warehouse (its columns, the primary key among them)."""
@@ -82,8 +93,8 @@ def _warehouse_problems(
     except (duckdb.Error, ModelFailed) as exc:
         return [model_problem(sync, exc)]
     problems = []
-    if (names := column_name_problem(columns)) is not None:
-        problems.append(Problem(sync.file, sync.sql_line, names))
+    if (named := column_problem(sync, columns)) is not None:
+        problems.append(named)
     if sync.probe is not None:
         try:
             warehouse.columns(con, sync.probe.sql)

@@ -440,21 +440,25 @@ def test_reordered_columns_and_widened_decimals_send_nothing(project, exact_rece
 
 
 @pytest.mark.parametrize(
-    ("select", "named"),
+    ("select", "named", "line"),
     [
-        ("select id, email as Email, email from t", "'Email' and 'email'"),
-        ("select id, 1 as v, 2 as v from t", "'v' twice"),
-        ("select * from t join t as u using (id)", "'email' twice"),
+        ("select id,\n  email as Email,\n  email from t", "'Email' and 'email'", 4),
+        ("select id, 1 as v, 2 as v from t", "'v' 2 times", 3),
+        ("select * from t join t as u using (id)", "'email' 2 times", 3),
+        ("select 1 as id, 1 as a, 2 as A, 3 as b, 4 as b", "'a' and 'A'; 'b' 2 times", 3),
     ],
 )
-def test_column_names_that_collide_are_a_validation_error(project, exact_receiver, select, named):
+def test_column_names_that_collide_are_a_validation_error(
+    project, exact_receiver, select, named, line
+):
     project.warehouse("create table t as select 1 as id, 'a@b.c' as email")
     project.webhook("hook", exact_receiver.url)
     project.sync("t", {"destination": "hook", "primary_key": "id"}, select)
     validate = project.cli("validate", "--json")
     assert validate.exit_code == 2
     [error] = json.loads(validate.stdout)["errors"]
-    assert error["file"] == "syncs/t.sql" and error["line"] == 3 and named in error["message"]
+    assert error["file"] == "syncs/t.sql" and error["line"] == line, error
+    assert named in error["message"]
     run_outcome = project.cli("run", "t")
     assert run_outcome.exit_code == 2 and named in run_outcome.stderr
     assert exact_receiver.batches == []

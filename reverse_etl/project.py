@@ -268,6 +268,8 @@ class Project:
         except ProjectError as exc:
             return None, exc.problems
         file = f"{SYNCS_DIR}/{name}.sql"
+        if alike := _alike(name, self.sync_names()):
+            return None, [Problem(file, None, alike)]
         path = self.root / file
         if not path.is_file():
             names = self.sync_names()
@@ -393,6 +395,8 @@ class Project:
         except ProjectError as exc:
             return exc.problems
         file = f"{DESTINATIONS_DIR}/{name}.toml"
+        if alike := _alike(name, self.destination_names()):
+            return [Problem(file, None, alike)]
         path = self.root / file
         if not path.is_file():
             return [Problem(file, None, f"no destination named {name!r}")]
@@ -461,6 +465,18 @@ class Project:
     def dialect(self) -> str:
         """The SQL dialect of the models."""
         return self.warehouse.type
+
+
+def _alike(name: str, names: list[str]) -> str | None:
+    """Names differing only in letter case name one file on a file system that ignores case
+    (macOS, Windows), and so would their state: refused in both files."""
+    others = [other for other in names if other != name and other.lower() == name.lower()]
+    if not others:
+        return None
+    return (
+        f"{name!r} and {others[0]!r} differ only in letter case: on a file system that ignores "
+        "case they are one file, and their state would be one; rename one of them"
+    )
 
 
 def split_header(text: str) -> tuple[str, str, int]:

@@ -497,3 +497,17 @@ def test_plan_and_run_agree_after_the_key_identity_changes(project, exact_receiv
     assert {k: plan[k] for k in counts} == {k: result[k] for k in counts}
     assert (result["rows"], result["invalid"], result["removed"]) == (3, 2, 0)
     assert exact_receiver.sent("delete") == []
+
+
+def test_sync_names_alike_but_for_letter_case_are_refused(project, exact_receiver):
+    """On a file system that ignores case (macOS, Windows) they would share state files."""
+    project.warehouse("create table t as select 1 as id")
+    project.webhook("hook", exact_receiver.url)
+    for name in ("Folks", "folks"):
+        project.sync(name, {"destination": "hook", "primary_key": "id"}, "select id from t")
+    validate = project.cli("validate", "--json")
+    files = sorted(e["file"] for e in json.loads(validate.stdout)["errors"])
+    assert validate.exit_code == 2 and files == ["syncs/Folks.sql", "syncs/folks.sql"]
+    outcome = project.cli("run", "folks")
+    assert outcome.exit_code == 2 and "differ only in letter case" in outcome.stderr
+    assert exact_receiver.batches == []

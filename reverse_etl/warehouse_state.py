@@ -392,9 +392,12 @@ class WarehouseState(SyncState):
         types = dict(zip(rel.columns, rel.types, strict=True))
         key_sql = key_text(self.primary_key, [types[c] for c in self.primary_key])
         fields = fields_json(self.columns, [types[c] for c in self.columns], table="m")
+        # each key with the keys its identity shares (case variants, to say why)
         cursor = self.con.execute(
-            f"""SELECT DISTINCT {key_sql}, __retl_rows, NULL FROM {staged} m
-                WHERE {key_sql} IS NOT NULL
-            UNION ALL SELECT NULL, NULL, {fields} FROM {staged} m WHERE {key_sql} IS NULL"""
+            f"""WITH k AS (SELECT DISTINCT {key_sql} AS key, __retl_wh_key AS wh,
+                    __retl_rows AS n FROM {staged} m WHERE {key_sql} IS NOT NULL)
+            SELECT k.key, k.n, NULL, g.keys FROM k JOIN (
+                SELECT wh, list(key ORDER BY key) AS keys FROM k GROUP BY wh) g USING (wh)
+            UNION ALL SELECT NULL, NULL, {fields}, NULL FROM {staged} m WHERE {key_sql} IS NULL"""
         )
         yield from invalid_messages(cursor, chunk)

@@ -51,6 +51,9 @@ def test_key_identity_in_the_warehouse_diff(pg, ci_receiver):  # noqa: F811
     people(sql, [*emails, "User9@Example.com"])
     duplicated = run(project)
     assert (duplicated["invalid"], duplicated["removed"]) == (2, 0)
+    rejected = project.cli("rejected", "people", "--json").json_lines()
+    assert sorted(r["key"] for r in rejected) == ["User9@Example.com", "user9@example.com"]
+    assert all("ignoring case" in r["error"] for r in rejected), rejected
     assert ci_receiver.sent("delete") == [] and len(ci_receiver.records) == 10
 
 

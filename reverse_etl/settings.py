@@ -179,6 +179,7 @@ def load_settings(project_dir: Path) -> Settings:
         problems.append(_env_problem(str(exc)))
     if settings is not None:
         problems += _state_path_problems(project_dir, settings.state.path)
+        problems += _allowed_directory_problems(project_dir, settings)
     if problems or settings is None:
         # an unknown REVERSE_ETL_* key is found both by _unknown_env_keys and by pydantic
         raise ProjectError(scrub(list(dict.fromkeys(problems)), secrets))
@@ -186,6 +187,27 @@ def load_settings(project_dir: Path) -> Settings:
 
 
 _GLOB = re.compile(r"[*?\[\]{}]")
+
+
+def _allowed_directory_problems(project_dir: Path, settings: Settings) -> list[Problem]:
+    """[warehouse] allowed_directories opens folders to models: each must exist, and none may
+    hold the state folder or be a system's root of files (/, /proc, /etc), from which a model
+    could read the destinations' tokens (README "DuckDB")."""
+    state_dir = (project_dir / settings.state.path).resolve()
+    problems = []
+    for listed in settings.warehouse.allowed_directories:
+        folder = (project_dir / listed).resolve()
+        why = None
+        if not folder.is_dir():
+            why = f"{folder} is not a folder (a listed folder is relative to the project folder)"
+        elif folder == Path(folder.anchor) or folder in (Path("/proc"), Path("/etc")):
+            why = f"{folder} would let models read the machine's files, tokens included"
+        elif state_dir == folder or folder in state_dir.parents:
+            why = f"{folder} holds the state folder {state_dir}, which models may not read"
+        if why:
+            file, line = where_set(project_dir, "warehouse", "allowed_directories")
+            problems.append(Problem(file, line, f"warehouse.allowed_directories: {why}"))
+    return problems
 
 
 def _state_path_problems(project_dir: Path, path: str) -> list[Problem]:

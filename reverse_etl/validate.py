@@ -48,7 +48,9 @@ def model_problem(sync: Sync, exc: Exception) -> Problem:
     if "disabled by configuration" in text or "configuration has been locked" in text:
         text += (
             ". A model reads the warehouse and nothing else; to let models read the files of "
-            "a folder, list it in config.toml [warehouse] allowed_directories"
+            "a folder, list it in config.toml [warehouse] allowed_directories, and write the "
+            "paths in the model absolute (a relative path is read from the folder reverse-etl "
+            "runs in)"
         )
     return Problem(sync.file, max(line, sync.sql_line), f"the model fails in the warehouse: {text}")
 

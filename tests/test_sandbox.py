@@ -6,6 +6,8 @@ environment and send them anywhere. Folders are readable only when listed in
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 TOKEN = "tok-SANDBOX-7f3a9c21"
@@ -115,3 +117,23 @@ def test_a_model_cannot_name_the_engines_python_variables(project, receiver):
     )
     assert project.cli("run", "s").exit_code == 0
     assert receiver.data == {"1": {"id": 1, "replacements": False}}
+
+
+@pytest.mark.parametrize(
+    ("listed", "why"),
+    [
+        ("nope", "is not a folder"),
+        ("/", "the machine's files"),
+        ("/proc", "the machine's files"),
+        (".", "holds the state folder"),
+    ],
+)
+def test_allowed_directories_that_would_open_too_much_are_refused(project, listed, why):
+    project.warehouse("create table users as select 1 as id")
+    (project.root / "config.toml").write_text(
+        f'[warehouse]\nallowed_directories = ["{listed}"]\n'
+    )
+    outcome = project.cli("validate", "--json")
+    assert outcome.exit_code == 2
+    [error] = [e for e in json.loads(outcome.stdout)["errors"] if e["file"] == "config.toml"]
+    assert error["line"] == 2 and why in error["message"], error

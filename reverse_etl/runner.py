@@ -492,6 +492,7 @@ async def _deliver(
             state=state,
             on_batch=bookkeeping,
             on_progress=progress,
+            run_id=run_id,
         )
         with _active_lock:
             _active.add(delivery)

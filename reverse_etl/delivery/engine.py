@@ -79,8 +79,10 @@ class Delivery:
         state: SyncState,
         on_batch: Callable[[list[tuple[str, str, int]], list[tuple[str, str, int]]], None],
         on_progress: Callable[[int], None] | None = None,
+        run_id: str = "",
     ) -> None:
         self.sync = sync
+        self.run_id = run_id
         self.object_name = object_name
         self.primary_key = primary_key
         self.adapter = adapter
@@ -297,7 +299,9 @@ class Delivery:
             if refused is not None:
                 sent.failed += _all(records, refused, attempts + throttled)
                 return
-            batch = Batch(self.sync, self.object_name, operation, records, self.primary_key)
+            batch = Batch(
+                self.sync, self.object_name, operation, records, self.primary_key, self.run_id
+            )
             try:
                 if unknown is not None:  # look the records up before anything is sent again
                     records = self._reconciled(

@@ -135,6 +135,7 @@ class Batch:
     operation: str
     records: list[Record]
     primary_key: tuple[str, ...] = ()  # the sync's key columns (e.g. HubSpot's idProperty)
+    run_id: str = ""  # the run sending it: the same on every retry within the run
 
 
 @dataclass(frozen=True, slots=True)

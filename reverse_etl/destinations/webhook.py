@@ -2,8 +2,10 @@
 wire format".
 
 Every operation counts as idempotent, `insert` included: that relies on the receiver honouring
-the `Idempotency-Key` header (the SHA-256 of the body, the same on every retry of the batch):
-a request whose key it has already applied must not be applied again."""
+the `Idempotency-Key` header: a request whose key it has already applied must not be applied
+again. The key is the same on every retry of a batch within a run; an `insert`'s is the SHA-256
+of its body alone (the same create, whichever run sends it), the others' also hash the run's
+id (a value that comes back in a later run is a new write, not a repeat)."""
 
 from __future__ import annotations
 
@@ -95,7 +97,7 @@ class WebhookDestination(Destination):
         return f"{self.settings.url}: an empty batch was accepted (HTTP {response.status_code})"  # type: ignore[attr-defined]
 
     async def send(self, batch: Batch) -> list[Result]:
-        response = await self._post(encode_batch(batch))
+        response = await self._post(encode_batch(batch), batch.operation, batch.run_id)
         raise_for_batch_status(response)
         errors = _answer_errors(response)
         if isinstance(errors, str):
@@ -115,11 +117,13 @@ class WebhookDestination(Destination):
             Rejected(rejected[i]) if i in rejected else DELIVERED for i in range(len(batch.records))
         ]
 
-    async def _post(self, body: bytes) -> httpx.Response:
+    async def _post(
+        self, body: bytes, operation: str = "upsert", run_id: str = ""
+    ) -> httpx.Response:
         settings: WebhookSettings = self.settings  # type: ignore[assignment]
         headers = {name: value.get_secret_value() for name, value in settings.headers.items()}
         headers["Content-Type"] = "application/json"
-        headers["Idempotency-Key"] = hashlib.sha256(body).hexdigest()
+        headers["Idempotency-Key"] = idempotency_key(body, operation, run_id)
         if settings.signing_secret is not None:
             secret = settings.signing_secret.get_secret_value().encode()
             digest = hmac.new(secret, body, hashlib.sha256).hexdigest()
@@ -147,3 +151,12 @@ def _answer_errors(response: httpx.Response) -> list[tuple[Any, str]] | str:
             return f"an `errors` entry without a key: {item!r}"[:ERROR_TEXT_LIMIT]
         pairs.append((item["key"], str(item.get("error") or "rejected by the destination")))
     return pairs
+
+
+def idempotency_key(body: bytes, operation: str, run_id: str) -> str:
+    """The `Idempotency-Key` of a request: the same for every retry of one batch in one run.
+    An insert's is its body's SHA-256 alone, so that a create sent again by a later run (its
+    answer lost) is known for the same create; a write or a delete also hashes the run, since
+    the same values sent again later (a value that changed and came back) are a new write."""
+    scope = b"" if operation == "insert" else run_id.encode() + b"\n"
+    return hashlib.sha256(scope + body).hexdigest()

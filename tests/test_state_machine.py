@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, Phase, settings
 from stateful.machine import SyncMachine
 from stateful.targets import TARGETS, Target
@@ -33,18 +34,86 @@ def profile(examples: int, steps: int) -> settings:
 
 def machine(kind: str, latency: tuple[float, float] = (0.0, 0.01)) -> type[SyncMachine]:
     target: type[Target] = TARGETS[kind]
-    return type(f"{kind.title()}Machine", (SyncMachine,), {"target_class": target, "latency": latency})
+    return type(
+        f"{kind.title()}Machine", (SyncMachine,), {"target_class": target, "latency": latency}
+    )
 
 
-TestWebhook = machine("webhook").TestCase
-TestWebhook.settings = profile(examples=3, steps=30)
-TestHubSpot = machine("hubspot").TestCase
-TestHubSpot.settings = profile(examples=3, steps=30)
-TestHubSpotRealisticLatency = machine("hubspot", latency=(0.1, 0.3)).TestCase
-TestHubSpotRealisticLatency.settings = profile(examples=1, steps=10)
-TestSalesforce = machine("salesforce").TestCase
-TestSalesforce.settings = profile(examples=3, steps=30)
-TestBraze = machine("braze").TestCase
-TestBraze.settings = profile(examples=3, steps=30)
-TestPostgres = machine("postgres").TestCase
-TestPostgres.settings = profile(examples=3, steps=30)
+# What the machines found (each also a fixed reproduction below). A machine that can meet one
+# is an xfail, not strict: CI's fixed seed may miss it, the long profile finds it.
+UNREADABLE_2XX = (
+    "issue 10 §3, found by the state machine: a row delivered as 'Ann'; the model changes it to "
+    "'Bo'; a run whose batch is answered 200 with an HTML page (not applied) reports 'success, "
+    "1 delivered'; the next clean run sends nothing and the destination keeps 'Ann' for good"
+)
+REUSED_IDEMPOTENCY_KEY = (
+    "found by the state machine: the webhook's Idempotency-Key is the SHA-256 of the body, so a "
+    "record changed 'Ann' → 'Bo' → 'Ann' (three clean runs) sends the first body again with the "
+    "first key; a receiver honouring the key (IETF draft: same key and body, the stored answer "
+    "is replayed and nothing applied) keeps 'Bo', and the run reports it delivered"
+)
+
+
+def case(
+    kind: str,
+    examples: int,
+    steps: int,
+    latency: tuple[float, float] = (0.0, 0.01),
+    known: str | None = None,
+) -> type:
+    test = machine(kind, latency).TestCase
+    test.settings = profile(examples, steps)
+    return pytest.mark.xfail(strict=False, reason=known)(test) if known else test
+
+
+TestWebhook = case("webhook", 3, 30, known=f"{UNREADABLE_2XX}; {REUSED_IDEMPOTENCY_KEY}")
+TestHubSpot = case("hubspot", 3, 30, known=UNREADABLE_2XX)
+TestHubSpotRealisticLatency = case("hubspot", 1, 10, latency=(0.1, 0.3), known=UNREADABLE_2XX)
+TestSalesforce = case("salesforce", 3, 30)
+TestBraze = case("braze", 3, 30, known=UNREADABLE_2XX)
+TestPostgres = case("postgres", 3, 30)
+
+
+# -- what the machines found, as fixed reproductions -------------------------------------------
+
+
+def reproduce(kind: str, *steps: str) -> None:
+    """Run `steps` on a fresh machine: 'name=X' renames the one row, 'fault=F' injects F for
+    the next run, 'run' runs, 'clean' runs clean and checks every invariant."""
+    m = machine(kind)()
+    try:
+        for step in steps:
+            if step.startswith("name="):
+                m.rows = [("ada0", step.removeprefix("name="))]
+                m.write_model()
+            elif step.startswith("fault="):
+                m.target.inject(step.removeprefix("fault="))
+            elif step == "run":
+                m.run()
+                m.target.clear_faults()
+            else:
+                m.clean_run()
+            m.nothing_created_twice()
+    finally:
+        m.close()
+
+
+def known(kind: str, reason: str) -> object:
+    return pytest.param(kind, marks=pytest.mark.xfail(strict=False, reason=reason))
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [known("webhook", UNREADABLE_2XX), known("hubspot", UNREADABLE_2XX),
+     known("braze", UNREADABLE_2XX), "salesforce"],
+)  # fmt: skip
+def test_an_unreadable_2xx_is_not_a_delivery(kind: str) -> None:
+    reproduce(kind, "clean", "name=Bo", "fault=garbage", "run", "clean")
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [known("webhook", REUSED_IDEMPOTENCY_KEY), "hubspot", "salesforce", "braze", "postgres"],
+)
+def test_a_value_that_comes_back_is_sent_again(kind: str) -> None:
+    reproduce(kind, "clean", "name=Bo", "clean", "name=Ann", "clean")

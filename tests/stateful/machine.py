@@ -14,6 +14,7 @@ the next run sends nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -27,8 +28,8 @@ import duckdb
 from conftest import ProjectFixture
 from fakes.project import write_destination
 from hypothesis import event
-from hypothesis.errors import InvalidArgument
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from stateful.targets import Target
@@ -42,10 +43,8 @@ NAMES = st.sampled_from(["Ann", "Bo", "Cai", "Dee"])
 def note(text: str) -> None:
     """Count this in --hypothesis-show-statistics (outside a test, as in a reproduction
     script, nothing)."""
-    try:
+    with contextlib.suppress(InvalidArgument):
         event(text)
-    except InvalidArgument:
-        pass
 
 
 def variant(key: str, seed: int) -> str:
@@ -60,7 +59,6 @@ class SyncMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self._clock = time.monotonic()
         self.root = Path(tempfile.mkdtemp(prefix="reverse-etl-sm-"))
         self.project = ProjectFixture(self.root / "project")
         (self.project.root / "syncs").mkdir(parents=True)
@@ -91,8 +89,11 @@ class SyncMachine(RuleBasedStateMachine):
             if not self.step_failed:
                 self.clean_run()  # the machine's last word: a clean run meets every invariant
         finally:
-            self.target.stop()
-            shutil.rmtree(self.root, ignore_errors=True)
+            self.close()
+
+    def close(self) -> None:
+        self.target.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
 
     # -- the model ----------------------------------------------------------------------------
 
@@ -115,7 +116,11 @@ class SyncMachine(RuleBasedStateMachine):
     def valid(self) -> dict[str, str]:
         """Identity → name of each row the engine must deliver."""
         counts = self.groups()
-        return {self.identity(k): n for k, n in self.rows if k is not None and counts[self.identity(k)] == 1}
+        return {
+            self.identity(k): n
+            for k, n in self.rows
+            if k is not None and counts[self.identity(k)] == 1
+        }
 
     def invalid_keys(self) -> list[str | None]:
         counts = self.groups()
@@ -230,7 +235,10 @@ class SyncMachine(RuleBasedStateMachine):
             seen = self.target.request_count()
             deadline = time.monotonic() + (3.0 if after_requests is not None else delay)
             while proc.poll() is None and time.monotonic() < deadline:
-                if after_requests is not None and self.target.request_count() - seen >= after_requests:
+                if (
+                    after_requests is not None
+                    and self.target.request_count() - seen >= after_requests
+                ):
                     break
                 time.sleep(0.005)
             if proc.poll() is None:
@@ -286,10 +294,6 @@ class SyncMachine(RuleBasedStateMachine):
     @invariant()
     def nothing_created_twice(self) -> None:
         self.step_failed = False
-        if os.environ.get("SM_TIMING"):
-            now = time.monotonic()
-            print(f"step {now - self._clock:.2f}s", file=open("/tmp/sm_timing.log", "a"))
-            self._clock = now
         creates = self.target.creates()
         twice = {i: n for i, n in creates.items() if n > 1 + self.deleted[i]}
         assert not twice, f"created more than once (deleted {dict(self.deleted)}): {twice}"

@@ -66,12 +66,12 @@ def case(
     return pytest.mark.xfail(strict=False, reason=known)(test) if known else test
 
 
-TestWebhook = case("webhook", 3, 30, known=f"{UNREADABLE_2XX}; {REUSED_IDEMPOTENCY_KEY}")
-TestHubSpot = case("hubspot", 3, 30, known=UNREADABLE_2XX)
-TestHubSpotRealisticLatency = case("hubspot", 1, 10, latency=(0.1, 0.3), known=UNREADABLE_2XX)
-TestSalesforce = case("salesforce", 3, 30)
-TestBraze = case("braze", 3, 30, known=UNREADABLE_2XX)
-TestPostgres = case("postgres", 3, 30)
+TestWebhook = case("webhook", 5, 25, known=f"{UNREADABLE_2XX}; {REUSED_IDEMPOTENCY_KEY}")
+TestHubSpot = case("hubspot", 5, 25, known=UNREADABLE_2XX)
+TestHubSpotRealisticLatency = case("hubspot", 3, 10, latency=(0.1, 0.3), known=UNREADABLE_2XX)
+TestSalesforce = case("salesforce", 5, 25)
+TestBraze = case("braze", 5, 25, known=UNREADABLE_2XX)
+TestPostgres = case("postgres", 5, 25)
 
 
 # -- what the machines found, as fixed reproductions -------------------------------------------

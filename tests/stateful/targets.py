@@ -41,7 +41,7 @@ class Target:
         self.latency, self.seed = latency, seed
         # The destination's timeout_seconds: well above an answer's time even on a loaded
         # machine (a clean run must not time out); hangs and late answers last longer.
-        self.timeout = 0.5 + 5 * latency[1]
+        self.timeout = 0.75 + 5 * latency[1]
 
     def identity(self, key: str) -> str:
         return key.lower() if self.identity_rule == "case_insensitive" else key

@@ -117,3 +117,20 @@ def test_an_unreadable_2xx_is_not_a_delivery(kind: str) -> None:
 )
 def test_a_value_that_comes_back_is_sent_again(kind: str) -> None:
     reproduce(kind, "clean", "name=Bo", "clean", "name=Ann", "clean")
+
+
+def test_the_webhook_fake_can_hold_keys_by_a_case_insensitive_identity() -> None:
+    import httpx
+    from fakes import webhook
+
+    fake = webhook.Fake(latency=(0, 0), key_identity="case_insensitive")
+    fake.start()
+    try:
+        auth = fake.destination()["headers"]
+        for key, name in (("Ada0", "Ann"), ("ada0", "Bo")):
+            body = {"sync": "s", "object": None, "operation": "upsert",
+                    "records": [{"key": key, "fields": {"name": name}}]}  # fmt: skip
+            assert httpx.post(fake.url, json=body, headers=auth).status_code == 200
+        assert fake.stored() == {"ada0": {"name": "Bo"}} and fake.created("ADA0") == 1
+    finally:
+        fake.stop()

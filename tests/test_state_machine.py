@@ -71,7 +71,7 @@ TestHubSpot = case("hubspot", 5, 25, known=UNREADABLE_2XX)
 TestHubSpotRealisticLatency = case("hubspot", 3, 10, latency=(0.1, 0.3), known=UNREADABLE_2XX)
 TestSalesforce = case("salesforce", 5, 25)
 TestBraze = case("braze", 5, 25, known=UNREADABLE_2XX)
-TestPostgres = case("postgres", 5, 25)
+TestPostgres = case("postgres", 3, 25)
 
 
 # -- what the machines found, as fixed reproductions -------------------------------------------

@@ -210,7 +210,7 @@ class SyncMachine(RuleBasedStateMachine):
             if keys:
                 self.target.fail_record(data.draw(st.sampled_from(keys), label="refused"))
         else:  # faults that wait past the timeout once: they cost seconds
-            slow = fault.startswith(("hang", "late", "429_retry_after"))
+            slow = fault.startswith(("hang", "late", "429_retry_after", "lock"))
             for _ in range(1 if slow else times):
                 self.target.inject(fault)
         try:

@@ -7,10 +7,14 @@ the columns its destination wants (key column, one value column)."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from collections import Counter
 from typing import Any
 
+import psycopg
+import psycopg.sql
 from fakes import braze, hubspot, postgres, salesforce, webhook
 from fakes.base import Fault
 
@@ -335,8 +339,13 @@ CREATE TRIGGER log_items AFTER INSERT OR UPDATE OR DELETE ON {schema}.items
 
 
 class PostgresTarget(Target):
+    """A database has no HTTP faults; its own: the table locked by another transaction past
+    the statement timeout (`timeout_seconds`), so that writes time out and are retried (reads,
+    such as the machine's own, go on)."""
+
     type = "postgres"
-    faults = ()  # a database has no HTTP faults; kills, resets and resyncs still apply
+    faults = ("lock",)
+    _holder: threading.Thread | None = None
 
     def start(self) -> None:
         self.fake = postgres.Fake()
@@ -378,8 +387,24 @@ class PostgresTarget(Target):
     def request_count(self) -> int:
         return self.requests_with_records()
 
+    def inject(self, name: str) -> None:
+        """Any fault here is the lock, held about as long as the next run's 3 attempts."""
+        conn = psycopg.connect(self.fake.dsn)
+        table = psycopg.sql.SQL("LOCK TABLE {}.items IN EXCLUSIVE MODE")
+        conn.execute(table.format(psycopg.sql.Identifier(self.fake.schema)))
+
+        def release() -> None:
+            time.sleep(3 * self.timeout)
+            conn.rollback()
+            conn.close()
+
+        self._holder = threading.Thread(target=release, daemon=True)
+        self._holder.start()
+
     def clear_faults(self) -> None:
-        pass
+        if self._holder is not None:
+            self._holder.join()
+            self._holder = None
 
 
 TARGETS: dict[str, type[Target]] = {

@@ -10,6 +10,9 @@ wire format" on its own (it does not use reverse_etl.receiver, the product's rec
 - The answer: 200 with an empty body when every record is applied, or 200 {"errors": [{"key",
   "error"}]} naming the records it refused (an email without "@", or a key listed in
   `fail_keys`); the others are applied.
+- Key identity: keys are compared as exact text, or ignoring case with
+  `key_identity="case_insensitive"` (as a CRM matching emails would; the destination file's
+  `key_identity` says which the receiver does). Records are held under their identity.
 - Idempotency-Key (https://datatracker.ietf.org/doc/draft-ietf-httpapi-idempotency-key-header/):
   a key seen before with the same body answers the stored answer and applies nothing again; with
   another body, 422. Requests are applied one at a time, so a retry racing its first attempt
@@ -48,14 +51,16 @@ class Fake(JsonHTTPServer, BaseFake):
         retry_after: str | None = "0.2",
         latency: tuple[float, float] = REALISTIC_LATENCY,
         seed: int = 0,
+        key_identity: str = "exact",
     ) -> None:
         self.signing_secret = signing_secret
+        self.key_identity = key_identity
         self.retry_after = retry_after  # the throttled answers' Retry-After (None: absent)
-        self.data: dict[str, dict[str, Any]] = {}  # key → fields
+        self.data: dict[str, dict[str, Any]] = {}  # identity → fields
         self.requests: list[dict[str, Any]] = []
         self.applied: dict[str, list[dict[str, Any]]] = {}  # Idempotency-Key → what it applied
-        self.creates: Counter[str] = Counter()  # key → records created by insert or upsert
-        self.fail_keys: dict[str, str] = {}  # key → the error to answer for it
+        self.creates: Counter[str] = Counter()  # identity → records created (insert, upsert)
+        self.fail_keys: dict[str, str] = {}  # identity → the error to answer for it
         self._answers: dict[str, tuple[str, Reply]] = {}  # Idempotency-Key → (body hash, answer)
         self._throttle = 0
         self._throttled = 0
@@ -91,9 +96,13 @@ class Fake(JsonHTTPServer, BaseFake):
         return self._throttled
 
     def created(self, key: str) -> int:
-        """How many times a record with this key was created."""
+        """How many times a record with this key (by identity) was created."""
         with self._lock:
-            return self.creates[key]
+            return self.creates[self.identity(key)]
+
+    def identity(self, key: str) -> str:
+        """When two keys name one record here."""
+        return key.lower() if self.key_identity == "case_insensitive" else key
 
     # -- the receiver ---------------------------------------------------------------------------
 
@@ -150,26 +159,28 @@ class Fake(JsonHTTPServer, BaseFake):
         return 200, {}, ({"errors": errors} if errors else None)
 
     def _refusal(self, operation: str, record: dict[str, Any]) -> str | None:
-        if record["key"] in self.fail_keys:
-            return self.fail_keys[record["key"]]
+        identity = self.identity(record["key"])
+        if identity in self.fail_keys:
+            return self.fail_keys[identity]
         if operation == "delete":
             return None
         email = record["fields"].get("email")
         if isinstance(email, str) and "@" not in email:
             return f"invalid email: {email!r}"
-        if operation == "update" and record["key"] not in self.data:
+        if operation == "update" and identity not in self.data:
             return "not found"
-        if operation == "insert" and record["key"] in self.data:
+        if operation == "insert" and identity in self.data:
             return "already exists"
         return None
 
     def _write(self, operation: str, record: dict[str, Any]) -> None:
+        identity = self.identity(record["key"])
         if operation == "delete":
-            self.data.pop(record["key"], None)
+            self.data.pop(identity, None)
             return
-        if record["key"] not in self.data:
-            self.creates[record["key"]] += 1
-        self.data[record["key"]] = dict(record["fields"])
+        if identity not in self.data:
+            self.creates[identity] += 1
+        self.data[identity] = dict(record["fields"])
 
     def _signed(self, headers: dict[str, str], raw: bytes) -> bool:
         assert self.signing_secret is not None

@@ -74,10 +74,24 @@ _WRITABLE = "the state folder must be writable by this user ([state] path)"
 KEY_IDENTITIES = ("exact", "case_insensitive")
 
 
+# Letters that lower case leaves apart where case folding (Python's str.casefold, Unicode's
+# CaseFolding.txt) or another vendor's lower case puts them together: folded alike here, so
+# that keys a destination might take for one record are one identity (never two records, one
+# deleted while the other lives). Coarser than any one vendor on purpose.
+_FOLDS = (("i\u0307", "i"), ("ß", "ss"), ("ς", "σ"), ("ſ", "s"))
+
+
 def identity_sql(expr: str, key_identity: str) -> str:
-    """The record's identity at the destination, from its wire key: the text itself, or the
-    text in lower case where the destination compares keys ignoring case (HubSpot's emails)."""
-    return f"lower({expr})" if key_identity == "case_insensitive" else expr
+    """The record's identity at the destination, from its wire key: the text itself, or,
+    where the destination compares keys ignoring case (HubSpot's emails), the text case-folded
+    (ASCII keys: lower case; others also normalised (NFC) and folded as _FOLDS says)."""
+    if key_identity != "case_insensitive":
+        return expr
+    folded = f"lower(nfc_normalize({expr}))"
+    for letter, fold in _FOLDS:
+        folded = f"replace({folded}, {quote_literal(letter)}, {quote_literal(fold)})"
+    # strlen counts bytes, length characters: equal only for ASCII, which lower() folds fully
+    return f"CASE WHEN strlen({expr}) = length({expr}) THEN lower({expr}) ELSE {folded} END"
 
 
 # What each mode sends for rows of each status (CONTRACT §1).

@@ -98,6 +98,18 @@ def test_salesforce_vendor_equal_keys_are_invalid_not_sent(project, sf):
     assert result["invalid"] == 2 and result["rejected"] == 0, result
 
 
+def test_salesforce_keys_alike_under_case_folding_are_invalid_and_never_deleted(project, sf):
+    project.warehouse(values("k", "STRASSE", "straße", "other"))
+    header = {"primary_key": "Warehouse_Id__c", "object": "Contact", "mode": "mirror"}
+    sync(project, sf, header, 'select k as "Warehouse_Id__c", k as "LastName" from t')
+    first = run(project)
+    assert (first["invalid"], first["rejected"]) == (2, 0), first
+    project.warehouse("delete from t where k = 'STRASSE'")
+    second = run(project)
+    assert second["status"] == "success", second
+    assert sorted(sf.held()) == ["other", "strasse"]  # by its identity: straße, kept
+
+
 # -- §2 operations not safe to repeat ----------------------------------------------------------
 
 

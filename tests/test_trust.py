@@ -511,3 +511,19 @@ def test_sync_names_alike_but_for_letter_case_are_refused(project, exact_receive
     outcome = project.cli("run", "folks")
     assert outcome.exit_code == 2 and "differ only in letter case" in outcome.stderr
     assert exact_receiver.batches == []
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("İx@example.com", "i̇x@example.com"), ("STRASSE@example.com", "straße@example.com")],
+)
+def test_keys_a_vendor_may_fold_alike_are_one_identity(project, ci_receiver, first, second):
+    """Unicode case folding puts together what plain lower case keeps apart (a dotted capital
+    I, an eszett): both rows are invalid, and removing one deletes nothing."""
+    contacts(project, [first, second, "other@example.com"])
+    email_sync(project, ci_receiver)
+    result = run(project)
+    assert (result["invalid"], result["delivered"]) == (2, 1)
+    contacts(project, [second, "other@example.com"])
+    assert run(project)["removed"] == 0
+    assert ci_receiver.sent("delete") == []

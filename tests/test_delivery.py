@@ -1,4 +1,5 @@
-"""How batches travel: the wire format, retries, splitting, and stopping (CONTRACT §2)."""
+"""How batches travel: the wire format, retries, splitting, and stopping (README: the webhook
+wire format)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,10 @@ def test_wire_format_values_headers_and_signature(project, receiver):
     assert headers["authorization"] == "Bearer t0ken"
     expected = hmac.new(b"s3cret", raw, hashlib.sha256).hexdigest()
     assert headers["x-reverse-etl-signature"] == f"sha256={expected}"
-    assert headers["idempotency-key"] == hashlib.sha256(raw).hexdigest()
+    # an upsert's key hashes its run and its body (README: the webhook wire format)
+    [run] = project.cli("runs", "--json").json_lines()
+    scoped = run["run_id"].encode() + b"\n" + raw
+    assert headers["idempotency-key"] == hashlib.sha256(scoped).hexdigest()
 
 
 def test_server_errors_are_retried_with_the_same_idempotency_key(users_project, receiver):

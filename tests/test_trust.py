@@ -346,9 +346,7 @@ def test_an_interrupted_full_resync_sends_what_it_did_not_deliver(project, exact
     assert project.cli("run", "items", "--json").json_lines()[0]["delivered"] == 0
 
 
-def test_a_record_whose_answer_was_lost_is_deleted_once_it_leaves_a_mirror(
-    project, exact_receiver
-):
+def test_a_record_whose_answer_was_lost_is_deleted_once_it_leaves_a_mirror(project, exact_receiver):
     """The write landed but its answer did not: the record exists at the destination. When it
     leaves the model, the mirror deletes it (0.2.0 left it there forever)."""
     contacts(project, ["a@example.com"])
@@ -366,9 +364,7 @@ def test_a_record_whose_answer_was_lost_is_deleted_once_it_leaves_a_mirror(
     assert sorted(exact_receiver.records) == ["a@example.com"]
 
 
-def test_a_released_quarantine_record_that_is_accepted_leaves_the_ledger(
-    project, exact_receiver
-):
+def test_a_released_quarantine_record_that_is_accepted_leaves_the_ledger(project, exact_receiver):
     project.warehouse("create table items as select i as id, 'ok' as state from range(3) t(i)")
     project.webhook("hook", exact_receiver.url, max_attempts=2)
     project.sync("items", {"destination": "hook", "primary_key": "id"}, "select * from items")
@@ -527,3 +523,22 @@ def test_keys_a_vendor_may_fold_alike_are_one_identity(project, ci_receiver, fir
     contacts(project, [second, "other@example.com"])
     assert run(project)["removed"] == 0
     assert ci_receiver.sent("delete") == []
+
+
+def test_a_rejection_is_pinned_on_the_key_it_names_exactly(project, exact_receiver):
+    """The text keys `[1]` and `[1.0]` are alike as JSON values: the receiver's rejection of
+    `[1]` is `[1]`'s, and `[1.0]` is delivered (0.2 pinned it on the other, and lost `[1]`)."""
+    project.warehouse(
+        "create table t as select * from (values ('[1]', 'a'), ('[1.0]', 'b'), ('x', 'c')) v(k, n)"
+    )
+    project.webhook("hook", exact_receiver.url)
+    project.sync("t", {"destination": "hook", "primary_key": "k"}, "select k, n from t")
+
+    def reject_one(body: dict[str, Any]) -> Answer:
+        exact_receiver._apply(dict(body, records=[r for r in body["records"] if r["key"] != "[1]"]))
+        return 200, json.dumps({"errors": [{"key": "[1]", "error": "bad"}]}).encode()
+
+    exact_receiver.answer = reject_one
+    [result] = project.cli("run", "t", "--json").json_lines()
+    assert (result["delivered"], result["rejected"]) == (2, 1)
+    assert [r["key"] for r in project.cli("rejected", "t", "--json").json_lines()] == ["[1]"]

@@ -399,6 +399,27 @@ def key_value(value: Any) -> Any:
     return _element(value)
 
 
+class KeyMatch:
+    """Finds the record a key echoed back by a destination names: by its exact text first,
+    else by value (key_value). Two keys of a batch alike by value (the text keys `[1]` and
+    `[1.0]`) are found only by their exact text: never one for the other."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.exact = {key: i for i, key in enumerate(keys)}
+        positions: dict[Any, list[int]] = {}
+        for i, key in enumerate(keys):
+            positions.setdefault(key_value(key), []).append(i)
+        self.by_value = {value: found[0] for value, found in positions.items() if len(found) == 1}
+
+    def find(self, echoed: Any) -> int | None:
+        if isinstance(echoed, str) and echoed in self.exact:
+            return self.exact[echoed]
+        try:
+            return self.by_value.get(key_value(echoed))
+        except TypeError:  # an unhashable echo (a JSON object): names no key
+            return None
+
+
 def _element(value: Any) -> Any:
     if isinstance(value, bool) or value is None:
         return json.dumps(value)

@@ -39,6 +39,7 @@ from .base import (
     Destination,
     DestinationSettings,
     KeyIdentity,
+    KeyMatch,
     Rejected,
     Result,
     Retry,
@@ -47,7 +48,6 @@ from .base import (
     Throttled,
     excerpt,
     json_object,
-    key_value,
     raise_for_batch_status,
     response_text,
     retry_after_seconds,
@@ -362,13 +362,13 @@ class KeyIndex:
     keeps email addresses in lower case)."""
 
     def __init__(self, keys: list[str]) -> None:
-        self.exact = {key_value(key): i for i, key in enumerate(keys)}
+        self.exact = KeyMatch(keys)
         self.folded = {key.casefold(): i for i, key in reversed(list(enumerate(keys)))}
 
     def find(self, value: object) -> int | None:
         if value is None:
             return None
-        found = self.exact.get(key_value(value))
+        found = self.exact.find(value)
         return found if found is not None else self.folded.get(str(value).casefold())
 
 

@@ -26,12 +26,12 @@ from .base import (
     Destination,
     DestinationSettings,
     KeyIdentity,
+    KeyMatch,
     Rejected,
     Result,
     SyncTarget,
     excerpt,
     json_object,
-    key_value,
     raise_for_batch_status,
     untrusted,
 )
@@ -104,10 +104,10 @@ class WebhookDestination(Destination):
             raise untrusted(self.name, errors)
         if not errors:
             return [DELIVERED] * len(batch.records)
-        positions = {key_value(key): i for i, (key, _) in enumerate(batch.records)}
+        match = KeyMatch([key for key, _ in batch.records])
         rejected: dict[int, str] = {}
         for key, error in errors:
-            position = positions.get(key_value(key))
+            position = match.find(key)
             if position is None:
                 raise untrusted(
                     self.name, f"its errors name the key {key!r}, which is not in the batch"

@@ -30,6 +30,7 @@ from .errors import (
 )
 from .history import History
 from .locks import SyncLock
+from .outbox import Outbox
 from .project import Project, Sync
 from .rails import hold_reason
 from .secrets import blank, blanker
@@ -286,6 +287,7 @@ def _run(
             result.status, result.reason = "held", orphan
             _finish(history, result, started, project.secrets())
             return result
+        _forget_other_diff(project, sync)
         with _open_state(project, sync, read_only=False) as state:
             _fold(state, keep_fields)  # what a run that died had delivered
             previous = state.claim_target(sync.target)
@@ -361,6 +363,22 @@ def _state_path(project: Project, sync: Sync) -> Path:
     if sync.in_warehouse:
         return warehouse_state_path(project.state_dir, sync.name)
     return snapshot_path(project.state_dir, sync.name)
+
+
+def _forget_other_diff(project: Project, sync: Sync) -> None:
+    """A sync switched between `diff = "warehouse"` and the local diff starts over (README
+    "The diff inside the warehouse"): the other diff's state is removed, so that switching
+    back later cannot read a record of deliveries that went stale meanwhile."""
+    other = (
+        snapshot_path(project.state_dir, sync.name)
+        if sync.in_warehouse
+        else warehouse_state_path(project.state_dir, sync.name)
+    )
+    if other.exists():
+        log.warning("%s: the diff moved: %s is left behind, the sync starts over", sync.name, other)
+        Outbox(other).remove()
+        for leftover in (other, other.with_name(other.name + ".wal")):
+            leftover.unlink(missing_ok=True)
 
 
 def _shown(value: Any) -> str:

@@ -158,7 +158,9 @@ class WarehouseState(SyncState):
         stored = self.stored_target()
         table = self._quoted_table
         statements = []
-        if stored is not None and stored != target:
+        if (stored is not None and stored != target) or self.fresh:
+            # another target's, or a table left from before a switch to the local diff and
+            # back: what it says was delivered may be stale, so the sync starts over
             statements.append(f"DELETE FROM {table}")
             self.con.execute("DELETE FROM state.quarantine")
         rows = self.con.execute(
@@ -171,7 +173,7 @@ class WarehouseState(SyncState):
                     AS n FROM {table}) AS d WHERE n > 1)""",
                 f"UPDATE {table} SET wh_key = LOWER(wh_key)",
             ]
-        if statements:
+        if statements and self._table_exists(*self.table):  # else nothing to bring over
             self._write(statements)
         self.con.execute(
             "INSERT OR REPLACE INTO state.meta VALUES ('target', ?), ('key_identity', ?)",

@@ -171,3 +171,27 @@ def test_a_snapshot_hashed_the_0_2_way_is_brought_over_without_resending(pg, ci_
     assert ci_receiver.sent("upsert", 1) == ["c@example.com"]
     again = run(project)
     assert (again["unchanged"], again["delivered"]) == (3, 0)
+
+
+def test_switching_the_diff_and_back_starts_over_each_time(pg, ci_receiver):  # noqa: F811
+    """local → warehouse → local: the state of the diff left behind goes, so the last switch
+    does not read a record of deliveries that went stale meanwhile."""
+    project, sql = pg
+    people(sql, ["a@example.com"])
+    email_sync(project, sql, ci_receiver, mode="upsert")
+    local = {"destination": "crm", "primary_key": "email"}
+    query = "select email, name from contacts"
+    project.sync("people", local, query)
+    assert run(project)["delivered"] == 1
+    project.sync("people", {**local, "diff": "warehouse"}, query)
+    sql("update contacts set name = 'changed'")
+    assert run(project)["delivered"] == 1
+    assert ci_receiver.records["a@example.com"]["name"] == "changed"
+    project.sync("people", local, query)
+    sql("update contacts set name = 'a'")
+    assert run(project)["delivered"] == 1
+    assert ci_receiver.records["a@example.com"]["name"] == "a"
+    project.sync("people", {**local, "diff": "warehouse"}, query)
+    sql("update contacts set name = 'changed'")
+    assert run(project)["delivered"] == 1
+    assert ci_receiver.records["a@example.com"]["name"] == "changed"

@@ -121,7 +121,11 @@ def init_command(ctx: Context, directory: str) -> int:
     """Scaffold a new project in DIRECTORY."""
     from .scaffold import scaffold
 
-    created = scaffold(directory)
+    try:
+        created = scaffold(directory)
+    except OSError as exc:
+        ctx.error(f"cannot create the project in {directory}: {exc.strerror or exc}")
+        return EXIT_FAILED
     if ctx.as_json:
         ctx.emit({"project": directory, "created": created})
     else:
@@ -336,7 +340,9 @@ def _run_syncs(
 
 @command(main, "runs")
 @click.argument("sync", required=False)
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--limit", default=20, show_default=True, type=click.IntRange(min=1, max=1_000_000)
+)
 def runs_command(ctx: Context, sync: str | None, limit: int) -> int:
     """Run history, newest first."""
     from .history import History

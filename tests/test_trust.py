@@ -542,3 +542,27 @@ def test_a_rejection_is_pinned_on_the_key_it_names_exactly(project, exact_receiv
     [result] = project.cli("run", "t", "--json").json_lines()
     assert (result["delivered"], result["rejected"]) == (2, 1)
     assert [r["key"] for r in project.cli("rejected", "t", "--json").json_lines()] == ["[1]"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ("requests_per_second = inf", "requests_per_second: Input should be a finite number"),
+        ("timeout_seconds = nan", "timeout_seconds: Input should be a finite number"),
+        ('headers = { "X A" = "a" }', "'X A' is not a header name"),
+        ('headers = { X-A = "a\\nb" }', "the value of 'X-A' has a line break"),
+        ('url = "http://127.0.0.1:99999/x"', "url: is not a valid URL (a port from 1 to 65535"),
+    ],
+)
+def test_destination_settings_that_could_only_fail_at_run_time_are_refused(
+    project, setting, said
+):
+    project.warehouse("create table t as select 1 as id")
+    lines = ['type = "webhook"', 'url = "http://127.0.0.1:9/x"', setting]
+    if setting.startswith("url"):
+        lines.pop(1)
+    project.destination("hook", "\n".join(lines))
+    project.sync("t", {"destination": "hook", "primary_key": "id"}, "select id from t")
+    for outcome in (project.cli("validate"), project.cli("run", "t")):
+        assert outcome.exit_code == 2 and said in outcome.stderr, outcome.stderr
+        assert "Traceback" not in outcome.stderr and "destinations/hook.toml:" in outcome.stderr

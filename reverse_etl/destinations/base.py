@@ -73,7 +73,7 @@ ANSWER_LIMIT_BYTES = 8 * 1024 * 1024
 class DestinationSettings(BaseModel):
     """Settings every destination has; adapters subclass this with their own."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # no inf rate or timeout
 
     type: str
     batch_size: int = Field(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from decimal import Decimal
 from json.encoder import encode_basestring as encode_string  # C; json.dumps costs more per call
 from typing import TYPE_CHECKING, Any
@@ -57,9 +58,36 @@ class WebhookSettings(DestinationSettings):
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: str) -> str:
+        # (the URL may hold a token: no message repeats it)
         if not url.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")  # the URL may hold a token
+            raise ValueError("must start with http:// or https://")
+        import httpx
+
+        try:
+            parsed = httpx.URL(url)
+            if parsed.port is not None and not 0 < parsed.port < 65536:
+                raise ValueError
+        except (httpx.InvalidURL, ValueError, OverflowError):
+            raise ValueError(
+                "is not a valid URL (a port from 1 to 65535; percent-encode what a password "
+                "holds of / : @ ? #)"
+            ) from None
+        if not parsed.host:
+            raise ValueError("has no host")
         return url
+
+    @field_validator("headers")
+    @classmethod
+    def _header_lines(cls, headers: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, value in headers.items():
+            if not _TOKEN.fullmatch(name):
+                raise ValueError(f"{name!r} is not a header name (letters, digits, -, no spaces)")
+            if any(c in value.get_secret_value() for c in "\r\n\0"):
+                raise ValueError(f"the value of {name!r} has a line break: one line only")
+        return headers
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a header name (RFC 9110, 5.6.2)
 
 
 def encode_batch(batch: Batch) -> bytes:

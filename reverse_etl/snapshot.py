@@ -38,7 +38,7 @@ from .errors import Problem, ProjectError, StateError, state_advice
 from .names import check_name
 from .outbox import Outbox
 
-DIFF = "__retl_diff"  # key, ident, hash, present, prev_key, prev_hash, prev_owed
+DIFF = "__retl_diff"  # key, hash, present, [ident], prev_key, prev_hash, prev_owed
 DUPLICATES = "__retl_duplicates"  # identities of more than one row: ident, rows, keys
 PICKED = "__retl_picked"  # what to send: op, key, hash, fields (then numbered into the outbox)
 REHASH = "__retl_rehash"  # keys delivered under another hash function, and their new hash
@@ -201,6 +201,12 @@ class SyncState:
     def ident(self, expr: str) -> str:
         return identity_sql(expr, self.key_identity)
 
+    @property
+    def _ident(self) -> str:
+        """The DIFF table's column holding each row's identity: its key, where keys are
+        compared exactly."""
+        return "key" if self.key_identity == "exact" else "ident"
+
     # -- the target: what the snapshot says was delivered belongs to one --------------------
 
     def stored_target(self) -> str | None:
@@ -338,6 +344,11 @@ class SyncState:
             if self._has_owed
             else "SELECT NULL::VARCHAR AS key, NULL::VARCHAR AS fields WHERE false"
         )
+        owes = self._has_owed and bool(
+            self.con.execute("SELECT count(*) FROM state.owed").fetchall()[0][0]
+        )
+        if not owes and not self.outbox.exists():  # the usual case: the snapshot as it is
+            return f"SELECT *, false AS owed FROM ({snapshot})"
         if self.outbox.exists():
             self._split_outbox(keep_fields=True)
             done = f"SELECT {ident('key')} FROM {ACCEPTED}"
@@ -379,14 +390,17 @@ class SyncState:
         if self.previous_target is not None:
             trusted = True  # nothing delivered to this target: nothing to compare
         self._read()
+        # The identity is a column of its own only where it is not the key itself (exact
+        # keys, the usual case, keep the narrow table one string narrower).
+        folded = self.key_identity != "exact"
+        ident = f", {self.ident('key')} AS ident" if folded else ""
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {DIFF} AS
-            SELECT m.key, m.ident, m.hash, m.present, d.key AS prev_key, d.hash AS prev_hash,
-                d.owed AS prev_owed
-            FROM (SELECT key, {self.ident("key")} AS ident, hash, present FROM (
+            SELECT m.*, d.key AS prev_key, d.hash AS prev_hash, d.owed AS prev_owed
+            FROM (SELECT *{ident} FROM (
                     SELECT {self.key_sql} AS key, {self.hash_sql} AS hash, true AS present
                     FROM {self.relation})) m
-            FULL OUTER JOIN {DELIVERED} d ON {self.ident("d.key")} = m.ident"""
+            FULL OUTER JOIN {DELIVERED} d ON {self.ident("d.key")} = m.{self._ident}"""
         )
         self._find_duplicates()
         status = self._status_sql()
@@ -396,7 +410,7 @@ class SyncState:
                 count(*) FILTER (s = 'removed'), count(*) FILTER (s = 'unchanged'),
                 count(*) FILTER (s = 'invalid')
             FROM (SELECT {status} AS s FROM {DIFF} x
-                  LEFT JOIN {DUPLICATES} dup ON dup.ident = x.ident)"""
+                  LEFT JOIN {DUPLICATES} dup ON dup.ident = x.{self._ident})"""
         ).fetchone()
         assert counts is not None
         added, changed, removed, unchanged, invalid = counts
@@ -438,9 +452,10 @@ class SyncState:
         scope = "" if matched_rows > delivered - removed else "AND prev_key IS NULL"
         self.con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {DUPLICATES} AS
-            SELECT ident, count(*) AS rows, list(DISTINCT key ORDER BY key) AS keys FROM {DIFF}
+            SELECT {self._ident} AS ident, count(*) AS rows, list(DISTINCT key ORDER BY key) AS keys
+            FROM {DIFF}
             WHERE present AND key IS NOT NULL {scope}
-            GROUP BY ident HAVING count(*) > 1"""
+            GROUP BY 1 HAVING count(*) > 1"""
         )
 
     @staticmethod
@@ -475,7 +490,7 @@ class SyncState:
         select = f"""
             WITH wanted AS (
                 SELECT x.key, {self._status_sql()} AS status, coalesce(x.prev_owed, false) AS owed
-                FROM {DIFF} x LEFT JOIN {DUPLICATES} dup ON dup.ident = x.ident
+                FROM {DIFF} x LEFT JOIN {DUPLICATES} dup ON dup.ident = x.{self._ident}
                 WHERE status IN ({", ".join(quote_literal(w) for w in read)})
                     AND NOT EXISTS (SELECT 1 FROM state.quarantine q
                                     WHERE q.key = x.key AND q.hash = x.hash)),

@@ -61,18 +61,18 @@ class WebhookSettings(DestinationSettings):
         # (the URL may hold a token: no message repeats it)
         if not url.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
-        import httpx
+        from urllib.parse import urlsplit  # (not httpx: plan and validate never import it)
 
         try:
-            parsed = httpx.URL(url)
-            if parsed.port is not None and not 0 < parsed.port < 65536:
+            parsed = urlsplit(url)
+            if parsed.port == 0:  # urlsplit refuses a port beyond 65535 itself
                 raise ValueError
-        except (httpx.InvalidURL, ValueError, OverflowError):
+        except ValueError:
             raise ValueError(
                 "is not a valid URL (a port from 1 to 65535; percent-encode what a password "
                 "holds of / : @ ? #)"
             ) from None
-        if not parsed.host:
+        if not parsed.hostname:
             raise ValueError("has no host")
         return url
 

@@ -94,7 +94,7 @@ def identity_sql(expr: str, key_identity: str) -> str:
     return f"CASE WHEN strlen({expr}) = length({expr}) THEN lower({expr}) ELSE {folded} END"
 
 
-# What each mode sends for rows of each status (CONTRACT §1).
+# What each mode sends for rows of each status (README: Syncs).
 _OPERATION = {"upsert": "upsert", "mirror": "upsert", "update": "update", "insert": "insert"}
 
 

@@ -1,4 +1,4 @@
-"""A fault-injecting webhook receiver on 127.0.0.1, speaking the wire format of CONTRACT §2.
+"""A fault-injecting webhook receiver on 127.0.0.1, speaking the README's webhook wire format.
 
 Each request is answered by the first scripted rule that claims it, else by a fault drawn at
 random, else normally:

@@ -201,13 +201,39 @@ def plan_sync(project: Project, name: str) -> dict[str, Any]:
         plan: dict[str, Any] = {"sync": name, **counts.as_dict()}
         if state.previous_target is not None:
             plan["note"] = _new_target_note(state.previous_target, sync.target)
-        if reason := _would_hold(project, sync, counts):
+        if reason := _would_hold(project, sync, counts, state):
             plan["reason"] = f"the run would be held: {reason}"
         return plan
 
 
-def _would_hold(project: Project, sync: Sync, counts: DiffCounts) -> str | None:
+def _moved_mirror(sync: Sync, stored: str | None, state: SyncState) -> str | None:
+    """Why a mirror sync pointed at another target is held: the records it delivered to the
+    old one would stay there for good when they leave the model (its deletes now go to the
+    new one). None when it is not a mirror, was not moved, or had delivered nothing."""
+    if stored is None or stored == sync.target or not state.has_delivered():
+        return None
+    rekeyed = json.loads(stored).get("primary_key") != list(sync.primary_key)
+    if rekeyed:  # any mode: the destination would hold each record twice
+        why = (
+            "its records would be sent again under keys the destination has never seen, "
+            "beside the ones it holds (each record twice)"
+        )
+    elif sync.header.mode == "mirror":
+        why = (
+            "as a mirror, it would never delete at the old target the records that leave the model"
+        )
+    else:
+        return None
+    return (
+        f"{_new_target_note(stored, sync.target)}; {why}. Set it back, or run "
+        f"`reverse-etl approve {sync.name}` to start over at the new target"
+    )
+
+
+def _would_hold(project: Project, sync: Sync, counts: DiffCounts, state: SyncState) -> str | None:
     """What a plan says of the safety rails: why a run now would be held, if it would."""
+    if moved := _moved_mirror(sync, state.previous_target, state):
+        return moved
     orphan = None
     if (project.state_dir / "history.sqlite").exists():  # a plan creates nothing
         history = History(project.state_dir)
@@ -290,6 +316,11 @@ def _run(
         _forget_other_diff(project, sync)
         with _open_state(project, sync, read_only=False) as state:
             _fold(state, keep_fields)  # what a run that died had delivered
+            moved = None if force else _moved_mirror(sync, state.stored_target(), state)
+            if moved:  # before the claim, which would forget the old target's records
+                result.status, result.reason = "held", moved
+                _finish(history, result, started, project.secrets())
+                return result
             previous = state.claim_target(sync.target)
             if previous is not None:
                 log.warning("%s: %s", sync.name, _new_target_note(previous, sync.target))

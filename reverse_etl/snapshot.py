@@ -209,6 +209,18 @@ class SyncState:
 
     # -- the target: what the snapshot says was delivered belongs to one --------------------
 
+    def has_delivered(self) -> bool:
+        """Whether the state records anything delivered (or owed) to its target."""
+        [(found,)] = self.con.execute(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM state.snapshot LIMIT 1))"
+            + (
+                " + (SELECT count(*) FROM (SELECT 1 FROM state.owed LIMIT 1))"
+                if self._has_owed
+                else ""
+            )
+        ).fetchall()
+        return bool(found)
+
     def stored_target(self) -> str | None:
         rows = self.con.execute("SELECT value FROM state.meta WHERE name = 'target'").fetchall()
         return str(rows[0][0]) if rows else None

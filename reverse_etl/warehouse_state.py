@@ -152,6 +152,13 @@ class WarehouseState(SyncState):
     def _quoted_table(self) -> str:
         return ".".join(quote_identifier(part) for part in self.table)
 
+    def has_delivered(self) -> bool:
+        """Whether the warehouse's snapshot holds a record."""
+        if not self._table_exists(*self.table):
+            return False
+        found = self.warehouse.stage(self.con, f"SELECT 1 AS one FROM {self._quoted_table} LIMIT 1")
+        return bool(self.con.execute(f"SELECT count(*) FROM {found}").fetchall()[0][0])
+
     def claim_target(self, target: str) -> str | None:
         """As the local state's: the warehouse's snapshot of another target is emptied; one
         written while keys were compared as exact text is brought to the key identity."""

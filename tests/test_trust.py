@@ -208,12 +208,13 @@ def test_a_sync_pointed_at_another_destination_sends_it_everything(project, exac
         contacts(project, [f"u{i}@example.com" for i in range(100)])
         project.webhook("first", exact_receiver.url)
         project.webhook("second", second.url)
-        header = {"destination": "first", "primary_key": "email", "mode": "mirror"}
+        header = {"destination": "first", "primary_key": "email"}
         project.sync("people", header, "select email, name from contacts")
         assert run(project)["delivered"] == 100
         project.sync("people", {**header, "destination": "second"}, "select * from contacts")
         [plan] = project.cli("plan", "people", "--json").json_lines()
         assert plan["added"] == 100 and "another target" in plan["note"]
+        assert "reason" not in plan  # an upsert sync moves without a hold
         text = project.cli("plan", "people").stdout
         assert "destination 'first' → 'second'" in text
         result = run(project)
@@ -222,6 +223,33 @@ def test_a_sync_pointed_at_another_destination_sends_it_everything(project, exac
         header["object"] = "contacts"  # a new object is a new target too
         project.sync("people", {**header, "destination": "second"}, "select * from contacts")
         assert run(project)["delivered"] == 100
+
+
+def test_a_mirror_sync_pointed_elsewhere_is_held_until_approved(project, exact_receiver):
+    """A → B: as a mirror, the sync would never delete at A what leaves the model, so the move
+    waits for approval; pointed back before that, nothing was lost."""
+    with Receiver() as second:
+        contacts(project, ["a@example.com", "b@example.com"])
+        project.webhook("first", exact_receiver.url)
+        project.webhook("second", second.url)
+        header = {"destination": "first", "primary_key": "email", "mode": "mirror"}
+        project.sync("people", header, "select email, name from contacts")
+        assert run(project)["delivered"] == 2
+        project.sync("people", {**header, "destination": "second"}, "select * from contacts")
+        [plan] = project.cli("plan", "people", "--json").json_lines()
+        assert "would never delete at the old target" in plan["reason"]
+        held = run(project)
+        assert held["status"] == "held" and second.batches == []
+        project.sync("people", header, "select * from contacts")  # pointed back
+        contacts(project, ["a@example.com"])
+        back = run(project)
+        assert (back["status"], back["removed"]) == ("success", 1)
+        assert exact_receiver.sent("delete") == ["b@example.com"]
+        project.sync("people", {**header, "destination": "second"}, "select * from contacts")
+        assert run(project)["status"] == "held"
+        approved = project.cli("approve", "people", "--json").json_lines()[0]
+        assert (approved["status"], approved["delivered"]) == ("success", 1)
+        assert sorted(second.records) == ["a@example.com"]
 
 
 def test_a_renamed_mirror_sync_is_held_until_approved(project, exact_receiver):
@@ -291,7 +319,7 @@ def test_approve_releases_only_a_held_run(project, exact_receiver):
 def test_a_destination_pointed_at_another_address_is_a_new_target(project, exact_receiver):
     with Receiver() as second:
         contacts(project, ["a@example.com", "b@example.com"])
-        email_sync(project, exact_receiver)
+        email_sync(project, exact_receiver, mode="upsert")
         assert run(project)["delivered"] == 2
         project.webhook("crm", second.url, key_identity="case_insensitive")
         [plan] = project.cli("plan", "people", "--json").json_lines()
@@ -566,3 +594,17 @@ def test_destination_settings_that_could_only_fail_at_run_time_are_refused(
     for outcome in (project.cli("validate"), project.cli("run", "t")):
         assert outcome.exit_code == 2 and said in outcome.stderr, outcome.stderr
         assert "Traceback" not in outcome.stderr and "destinations/hook.toml:" in outcome.stderr
+
+
+def test_a_primary_key_changed_after_deliveries_is_held_in_any_mode(project, exact_receiver):
+    """["a", "b"] → ["b", "a"] writes every key anew: the destination would hold each record
+    twice. Held until approved, even in upsert mode."""
+    project.warehouse("create table t as select i as a, i % 3 as b from range(5) t(i)")
+    project.webhook("hook", exact_receiver.url)
+    header = {"destination": "hook", "primary_key": ["a", "b"]}
+    project.sync("t", header, "select a, b from t")
+    assert project.cli("run", "t").exit_code == 0
+    project.sync("t", {**header, "primary_key": ["b", "a"]}, "select a, b from t")
+    [held] = project.cli("run", "t", "--json").json_lines()
+    assert held["status"] == "held" and "each record twice" in held["reason"]
+    assert len(exact_receiver.records) == 5

@@ -40,6 +40,17 @@ class Receiver:
     def ident(self, key: str) -> str:
         return key.lower() if self.ignore_case else key
 
+    def down_after(self, requests: int) -> Callable[[dict[str, Any]], Answer]:
+        """An `answer` that lets `requests` requests through, then answers 503 to the rest."""
+        seen = 0
+
+        def answer(body: dict[str, Any]) -> Answer:
+            nonlocal seen
+            seen += 1
+            return None if seen <= requests else (503, b"down")
+
+        return answer
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/in"
@@ -353,14 +364,7 @@ def test_an_interrupted_full_resync_sends_what_it_did_not_deliver(project, exact
     project.webhook("hook", exact_receiver.url, max_retries=0, retry_backoff_seconds=0)
     project.sync("items", {"destination": "hook", "primary_key": "id"}, "select * from items")
     assert project.cli("run", "items").exit_code == 0
-    calls = 0
-
-    def first_batch_only(body: dict[str, Any]) -> Answer:
-        nonlocal calls
-        calls += 1
-        return None if calls == 1 else (503, b"down")
-
-    exact_receiver.answer = first_batch_only
+    exact_receiver.answer = exact_receiver.down_after(1)
     [resync] = project.cli("run", "items", "--full-resync", "--json").json_lines()
     assert (resync["delivered"], resync["failed"]) == (100, 900)
     owed = project.cli("rejected", "items", "--json").json_lines()

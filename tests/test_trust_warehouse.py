@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from test_postgres_warehouse import pg  # noqa: F401 (the fixture)
-from test_trust import Answer, Receiver
+from test_trust import Receiver
 
 
 @pytest.fixture
@@ -31,6 +31,16 @@ def email_sync(project, sql, receiver, mode: str = "mirror", **destination: Any)
         {"destination": "crm", "primary_key": "email", "mode": mode, "diff": "warehouse"},
         "select email, name from contacts",
     )
+
+
+def snapshot_table(admin, schema: str) -> str:
+    """The name of the one snapshot table in the test's schema."""
+    [(table,)] = admin.execute(
+        "select table_name from information_schema.tables "
+        "where table_schema = %s and table_name like 'snapshot%%'",
+        (schema,),
+    ).fetchall()
+    return str(table)
 
 
 def run(project, *args: str) -> dict[str, Any]:
@@ -62,14 +72,7 @@ def test_what_was_not_acknowledged_is_owed_in_the_warehouse_diff(pg, ci_receiver
     people(sql, [f"u{i}@example.com" for i in range(300)])
     email_sync(project, sql, ci_receiver, max_retries=0, retry_backoff_seconds=0)
     assert run(project)["delivered"] == 300
-    calls = 0
-
-    def first_batch_only(body: dict[str, Any]) -> Answer:
-        nonlocal calls
-        calls += 1
-        return None if calls == 1 else (503, b"down")
-
-    ci_receiver.answer = first_batch_only
+    ci_receiver.answer = ci_receiver.down_after(1)
     resync = run(project, "--full-resync")
     assert (resync["delivered"], resync["failed"]) == (100, 200)
     ci_receiver.answer = lambda body: None
@@ -99,11 +102,7 @@ def test_a_key_written_another_way_is_a_write_not_a_delete(pg, ci_receiver):  # 
     email_sync(project, sql, ci_receiver)
     assert run(project)["delivered"] == 2
     with psycopg.connect(postgres_dsn(), autocommit=True) as admin:
-        [(table,)] = admin.execute(
-            "select table_name from information_schema.tables "
-            "where table_schema = %s and table_name like 'snapshot%%'",
-            (sql.schema,),
-        ).fetchall()
+        table = snapshot_table(admin, sql.schema)
         admin.execute(
             f"update {sql.schema}.\"{table}\" set wh_key = wh_key || ' (old text)' "
             "where key = 'a@example.com'"
@@ -149,11 +148,7 @@ def test_a_snapshot_hashed_the_0_2_way_is_brought_over_without_resending(pg, ci_
     assert run(project)["delivered"] == 3
     # Make it 0.2's state: the legacy hashes, and no hash scheme recorded.
     with psycopg.connect(postgres_dsn(), autocommit=True) as admin:
-        [(table,)] = admin.execute(
-            "select table_name from information_schema.tables "
-            "where table_schema = %s and table_name like 'snapshot%%'",
-            (sql.schema,),
-        ).fetchall()
+        table = snapshot_table(admin, sql.schema)
         model = sqlglot.parse_one(f"select name, email from {sql.schema}.contacts", read="postgres")
         forward = diffsql.rehash_sql(model, ["name", "email"], ["email"], (sql.schema, table))
         backward = forward.replace("hash = c.h", "hash = c.x").replace(

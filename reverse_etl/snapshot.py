@@ -32,6 +32,7 @@ from typing import Any
 
 import duckdb
 
+from . import casefold
 from .encoding import BARE_JSON as _BARE_JSON
 from .encoding import fields_json, key_text, quote_literal, row_hash
 from .errors import Problem, ProjectError, StateError, state_advice
@@ -74,11 +75,12 @@ _WRITABLE = "the state folder must be writable by this user ([state] path)"
 KEY_IDENTITIES = ("exact", "case_insensitive")
 
 
-# Letters that lower case leaves apart where case folding (Python's str.casefold, Unicode's
-# CaseFolding.txt) or another vendor's lower case puts them together: folded alike here, so
-# that keys a destination might take for one record are one identity (never two records, one
-# deleted while the other lives). Coarser than any one vendor on purpose.
-_FOLDS = (("i\u0307", "i"), ("ß", "ss"), ("ς", "σ"), ("ſ", "s"))
+# Case folding (Python's str.casefold, Unicode's CaseFolding.txt) puts together letters that
+# lower case leaves apart (casefold.py), and some vendors' lower case takes a dotted capital I
+# for a plain i: folded alike here, so that keys a destination might take for one record are
+# one identity (never two records, one deleted while the other lives). Coarser than any one
+# vendor on purpose.
+_FOLDS = (("i\u0307", "i"), *casefold.MULTI)
 
 
 def identity_sql(expr: str, key_identity: str) -> str:
@@ -88,8 +90,10 @@ def identity_sql(expr: str, key_identity: str) -> str:
     if key_identity != "case_insensitive":
         return expr
     folded = f"lower(nfc_normalize({expr}))"
-    for letter, fold in _FOLDS:
-        folded = f"replace({folded}, {quote_literal(letter)}, {quote_literal(fold)})"
+    for letters, fold in _FOLDS:
+        folded = f"replace({folded}, {quote_literal(letters)}, {quote_literal(fold)})"
+    single = f"{quote_literal(casefold.SINGLE_FROM)}, {quote_literal(casefold.SINGLE_TO)}"
+    folded = f"translate({folded}, {single})"
     # strlen counts bytes, length characters: equal only for ASCII, which lower() folds fully
     return f"CASE WHEN strlen({expr}) = length({expr}) THEN lower({expr}) ELSE {folded} END"
 

@@ -162,7 +162,8 @@ class Sync:
                 "type": spec.adapter.type,
                 "address": hashlib.sha256(address.encode()).hexdigest()[:16],
                 "object": self.header.object,
-                "primary_key": list(self.primary_key),
+                # the warehouse's column names ignore case: "EMAIL" is the key "email"
+                "primary_key": [column.lower() for column in self.primary_key],
             },
             separators=(",", ":"),
         )

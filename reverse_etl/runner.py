@@ -212,7 +212,7 @@ def _moved_mirror(sync: Sync, stored: str | None, state: SyncState) -> str | Non
     new one). None when it is not a mirror, was not moved, or had delivered nothing."""
     if stored is None or stored == sync.target or not state.has_delivered():
         return None
-    rekeyed = json.loads(stored).get("primary_key") != list(sync.primary_key)
+    rekeyed = json.loads(stored).get("primary_key") != json.loads(sync.target)["primary_key"]
     if rekeyed:  # any mode: the destination would hold each record twice
         why = (
             "its records would be sent again under keys the destination has never seen, "

@@ -189,6 +189,10 @@ def load_settings(project_dir: Path) -> Settings:
 _GLOB = re.compile(r"[*?\[\]{}]")
 
 
+# The machine's own files, a process's environment among them (/proc/self/environ)
+_SYSTEM_FOLDERS = tuple(Path(p) for p in ("/proc", "/sys", "/dev", "/etc", "/run"))
+
+
 def _allowed_directory_problems(project_dir: Path, settings: Settings) -> list[Problem]:
     """[warehouse] allowed_directories opens folders to models: each must exist, and none may
     hold the state folder or be a system's root of files (/, /proc, /etc), from which a model
@@ -200,7 +204,9 @@ def _allowed_directory_problems(project_dir: Path, settings: Settings) -> list[P
         why = None
         if not folder.is_dir():
             why = f"{folder} is not a folder (a listed folder is relative to the project folder)"
-        elif folder == Path(folder.anchor) or folder in (Path("/proc"), Path("/etc")):
+        elif folder == Path(folder.anchor) or any(
+            folder == system or system in folder.parents for system in _SYSTEM_FOLDERS
+        ):
             why = f"{folder} would let models read the machine's files, tokens included"
         elif state_dir == folder or folder in state_dir.parents:
             why = f"{folder} holds the state folder {state_dir}, which models may not read"

@@ -125,6 +125,8 @@ def test_a_model_cannot_name_the_engines_python_variables(project, receiver):
         ("nope", "is not a folder"),
         ("/", "the machine's files"),
         ("/proc", "the machine's files"),
+        ("/proc/self", "the machine's files"),
+        ("/etc/ssl", "the machine's files"),
         (".", "holds the state folder"),
     ],
 )

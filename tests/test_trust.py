@@ -633,3 +633,4 @@ def test_case_folding_tables_agree_with_python_for_every_letter():
     apart = {fold: idents for fold, idents in folded.items() if len(idents) > 1}
     assert apart == {}
     assert ident["µa"] == ident["μa"] and ident["ßa"] == "ssa"
+

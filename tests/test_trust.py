@@ -634,3 +634,29 @@ def test_case_folding_tables_agree_with_python_for_every_letter():
     assert apart == {}
     assert ident["µa"] == ident["μa"] and ident["ßa"] == "ssa"
 
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "same"),
+    [
+        ("https://h/in?token=a", "https://h/in?token=b", True),
+        ("https://u:p1@h/in", "https://u:p2@h/in", True),
+        ("postgresql://h/db?options=-csearch_path%3Da", "postgresql://h/db?options=-c%3Db", False),
+        ("postgresql:///crm?host=a&password=x", "postgresql:///crm?host=a&password=y", True),
+        ("postgresql:///crm?host=a", "postgresql:///crm?host=b", False),
+        ("host=db dbname=crm password=x", "host=db dbname=crm password=y", True),
+        ("host=db dbname=crm", "host=db dbname=other", False),
+    ],
+)
+def test_a_destinations_address_is_where_it_points_not_how_it_signs_in(first, second, same):
+    """Part of a sync's target: what locates the records moves it (a PostgreSQL URI's query
+    included), what authenticates does not (a rotated token or password)."""
+    from reverse_etl.destinations.base import Destination, DestinationSettings
+
+    class Dsn(DestinationSettings):
+        dsn: str
+
+    def address(value: str) -> str:
+        return Destination.address(Dsn(type="t", dsn=value))
+
+    assert (address(first) == address(second)) is same

@@ -46,12 +46,13 @@ import email.utils
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -311,14 +312,24 @@ class Destination:
         return True
 
 
+# Parameters that authenticate rather than locate: a rotated token is the same place.
+_CREDENTIAL = re.compile(r"pass|token|secret|key|sig|auth|credential", re.IGNORECASE)
+
+
 def _without_credentials(value: str) -> str:
-    """A URL without its userinfo and query (a rotated token is the same place); other text
-    as it is."""
+    """Where a URL or DSN points, without what authenticates: a URL without its userinfo and
+    without query parameters that carry credentials (those that locate, as a PostgreSQL
+    URI's host, port, dbname or options, stay); a key=value DSN without its password."""
     parts = urlsplit(value)
-    if not parts.scheme or not parts.netloc:
-        return value
+    if not parts.scheme or not parts.netloc and not parts.query:
+        return re.sub(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", "", value)
     host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    kept = [
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if not _CREDENTIAL.search(k)
+    ]
+    return urlunsplit((parts.scheme, host, parts.path, urlencode(kept), ""))
 
 
 async def _unpaced() -> None:

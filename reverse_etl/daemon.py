@@ -128,6 +128,12 @@ class Daemon:
         log.info("stopped", extra={"event": "daemon_stopped", "abandoned": []})
         return 0
 
+    def _wake_from_handler(self) -> None:
+        """Wake the main loop from a signal handler. The handler runs on the main thread,
+        which may be inside self._wake.wait() holding the event's lock: setting the event
+        there would wait for that lock forever. Another thread sets it once the lock is free."""
+        threading.Thread(target=self._wake.set, name="reverse-etl-signal", daemon=True).start()
+
     def _install_signals(self) -> dict[int, Any]:
         def stop(signum: int, frame: Any) -> None:
             name = signal.Signals(signum).name
@@ -136,11 +142,11 @@ class Daemon:
                 logging.shutdown()
                 os._exit(2)
             self._stop_reason = f"received {name}"
-            self._wake.set()
+            self._wake_from_handler()
 
         def reload(signum: int, frame: Any) -> None:
             self._reload_reason = "SIGHUP"
-            self._wake.set()
+            self._wake_from_handler()
 
         handlers = {signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGHUP: reload}
         return {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}

@@ -354,12 +354,16 @@ class History:
         )
 
     @_guarded
-    def delivered_to(self, target: str) -> list[str]:
-        """The syncs that sent records to `target` (since their last reset), oldest first."""
-        rows = self.db.execute(
-            "SELECT sync FROM deliveries WHERE target = ? ORDER BY at", (target,)
-        ).fetchall()
-        return [row[0] for row in rows]
+    def deliveries(self) -> list[tuple[str, str]]:
+        """(target, sync) of every sync that sent records to a target (since its last reset),
+        oldest first."""
+        rows = self.db.execute("SELECT target, sync FROM deliveries ORDER BY at").fetchall()
+        return [(row[0], row[1]) for row in rows]
+
+    @_guarded
+    def forget_delivery(self, target: str, sync: str) -> None:
+        """Another sync now answers for what `sync` sent to `target` (a rename approved)."""
+        self.db.execute("DELETE FROM deliveries WHERE target = ? AND sync = ?", (target, sync))
 
     # -- trigger_query answers -----------------------------------------------------------
 

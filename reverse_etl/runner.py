@@ -7,6 +7,7 @@ The CLI and the daemon are thin callers of these two functions."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -313,6 +314,7 @@ def _run(
             result.status, result.reason = "held", orphan
             _finish(history, result, started, project.secrets())
             return result
+        _take_over(project, sync, history)
         _forget_other_diff(project, sync)
         with _open_state(project, sync, read_only=False) as state:
             _fold(state, keep_fields)  # what a run that died had delivered
@@ -418,20 +420,36 @@ def _shown(value: Any) -> str:
     return ", ".join(value) if isinstance(value, list) else repr(value)
 
 
+def _earlier_senders(project: Project, sync: Sync, history: History) -> list[tuple[str, str]]:
+    """(target, sync) of the deliveries a mirror sync starting from nothing would answer for:
+    its own (to any target: its state file is gone, or is the other diff's), and those of syncs
+    no longer in syncs/ to the same destination (a rename, perhaps with another object)."""
+    current = set(project.sync_names())
+    return [
+        (target, sender)
+        for target, sender in history.deliveries()
+        if sender == sync.name or (sender not in current and _same_destination(target, sync.target))
+    ]
+
+
+def _same_destination(one: str, other: str) -> bool:
+    first, second = json.loads(one), json.loads(other)
+    if first.get("destination") == second.get("destination"):
+        return True
+    return first.get("address") == second.get("address") != _NO_ADDRESS
+
+
+_NO_ADDRESS = hashlib.sha256(b"").hexdigest()[:16]  # a destination type whose settings say none
+
+
 def _orphaned_deletes(project: Project, sync: Sync, history: History) -> str | None:
     """Why a mirror sync starting from nothing would leave records at its destination that it
-    could never delete: its target was sent records before, by this sync (whose state file is
-    gone, or is the other diff's) or by one no longer in syncs/ (renamed), and no `reset`
-    forgot them. None when not."""
+    could never delete (see _earlier_senders), until `reset` or `approve` says to start over.
+    None when it would not."""
     path = _state_path(project, sync)
     if sync.header.mode != "mirror" or path.exists():
         return None
-    current = set(project.sync_names())
-    senders = [
-        name
-        for name in history.delivered_to(sync.target)
-        if name == sync.name or name not in current
-    ]
+    senders = [sender for _, sender in _earlier_senders(project, sync, history)]
     if not senders:
         return None
     where = path.relative_to(project.root) if path.is_relative_to(project.root) else path
@@ -451,10 +469,20 @@ def _orphaned_deletes(project: Project, sync: Sync, history: History) -> str | N
             )
     return (
         f"{where} does not exist, so this sync has no record of what it delivered, but {who} "
-        "delivered records to the same target before: those that leave the model could never "
-        f"be deleted. {hint or 'Restore the file, or '}run `reverse-etl approve {sync.name}` "
-        "to start over without them (they then stay at the destination)"
+        "delivered records to the same destination before: those that leave the model could "
+        f"never be deleted. {hint or 'Restore the file, or '}run `reverse-etl approve "
+        f"{sync.name}` to start over without them (they then stay at the destination)"
     )
+
+
+def _take_over(project: Project, sync: Sync, history: History) -> None:
+    """A mirror sync that runs (not held, or approved) answers from now on for what the syncs
+    no longer in syncs/ sent to its destination: they hold no later run."""
+    if sync.header.mode != "mirror":
+        return
+    for target, sender in _earlier_senders(project, sync, history):
+        if sender != sync.name:
+            history.forget_delivery(target, sender)
 
 
 def _fold(state: SyncState, keep_fields: bool) -> None:

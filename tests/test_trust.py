@@ -303,7 +303,7 @@ def test_a_missing_snapshot_of_a_mirror_sync_is_held(project, exact_receiver):
     contacts(project, ["a@example.com"])
     held = run(project)
     assert held["status"] == "held" and "does not exist" in held["reason"]
-    assert "this sync delivered records to the same target" in held["reason"]
+    assert "this sync delivered records to the same destination" in held["reason"]
     assert exact_receiver.sent("delete") == []
     # A reset says the user means it: no hold.
     assert project.cli("reset", "people").exit_code == 0
@@ -660,3 +660,23 @@ def test_a_destinations_address_is_where_it_points_not_how_it_signs_in(first, se
         return Destination.address(Dsn(type="t", dsn=value))
 
     assert (address(first) == address(second)) is same
+
+
+def test_a_renamed_mirror_sync_with_another_object_is_held_and_approval_sticks(
+    project, exact_receiver
+):
+    """Renamed and pointed at another object: its old records could never be deleted, so it is
+    held; once approved (or its state moved over), a later reset no longer holds it."""
+    contacts(project, ["a@example.com"])
+    project.webhook("crm", exact_receiver.url)
+    header = {"destination": "crm", "primary_key": "email", "mode": "mirror"}
+    project.sync("people", {**header, "object": "contacts"}, "select email, name from contacts")
+    assert run(project)["delivered"] == 1
+    (project.root / "syncs" / "people.sql").unlink()
+    project.sync("people2", {**header, "object": "contacts_v2"}, "select * from contacts")
+    [held] = project.cli("run", "people2", "--json").json_lines()
+    assert held["status"] == "held" and "sync 'people' (no longer in syncs/)" in held["reason"]
+    assert project.cli("approve", "people2").exit_code == 0
+    assert project.cli("reset", "people2").exit_code == 0
+    [after] = project.cli("run", "people2", "--json").json_lines()
+    assert after["status"] == "success", after

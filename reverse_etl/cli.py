@@ -48,6 +48,11 @@ class Context:
                     self._project.destination(name)
         return self._project.secrets()  # type: ignore[no-any-return]
 
+    def hidden(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`rows` with every text value blanked (a table prints what was stored, perhaps
+        before a secret was known as one)."""
+        return [{k: self.hide(v) if isinstance(v, str) else v for k, v in r.items()} for r in rows]
+
     def hide(self, text: str) -> str:
         """`text` with every secret blanked: nothing the CLI prints shows one (see secrets.py)."""
         from .secrets import blanker
@@ -360,7 +365,7 @@ def runs_command(ctx: Context, sync: str | None, limit: int) -> int:
         for run in runs:
             ctx.emit(run)
     else:
-        runs_table(runs)
+        runs_table(ctx.hidden(runs))
     return EXIT_OK
 
 
@@ -382,7 +387,7 @@ def rejected_command(ctx: Context, sync: str) -> int:
         for record in records:
             ctx.emit({k: record[k] for k in ("sync", "key", "reason", "error", "attempts")})
     else:
-        rejected_table(sync, records)
+        rejected_table(sync, ctx.hidden(records))
     return EXIT_OK
 
 

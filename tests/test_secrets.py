@@ -183,3 +183,26 @@ def test_check_of_a_url_with_an_unencoded_password_exits_2_without_it(crm):
     assert "percent-encode" in check.stderr, check.stderr
     for fragment in (PASSWORD, PASSWORD.split("/")[0], PASSWORD.split("/")[1]):
         assert fragment not in check.stdout + check.stderr, fragment
+
+
+def test_the_tables_blank_what_was_stored_before_it_was_known_as_a_secret(crm, receiver):
+    """Run history and the ledger may hold text stored by an earlier version, or before a
+    variable held a secret: the `runs` and `rejected` tables blank it as they print it."""
+    import sqlite3
+
+    crm.webhook("crm", receiver.url, headers={"X-Api-Key": "${CRM_TOKEN}"})
+    env = {"CRM_TOKEN": TOKEN}
+    assert crm.command("run", "users", env=env).exit_code == 0
+    db = sqlite3.connect(crm.root / ".reverse_etl" / "history.sqlite")
+    with db:
+        db.execute("UPDATE runs SET error = ?", (f"old text with {TOKEN}",))
+        db.execute(
+            "INSERT INTO ledger (sync, key, reason, error, first_seen, last_seen, run_id) "
+            "VALUES ('users', '9', 'failed', ?, 0, 0, 'r')",
+            (f"refused {TOKEN}",),
+        )
+    db.close()
+    for args in (("runs",), ("rejected", "users")):
+        shown = crm.command(*args, env={**env, "COLUMNS": "400"})
+        assert shown.exit_code == 0 and TOKEN not in shown.stdout, shown
+        assert "***" in shown.stdout or "${CRM_TOKEN}" in shown.stdout, shown.stdout

@@ -50,10 +50,8 @@ class Target:
     def identity(self, key: str) -> str:
         return key.lower() if self.identity_rule == "case_insensitive" else key
 
-    # What each target defines.
+    # What each target defines (start sets self.fake; the rest defaults to the fake's own).
     def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def destination(self) -> dict[str, Any]: ...  # type: ignore[empty-body]
     def header(self) -> dict[str, Any]: ...  # type: ignore[empty-body]
     def model_sql(self) -> str: ...  # type: ignore[empty-body]
 
@@ -69,8 +67,14 @@ class Target:
         """Identities named by delete requests, in order (live records for id-based APIs)."""
         raise NotImplementedError
 
+    def stop(self) -> None:
+        self.fake.stop()  # type: ignore[attr-defined]
+
+    def destination(self) -> dict[str, Any]:
+        return self.fake.destination()  # type: ignore[attr-defined,no-any-return]
+
     def requests_with_records(self) -> int:
-        raise NotImplementedError
+        return len(self.fake.batch_sizes())  # type: ignore[attr-defined]
 
     # Faults for the next run.
     def inject(self, name: str) -> None:
@@ -101,9 +105,6 @@ class WebhookTarget(Target):
         )
         self.fake.start()
 
-    def stop(self) -> None:
-        self.fake.stop()
-
     def destination(self) -> dict[str, Any]:
         return {**self.fake.destination(), "key_identity": self.identity_rule}
 
@@ -131,9 +132,6 @@ class WebhookTarget(Target):
                 if isinstance(body, dict) and body.get("operation") == "delete":
                     found += [self.identity(r["key"]) for r in body["records"]]
         return found
-
-    def requests_with_records(self) -> int:
-        return len(self.fake.batch_sizes())
 
     def fail_record(self, key: str) -> None:
         self.fake.fail_keys[self.identity(key)] = "refused by the state machine"
@@ -167,12 +165,6 @@ class HubSpotTarget(Target):
         self.fake = _HubSpot(window_limit=100_000, latency=self.latency, seed=self.seed)
         self.fake.start()
 
-    def stop(self) -> None:
-        self.fake.stop()
-
-    def destination(self) -> dict[str, Any]:
-        return self.fake.destination()
-
     def header(self) -> dict[str, Any]:
         return {"primary_key": "warehouse_id", "object": "contacts"}
 
@@ -195,9 +187,6 @@ class HubSpotTarget(Target):
     def deletes(self) -> list[str]:
         with self.fake._lock:
             return list(self.fake.archived)
-
-    def requests_with_records(self) -> int:
-        return len(self.fake.batch_sizes())
 
     def fail_record(self, key: str) -> None:
         self.fake.fail_ids[key] = ("VALIDATION_ERROR", "refused by the state machine")
@@ -231,12 +220,6 @@ class SalesforceTarget(Target):
         self.fake = _Salesforce(latency=self.latency, seed=self.seed)
         self.fake.start()
 
-    def stop(self) -> None:
-        self.fake.stop()
-
-    def destination(self) -> dict[str, Any]:
-        return self.fake.destination()
-
     def header(self) -> dict[str, Any]:
         return {"primary_key": "Warehouse_Id__c", "object": "Contact"}
 
@@ -257,9 +240,6 @@ class SalesforceTarget(Target):
     def deletes(self) -> list[str]:
         with self.fake.lock:
             return list(self.fake.deleted_keys)
-
-    def requests_with_records(self) -> int:
-        return len(self.fake.batch_sizes())
 
     def fail_record(self, key: str) -> None:
         self.fake.record_errors[key] = ("FIELD_CUSTOM_VALIDATION_EXCEPTION", "refused by the test")
@@ -290,12 +270,6 @@ class BrazeTarget(Target):
         self.fake = _Braze()  # Braze's fake answers at once (it has no latency setting)
         self.fake.start()
 
-    def stop(self) -> None:
-        self.fake.stop()
-
-    def destination(self) -> dict[str, Any]:
-        return self.fake.destination()
-
     def header(self) -> dict[str, Any]:
         return {"primary_key": "external_id"}
 
@@ -317,9 +291,6 @@ class BrazeTarget(Target):
                 if r["path"] == braze.DELETE and isinstance(r["body"], dict)
                 for i in r["body"].get("external_ids") or []
             ]
-
-    def requests_with_records(self) -> int:
-        return len(self.fake.batch_sizes())
 
 
 # The PostgreSQL target: a table keyed by text (exact identity), with row-level triggers logging
@@ -352,9 +323,6 @@ class PostgresTarget(Target):
         self.fake.schema = f"reverse_etl_sm_{uuid.uuid4().hex[:10]}"
         self.fake.start()
         self.fake.query(PG_TABLE_SQL)
-
-    def stop(self) -> None:
-        self.fake.stop()
 
     def destination(self) -> dict[str, Any]:
         return {**self.fake.destination(), "table": f"{self.fake.schema}.items"}

@@ -7,15 +7,12 @@ The CLI and the daemon are thin callers of these two functions."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -33,7 +30,15 @@ from .history import History
 from .locks import SyncLock
 from .outbox import Outbox
 from .project import Project, Sync
-from .rails import hold_reason
+from .rails import (
+    hold_reason,
+    moved_target_reason,
+    new_target_note,
+    orphaned_deletes,
+    state_path,
+    take_over,
+    would_hold,
+)
 from .secrets import blank, blanker
 from .settings import where_set
 from .snapshot import (
@@ -135,7 +140,7 @@ def _open_state(project: Project, sync: Sync, read_only: bool) -> SyncState:
     name = sync.name
     kind = WarehouseState if sync.in_warehouse else SyncState
     opened = kind(
-        _state_path(project, sync),
+        state_path(project, sync),
         read_only=read_only,
         memory_limit=state.memory_limit,
         threads=state.threads,
@@ -201,63 +206,10 @@ def plan_sync(project: Project, name: str) -> dict[str, Any]:
             counts = state.diff(sync.header.mode, full_resync=False, build_pending=False)
         plan: dict[str, Any] = {"sync": name, **counts.as_dict()}
         if state.previous_target is not None:
-            plan["note"] = _new_target_note(state.previous_target, sync.target)
-        if reason := _would_hold(project, sync, counts, state):
+            plan["note"] = new_target_note(state.previous_target, sync.target)
+        if reason := would_hold(project, sync, counts, state):
             plan["reason"] = f"the run would be held: {reason}"
         return plan
-
-
-def _moved_mirror(sync: Sync, stored: str | None, state: SyncState) -> str | None:
-    """Why a mirror sync pointed at another target is held: the records it delivered to the
-    old one would stay there for good when they leave the model (its deletes now go to the
-    new one). None when it is not a mirror, was not moved, or had delivered nothing."""
-    if stored is None or stored == sync.target or not state.has_delivered():
-        return None
-    rekeyed = json.loads(stored).get("primary_key") != json.loads(sync.target)["primary_key"]
-    if rekeyed:  # any mode: the destination would hold each record twice
-        why = (
-            "its records would be sent again under keys the destination has never seen, "
-            "beside the ones it holds (each record twice)"
-        )
-    elif sync.header.mode == "mirror":
-        why = (
-            "as a mirror, it would never delete at the old target the records that leave the model"
-        )
-    else:
-        return None
-    return (
-        f"{_new_target_note(stored, sync.target)}; {why}. Set it back, or run "
-        f"`reverse-etl approve {sync.name}` to start over at the new target"
-    )
-
-
-def _would_hold(project: Project, sync: Sync, counts: DiffCounts, state: SyncState) -> str | None:
-    """What a plan says of the safety rails: why a run now would be held, if it would."""
-    if moved := _moved_mirror(sync, state.previous_target, state):
-        return moved
-    orphan = None
-    if (project.state_dir / "history.sqlite").exists():  # a plan creates nothing
-        history = History(project.state_dir)
-        try:
-            orphan = _orphaned_deletes(project, sync, history)
-        finally:
-            history.close()
-    return orphan or hold_reason(sync.header.mode, sync.header.max_delete_fraction, counts)
-
-
-def _new_target_note(previous: str, current: str) -> str:
-    """What a plan says when the sync now points at another target than it delivered to."""
-    was, now = json.loads(previous), json.loads(current)
-    changed = ", ".join(
-        "its destination's address" if what == "address" else
-        f"{what} {_shown(was.get(what))} → {_shown(now.get(what))}"
-        for what in ("destination", "type", "address", "object", "primary_key")
-        if was.get(what) != now.get(what)
-    )  # fmt: skip
-    return (
-        f"the sync now points at another target ({changed}): what was delivered before "
-        "belongs to the old one, so the run sends every row to the new one"
-    )
 
 
 def run_sync(
@@ -309,23 +261,23 @@ def _run(
     result = RunResult(sync.name, run_id, "error", None)
     try:
         keep_fields = sync.header.mode == "mirror"  # deletes carry the last delivered fields
-        orphan = None if force else _orphaned_deletes(project, sync, history)
+        orphan = None if force else orphaned_deletes(project, sync, history)
         if orphan:  # before the state is opened, which would create it: the next run holds too
             result.status, result.reason = "held", orphan
             _finish(history, result, started, project.secrets())
             return result
-        _take_over(project, sync, history)
+        take_over(project, sync, history)
         _forget_other_diff(project, sync)
         with _open_state(project, sync, read_only=False) as state:
             _fold(state, keep_fields)  # what a run that died had delivered
-            moved = None if force else _moved_mirror(sync, state.stored_target(), state)
+            moved = None if force else moved_target_reason(sync, state.stored_target(), state)
             if moved:  # before the claim, which would forget the old target's records
                 result.status, result.reason = "held", moved
                 _finish(history, result, started, project.secrets())
                 return result
             previous = state.claim_target(sync.target)
             if previous is not None:
-                log.warning("%s: %s", sync.name, _new_target_note(previous, sync.target))
+                log.warning("%s: %s", sync.name, new_target_note(previous, sync.target))
                 history.forget_undelivered(sync.name)  # owed to the old target, not this one
             if retry_quarantined:
                 state.clear_quarantine()
@@ -392,12 +344,6 @@ def _run(
     return result
 
 
-def _state_path(project: Project, sync: Sync) -> Path:
-    if sync.in_warehouse:
-        return warehouse_state_path(project.state_dir, sync.name)
-    return snapshot_path(project.state_dir, sync.name)
-
-
 def _forget_other_diff(project: Project, sync: Sync) -> None:
     """A sync switched between `diff = "warehouse"` and the local diff starts over (README
     "The diff inside the warehouse"): the other diff's state is removed, so that switching
@@ -412,77 +358,6 @@ def _forget_other_diff(project: Project, sync: Sync) -> None:
         Outbox(other).remove()
         for leftover in (other, other.with_name(other.name + ".wal")):
             leftover.unlink(missing_ok=True)
-
-
-def _shown(value: Any) -> str:
-    if value is None:
-        return "none"
-    return ", ".join(value) if isinstance(value, list) else repr(value)
-
-
-def _earlier_senders(project: Project, sync: Sync, history: History) -> list[tuple[str, str]]:
-    """(target, sync) of the deliveries a mirror sync starting from nothing would answer for:
-    its own (to any target: its state file is gone, or is the other diff's), and those of syncs
-    no longer in syncs/ to the same destination (a rename, perhaps with another object)."""
-    current = set(project.sync_names())
-    return [
-        (target, sender)
-        for target, sender in history.deliveries()
-        if sender == sync.name or (sender not in current and _same_destination(target, sync.target))
-    ]
-
-
-def _same_destination(one: str, other: str) -> bool:
-    first, second = json.loads(one), json.loads(other)
-    if first.get("destination") == second.get("destination"):
-        return True
-    return first.get("address") == second.get("address") != _NO_ADDRESS
-
-
-_NO_ADDRESS = hashlib.sha256(b"").hexdigest()[:16]  # a destination type whose settings say none
-
-
-def _orphaned_deletes(project: Project, sync: Sync, history: History) -> str | None:
-    """Why a mirror sync starting from nothing would leave records at its destination that it
-    could never delete (see _earlier_senders), until `reset` or `approve` says to start over.
-    None when it would not."""
-    path = _state_path(project, sync)
-    if sync.header.mode != "mirror" or path.exists():
-        return None
-    senders = [sender for _, sender in _earlier_senders(project, sync, history)]
-    if not senders:
-        return None
-    where = path.relative_to(project.root) if path.is_relative_to(project.root) else path
-    sender = sync.name if sync.name in senders else senders[-1]
-    who = "this sync" if sender == sync.name else f"sync {sender!r} (no longer in syncs/)"
-    hint = ""
-    for kept in (
-        snapshot_path(project.state_dir, sender),
-        warehouse_state_path(project.state_dir, sender),
-    ):
-        if kept.exists() and kept != path:
-            switched = sender == sync.name
-            hint = (
-                f"its record is {kept.name}, made with the other `diff` setting: set it back, "
-                if switched
-                else f"to keep its deletes owed, move {kept.name} to {path.name} in {kept.parent}; "
-            )
-    return (
-        f"{where} does not exist, so this sync has no record of what it delivered, but {who} "
-        "delivered records to the same destination before: those that leave the model could "
-        f"never be deleted. {hint or 'Restore the file, or '}run `reverse-etl approve "
-        f"{sync.name}` to start over without them (they then stay at the destination)"
-    )
-
-
-def _take_over(project: Project, sync: Sync, history: History) -> None:
-    """A mirror sync that runs (not held, or approved) answers from now on for what the syncs
-    no longer in syncs/ sent to its destination: they hold no later run."""
-    if sync.header.mode != "mirror":
-        return
-    for target, sender in _earlier_senders(project, sync, history):
-        if sender != sync.name:
-            history.forget_delivery(target, sender)
 
 
 def _fold(state: SyncState, keep_fields: bool) -> None:

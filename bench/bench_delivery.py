@@ -8,7 +8,7 @@ engine measurement, every row of the warehouse is changed, so the run has N chan
 
 Measured, interleaved, --repeat times each:
   - `reverse-etl run model --json` as a subprocess (what users run): process wall time;
-  - reverse_etl.runner.run_sync() timed inside a process (the engine without CLI start-up);
+  - reverse_etl.run.pipeline.run_sync() timed inside a process (the engine without CLI start-up);
   - the baseline, inproc.py post: a Python process that reads the same N rows from the warehouse
     with DuckDB, encodes them as the wire format's bodies (each record's JSON by DuckDB's to_json,
     joined into bodies of 500 in Python; same shape: sync, object, operation, records of key +

@@ -12,7 +12,7 @@ For each size N:
          with DuckDB, hashes each row of the model (hash(c1..c10)) and full-outer-joins it against
          the snapshot to count added / changed / removed / unchanged;
        - `reverse-etl plan model --json` as a subprocess (what users run);
-       - reverse_etl.runner.plan_sync() timed inside a process (the engine without the CLI);
+       - reverse_etl.run.pipeline.plan_sync() timed inside a process (the engine without the CLI);
      wall time of each process, the in-process time of the work, and each process's peak RSS;
   5. `run` delivers the 1%; then `reverse-etl run model --json` with nothing changed, interleaved
      with `plan`: it must send no HTTP request (the receiver counts them) and take <= 1.2x plan.

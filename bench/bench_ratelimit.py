@@ -1,7 +1,8 @@
 """The rate held against a receiver that enforces its own limit, as a fraction of that limit.
 
-The receiver (reverse_etl.receiver.WebhookReceiver on 127.0.0.1) accepts at most N requests in
-any rolling window and answers 429 past it. Scenarios, each a real `run_sync` of a fresh sync:
+The receiver (reverse_etl.destinations.webhook.receiver.WebhookReceiver on 127.0.0.1) accepts
+at most N requests in any rolling window and answers 429 past it. Scenarios, each a real
+`run_sync` of a fresh sync:
 
 - the destination configured with the receiver's own limit (per second, per 10 s): the rate
   held over the run, and the 429s (target: none, and at least 90% of the limit);
@@ -25,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import duckdb  # noqa: E402
 
-from reverse_etl.project import Project  # noqa: E402
-from reverse_etl.receiver import RollingLimit, WebhookReceiver  # noqa: E402
-from reverse_etl.runner import run_sync  # noqa: E402
+from reverse_etl.destinations.webhook.receiver import RollingLimit, WebhookReceiver  # noqa: E402
+from reverse_etl.project.loader import Project  # noqa: E402
+from reverse_etl.run.pipeline import run_sync  # noqa: E402
 
 
 def scenario(

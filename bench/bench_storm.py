@@ -30,8 +30,8 @@ import duckdb  # noqa: E402
 from faults import FaultyReceiver, Request  # noqa: E402
 
 from reverse_etl.delivery.ratelimit import limiters  # noqa: E402
-from reverse_etl.project import Project  # noqa: E402
-from reverse_etl.runner import run_sync  # noqa: E402
+from reverse_etl.project.loader import Project  # noqa: E402
+from reverse_etl.run.pipeline import run_sync  # noqa: E402
 
 STORM = (("throttle:1", 0.12), ("error", 0.10), ("hang", 0.02), ("drop", 0.03))
 

@@ -1,6 +1,7 @@
 """A webhook receiver that answers 200 at once: the benchmarks' destination.
 
-reverse_etl.receiver.WebhookReceiver parses every body as JSON and keeps every record, in a
+reverse_etl.destinations.webhook.receiver.WebhookReceiver parses every body as JSON and keeps
+every record, in a
 thread per connection; at millions of records that receiver, not the engine, would be what is
 measured. This one is an asyncio HTTP/1.1 server (keep-alive, Content-Length bodies) that reads
 each request whole, counts it and its records (occurrences of `{"key":`, the wire format's

@@ -3,8 +3,8 @@
 Each prints one JSON line {"seconds": <time of the work itself, after imports>, ...}; the parent
 measures the process's wall time and peak RSS from outside (benchlib.measure).
 
-    inproc.py plan ROOT                 reverse_etl.runner.plan_sync(project, "model")
-    inproc.py run ROOT                  reverse_etl.runner.run_sync(project, "model")
+    inproc.py plan ROOT                 reverse_etl.run.pipeline.plan_sync(project, "model")
+    inproc.py run ROOT                  reverse_etl.run.pipeline.run_sync(project, "model")
     inproc.py diff WAREHOUSE SNAPSHOT   baseline: bare DuckDB hash-and-join of the model against
                                         a (key, hash) snapshot, counting added/changed/removed
     inproc.py post URL WAREHOUSE BATCH CONCURRENCY
@@ -124,8 +124,8 @@ def baseline_post(url: str, warehouse: str, batch_size: int, concurrency: int) -
 
 
 def engine_plan(root: str) -> dict:
-    from reverse_etl.project import Project
-    from reverse_etl.runner import plan_sync
+    from reverse_etl.project.loader import Project
+    from reverse_etl.run.pipeline import plan_sync
 
     started = time.perf_counter()
     result = plan_sync(Project.open(root), "model")
@@ -139,8 +139,8 @@ def engine_run(root: str) -> dict:
     import httpx  # noqa: F401
 
     import reverse_etl.delivery.engine  # noqa: F401
-    from reverse_etl.project import Project
-    from reverse_etl.runner import run_sync
+    from reverse_etl.project.loader import Project
+    from reverse_etl.run.pipeline import run_sync
 
     started = time.perf_counter()
     result = run_sync(Project.open(root), "model")

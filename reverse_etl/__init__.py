@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._moved import install as _keep_moved_paths
 from .errors import (
     CredentialsError,
     DestinationError,
@@ -17,6 +18,8 @@ from .errors import (
     SyncRunningError,
     WarehouseError,
 )
+
+_keep_moved_paths()
 
 __version__ = "0.3.0"
 __all__ = [

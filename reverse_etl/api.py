@@ -14,9 +14,9 @@ from typing import Any
 
 from .errors import ReverseEtlError
 from .logs import blanked_records
-from .project import Project
-from .runner import plan_sync as _plan
-from .runner import run_sync as _run
+from .project.loader import Project
+from .run.pipeline import plan_sync as _plan
+from .run.pipeline import run_sync as _run
 
 
 def _project(project: str | Path | Project | None) -> Project:

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import duckdb
 
-from .encoding import quote_literal
+from .diff.encoding import quote_literal
 from .errors import StateError, state_advice
 
 log = logging.getLogger("reverse_etl.outbox")

@@ -17,8 +17,8 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
-from reverse_etl.cli import main
-from reverse_etl.receiver import WebhookReceiver
+from reverse_etl.cli.commands import main
+from reverse_etl.destinations.webhook.receiver import WebhookReceiver
 
 
 @dataclass

@@ -33,8 +33,8 @@ from reverse_etl.destinations.base import (
     DestinationSettings,
     Result,
 )
-from reverse_etl.receiver import WebhookReceiver
-from reverse_etl.snapshot import SyncState
+from reverse_etl.destinations.webhook.receiver import WebhookReceiver
+from reverse_etl.diff.local import SyncState
 
 HTML = b"<html><body><h1>502 Bad Gateway</h1>nginx</body></html>"
 SPOILED = {  # 2xx bodies that are not the vendor's answer
@@ -604,7 +604,7 @@ def test_a_postgres_insert_whose_answer_is_lost_is_looked_up_not_rejected(projec
 
 
 def test_postgres_reconcile_finds_the_keys_the_table_holds(pg):
-    from reverse_etl.destinations.postgres import PostgresDestination, PostgresSettings
+    from reverse_etl.destinations.postgres.adapter import PostgresDestination, PostgresSettings
 
     pg.query("INSERT INTO {schema}.people VALUES (2, 'two@x.io', 'Two'), (4, 'four@x.io', 'Four')")
     settings = PostgresSettings(**pg.destination())

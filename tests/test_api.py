@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import reverse_etl
-from reverse_etl.locks import SyncLock
+from reverse_etl.state.locks import SyncLock
 
 
 def test_run_sync_returns_the_fields_run_json_prints(users_project, receiver):

@@ -42,7 +42,7 @@ def test_run_sync_works_inside_a_running_event_loop(users_project, receiver):
 HOST = """
 import json, signal, sys
 import reverse_etl
-from reverse_etl import runner
+from reverse_etl.run import pipeline as runner
 
 # The host (a worker of an orchestrator) handles SIGTERM by stopping the runs in progress.
 signal.signal(signal.SIGTERM, lambda signum, frame: runner.shutdown("the host got SIGTERM"))

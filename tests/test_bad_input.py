@@ -15,7 +15,7 @@ import duckdb
 import pytest
 from conftest import Outcome, ProjectFixture
 
-from reverse_etl.receiver import WebhookReceiver
+from reverse_etl.destinations.webhook.receiver import WebhookReceiver
 
 GOOD_SQL = "select id, email from users"
 

@@ -19,7 +19,7 @@ from fakes.braze import DELETE, INVALID_EMAIL, KEY, NO_VALID_DATA, TRACK, Fake
 from fakes.project import people, write_destination
 
 from reverse_etl.destinations.base import Batch, Record, Result, SplitBatch, Throttled
-from reverse_etl.destinations.braze import (
+from reverse_etl.destinations.braze.adapter import (
     BrazeDestination,
     BrazeSettings,
     describe,

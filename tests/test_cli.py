@@ -10,7 +10,7 @@ import sys
 def test_init_scaffolds_a_project_that_validates_once_pointed_at_a_warehouse(tmp_path):
     from click.testing import CliRunner
 
-    from reverse_etl.cli import main
+    from reverse_etl.cli.commands import main
 
     target = tmp_path / "new"
     result = CliRunner().invoke(main, ["init", str(target)])

@@ -13,7 +13,7 @@ import pytest
 from conftest import ProjectFixture
 from daemon import DaemonProcess
 
-from reverse_etl.receiver import WebhookReceiver
+from reverse_etl.destinations.webhook.receiver import WebhookReceiver
 
 USERS = """
     create or replace table users as

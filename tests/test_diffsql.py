@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import sqlglot
 
-from reverse_etl import diffsql
+from reverse_etl.diff import sql as diffsql
 
 DATA = Path(__file__).parent / "data" / "warehouse_diff"
 DIALECTS = ["postgres", "snowflake", "bigquery", "redshift", "databricks"]

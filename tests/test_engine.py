@@ -19,7 +19,7 @@ from reverse_etl.destinations.base import (
     Result,
     Retry,
 )
-from reverse_etl.snapshot import SyncState
+from reverse_etl.diff.local import SyncState
 
 
 @pytest.fixture
@@ -121,7 +121,7 @@ def test_an_adapter_that_loses_a_result_fails_its_batch_and_stops(state):
 
 
 def test_webhook_adapter_over_mock_transport(state):
-    from reverse_etl.destinations.webhook import WebhookDestination, WebhookSettings
+    from reverse_etl.destinations.webhook.adapter import WebhookDestination, WebhookSettings
 
     bodies = []
 

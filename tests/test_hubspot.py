@@ -20,7 +20,7 @@ from fakes.project import people, write_destination
 
 from reverse_etl.delivery.ratelimit import Window
 from reverse_etl.destinations.base import Batch, Throttled
-from reverse_etl.destinations.hubspot import HubSpotDestination, HubSpotSettings
+from reverse_etl.destinations.hubspot.adapter import HubSpotDestination, HubSpotSettings
 from reverse_etl.errors import DestinationError
 
 MODEL = "select id as warehouse_id, email, name as firstname from people"

@@ -19,8 +19,8 @@ from fakes.postgres import Fake
 from fakes.project import people, write_destination
 
 from reverse_etl.destinations.base import DELIVERED, Batch, Rejected, SplitBatch
-from reverse_etl.destinations.pg_errors import scrub
-from reverse_etl.destinations.postgres import PostgresDestination, PostgresSettings
+from reverse_etl.destinations.postgres.adapter import PostgresDestination, PostgresSettings
+from reverse_etl.destinations.postgres.errors import scrub
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import ProjectFixture, postgres_dsn
 
-from reverse_etl.receiver import WebhookReceiver
+from reverse_etl.destinations.webhook.receiver import WebhookReceiver
 
 # (column, PostgreSQL expression, the exact JSON text of its value on the wire)
 VALUES = [

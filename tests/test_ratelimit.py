@@ -17,8 +17,8 @@ from reverse_etl.delivery.ratelimit import (
     Window,
     requests_left,
 )
-from reverse_etl.destinations.hubspot import HubSpotDestination
-from reverse_etl.receiver import RollingLimit
+from reverse_etl.destinations.hubspot.adapter import HubSpotDestination
+from reverse_etl.destinations.webhook.receiver import RollingLimit
 
 
 class Clock:

@@ -16,7 +16,7 @@ from fakes.project import write_destination
 from fakes.salesforce import TOKEN, Fake
 
 from reverse_etl.destinations.base import DELIVERED, Batch, Rejected
-from reverse_etl.destinations.salesforce import (
+from reverse_etl.destinations.salesforce.adapter import (
     SalesforceDestination,
     SalesforceSettings,
     _result,

@@ -621,7 +621,7 @@ def test_case_folding_tables_agree_with_python_for_every_letter():
 
     import duckdb
 
-    from reverse_etl.snapshot import identity_sql
+    from reverse_etl.diff.local import identity_sql
 
     chars = [chr(i) + "a" for i in range(0x80, 0x30000) if not 0xD800 <= i <= 0xDFFF]
     expr = identity_sql("x", "case_insensitive")

@@ -135,7 +135,7 @@ def test_a_snapshot_hashed_the_0_2_way_is_brought_over_without_resending(pg, ci_
     import sqlglot
     from conftest import postgres_dsn
 
-    from reverse_etl import diffsql
+    from reverse_etl.diff import sql as diffsql
 
     project, sql = pg
     people(sql, ["a@example.com", "b@example.com", "c@example.com"])

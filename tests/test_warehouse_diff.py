@@ -10,8 +10,8 @@ from conftest import ProjectFixture
 from test_crash_and_concurrency import wait_for
 from test_postgres_warehouse import pg  # noqa: F401 (the fixture)
 
-from reverse_etl.project import Project
-from reverse_etl.runner import _bind, _open_state
+from reverse_etl.project.loader import Project
+from reverse_etl.run.pipeline import _bind, _open_state
 
 
 def users_table(sql, rows: int) -> None:
@@ -166,7 +166,7 @@ def test_diff_in_the_warehouse_needs_a_warehouse_that_can_hold_it(project, recei
 def test_two_long_sync_names_sharing_a_prefix_keep_separate_snapshots(pg, rows_of, receiver):  # noqa: F811
     """Names alike in their first 54 characters once shared one table (PostgreSQL cuts names
     to 63 bytes), so one mirror sync's deletes carried the other's rows."""
-    from reverse_etl.warehouse_state import snapshot_table
+    from reverse_etl.diff.in_warehouse import snapshot_table
 
     project, sql = pg
     sql("create table a as select i as id, 'a' || i as v from generate_series(1, 5) i")
@@ -198,7 +198,7 @@ def test_two_long_sync_names_sharing_a_prefix_keep_separate_snapshots(pg, rows_o
 
 
 def test_snapshot_table_names_never_collide_and_fit_63_bytes():
-    from reverse_etl.warehouse_state import snapshot_table
+    from reverse_etl.diff.in_warehouse import snapshot_table
 
     long = "x" * 54
     names = ["users", long, long + "a", long + "b", "x" * 100, "x" * 99]

@@ -31,8 +31,8 @@ from ..destinations.base import (
     Throttled,
     Unreachable,
 )
+from ..diff.local import PendingBatch, SyncState
 from ..errors import CredentialsError, DestinationError, ReverseEtlError
-from ..snapshot import PendingBatch, SyncState
 from .ratelimit import RateLimiter
 
 log = logging.getLogger("reverse_etl.delivery")

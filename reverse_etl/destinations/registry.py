@@ -11,11 +11,11 @@ from .base import Destination
 
 ENTRY_POINT_GROUP = "reverse_etl.destinations"
 BUILTIN = {
-    "webhook": "reverse_etl.destinations.webhook:WebhookDestination",
-    "hubspot": "reverse_etl.destinations.hubspot:HubSpotDestination",
-    "salesforce": "reverse_etl.destinations.salesforce:SalesforceDestination",
-    "braze": "reverse_etl.destinations.braze:BrazeDestination",
-    "postgres": "reverse_etl.destinations.postgres:PostgresDestination",
+    "webhook": "reverse_etl.destinations.webhook.adapter:WebhookDestination",
+    "hubspot": "reverse_etl.destinations.hubspot.adapter:HubSpotDestination",
+    "salesforce": "reverse_etl.destinations.salesforce.adapter:SalesforceDestination",
+    "braze": "reverse_etl.destinations.braze.adapter:BrazeDestination",
+    "postgres": "reverse_etl.destinations.postgres.adapter:PostgresDestination",
 }
 
 

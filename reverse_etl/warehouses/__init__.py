@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..settings import WarehouseSettings
+from ..project.settings import WarehouseSettings
 from .base import Warehouse
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import duckdb
 
-from ..encoding import quote_literal
+from ..diff.encoding import quote_literal
 from ..errors import WarehouseError
 
 CATALOG = "__retl_warehouse"

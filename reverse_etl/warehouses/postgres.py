@@ -31,7 +31,7 @@ from typing import Any
 
 import duckdb
 
-from ..encoding import _exact_in_to_json, json_text, quote_identifier, quote_literal
+from ..diff.encoding import _exact_in_to_json, json_text, quote_identifier, quote_literal
 from ..errors import ModelFailed, WarehouseError
 
 log = logging.getLogger("reverse_etl.warehouse")

@@ -1,0 +1,5 @@
+"""Braze users."""
+
+from .adapter import BrazeDestination, BrazeSettings
+
+__all__ = ["BrazeDestination", "BrazeSettings"]

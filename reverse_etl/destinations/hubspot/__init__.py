@@ -1,0 +1,5 @@
+"""HubSpot CRM objects."""
+
+from .adapter import HubSpotDestination, HubSpotSettings
+
+__all__ = ["HubSpotDestination", "HubSpotSettings"]

@@ -71,8 +71,8 @@ class CredentialsError(DestinationError):
 
 
 def state_advice(error: str) -> str:
-    """What to do about a state file the system would not write or read (README "Where state
-    lives"), from the error's text; "" when the text does not say."""
+    """What to do about a state file the system would not write or read (docs/state.md,
+    "When the state is in trouble"), from the error's text; "" when the text does not say."""
     lowered = error.lower()
     if any(w in lowered for w in ("read-only", "readonly", "permission denied", "access denied")):
         return "the state folder must be writable by this user ([state] path)"

@@ -79,7 +79,7 @@ class Outbox:
 
     @staticmethod
     def _write_spilling(con: Any, records: str, partial: Path) -> None:
-        """The outbox in little memory (README "Where state lives"): DuckDB's window and sort
+        """The outbox in little memory (docs/state.md): DuckDB's window and sort
         over wide rows, and its parallel ordered parquet writer, hold them in memory; a
         temporary table spills to disk instead. The rows are staged one operation after
         another, so their row ids are the sending order, and written by one thread, which

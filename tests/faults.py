@@ -1,4 +1,5 @@
-"""A fault-injecting webhook receiver on 127.0.0.1, speaking the README's webhook wire format.
+"""A fault-injecting webhook receiver on 127.0.0.1, speaking the webhook wire format
+(docs/wire-format.md).
 
 Each request is answered by the first scripted rule that claims it, else by a fault drawn at
 random, else normally:

@@ -1,5 +1,5 @@
-"""Operations that are not safe to repeat, and answers that are read, never assumed (README
-"Guarantees, and the tests that prove them"). Each destination's fake is a real HTTP server on
+"""Operations that are not safe to repeat, and answers that are read, never assumed
+(docs/guarantees.md). Each destination's fake is a real HTTP server on
 127.0.0.1 behind a tampering proxy (tests/tamper.py) that loses or spoils answers after the
 fake has applied the request, as a timeout, a dropped connection or a proxy does."""
 

@@ -1,4 +1,4 @@
-"""The Python API in real hosts (README, "From Airflow, Dagster or Prefect"): run_sync from a
+"""The Python API in real hosts (docs/python-api.md): run_sync from a
 thread whose event loop is running (a Prefect async flow, Jupyter); a host process that lives on
 after handling a SIGTERM; a killed run whose pid is reused (pid 1 in a container); `reset` of a
 `diff = "warehouse"` sync whose file is broken."""

@@ -770,7 +770,7 @@ def test_breaking_a_sync_loses_no_state(base, receiver):
     assert len(receiver.requests) == sent
 
 
-# -- names: a name is a file's stem, never a path or a pattern (README "Syncs") -------------
+# -- names: a name is a file's stem, never a path or a pattern (docs/project.md, "Names") -
 
 
 @pytest.mark.parametrize("name", ["s*", "s?", "s[1]", "s{a,b}", "**", "../../warehouse", "a b"])
@@ -1192,7 +1192,7 @@ def test_running_out_of_memory_limit_is_not_blamed_on_the_model(wide, receiver):
     sent = len(receiver.requests)
     outcome = wide.command("run", "wide", "--json")
     if outcome.exit_code == 0:
-        return  # spilled to disk: the goal (README "Where state lives")
+        return  # spilled to disk: the goal (docs/state.md)
     err = assert_refused(outcome, "error", "memory_limit = '30MB' (config.toml:2)", "raise it")
     assert "syncs/wide.sql" not in err and "the model fails" not in err, err
     assert len(receiver.requests) == sent

@@ -1,5 +1,4 @@
-"""How batches travel: the wire format, retries, splitting, and stopping (README: the webhook
-wire format)."""
+"""How batches travel: the wire format, retries, splitting, and stopping (docs/wire-format.md)."""
 
 from __future__ import annotations
 
@@ -51,7 +50,7 @@ def test_wire_format_values_headers_and_signature(project, receiver):
     assert headers["authorization"] == "Bearer t0ken"
     expected = hmac.new(b"s3cret", raw, hashlib.sha256).hexdigest()
     assert headers["x-reverse-etl-signature"] == f"sha256={expected}"
-    # an upsert's key hashes its run and its body (README: the webhook wire format)
+    # an upsert's key hashes its run and its body (docs/wire-format.md)
     [run] = project.cli("runs", "--json").json_lines()
     scoped = run["run_id"].encode() + b"\n" + raw
     assert headers["idempotency-key"] == hashlib.sha256(scoped).hexdigest()

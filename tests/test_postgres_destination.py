@@ -384,7 +384,7 @@ def test_check_reports_the_table_key_and_privileges_and_writes_nothing(project, 
     [answer] = outcome.json_lines()
     assert answer["ok"] is True, outcome
     assert answer["detail"] == (
-        # the userinfo of a URL is blanked wherever it is written (README: secrets)
+        # the userinfo of a URL is blanked wherever it is written (docs/project.md, "Secrets")
         f"postgres://***@127.0.0.1:5432/test: table {pg.schema}.people, key (id), "
         "insert/update/delete allowed"
     )

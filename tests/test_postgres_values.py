@@ -1,5 +1,5 @@
 """Every PostgreSQL type, read from the real server on 127.0.0.1:5432, reaches the webhook as the
-README's "### PostgreSQL" table says: the exact JSON text of each value, through a local diff
+table in docs/warehouses.md says: the exact JSON text of each value, through a local diff
 and through `diff = "warehouse"`. And the text `diff = "warehouse"` hashes does not change with
 the session's time zone (PGTZ, a role's setting): a second run sends nothing."""
 

@@ -1,4 +1,4 @@
-"""A model reads the warehouse and nothing else (README, "Warehouses → DuckDB"): in the embedded
+"""A model reads the warehouse and nothing else (docs/warehouses.md, "DuckDB"): in the embedded
 DuckDB warehouse no model reads a file, writes one, attaches a database, loads an extension or
 turns any of that back on; so no model can read the destination tokens in the process's
 environment and send them anywhere. Folders are readable only when listed in

@@ -1,4 +1,4 @@
-"""Tokens are never shown (README, "Guarantees"): not in stdout or stderr of any command, not in
+"""Tokens are never shown (docs/project.md, Secrets): not in stdout or stderr of any command, not in
 the run history (`runs --json`), the ledger (`rejected --json`) or the logs, whatever spelling
 a destination echoes them back in: raw, JSON-escaped (`\\/`, `\\u002b`), URL-encoded, or as the
 base64 of `user:password` that HTTP Basic authentication sends."""

@@ -1,4 +1,4 @@
-"""Bounded time (README: "Guarantees, and the tests that prove them"): `timeout_seconds`
+"""Bounded time (docs/destinations.md, "Time is bounded"): `timeout_seconds`
 bounds a whole request, so a server that drips its answer a byte at a time is cut, and a
 SIGTERM stops a run within about timeout_seconds. A storm of random faults does not slow a run
 to a crawl. Real servers on 127.0.0.1: a dripping one written here on a bare socket, and the

@@ -1,8 +1,8 @@
 """Trust: the destination decides when two keys are one record; what was not acknowledged is
 owed; what was delivered belongs to one target; changes are changes, and only changes.
 
-The receiver here is written for these tests from the webhook wire format (README, "The webhook
-wire format"), not the product's own receiver: it can compare keys ignoring case, as HubSpot
+The receiver here is written for these tests from the webhook wire format (docs/wire-format.md),
+not the product's own receiver: it can compare keys ignoring case, as HubSpot
 and Salesforce do, and it remembers every live record that was ever deleted."""
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ def test_diff_in_the_warehouse_needs_a_warehouse_that_can_hold_it(project, recei
     assert "DuckDB warehouse" in outcome.stderr
 
 
-# -- isolation and recovery (README "The diff inside the warehouse") ------------------------
+# -- isolation and recovery (docs/state.md, "The diff inside the warehouse") -------
 
 
 def test_two_long_sync_names_sharing_a_prefix_keep_separate_snapshots(pg, rows_of, receiver):  # noqa: F811

@@ -35,7 +35,7 @@ T = TypeVar("T")
 def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
     """asyncio.run(coroutine), also from a thread whose event loop is running (a Prefect async
     flow, a Jupyter cell), where asyncio.run refuses: there it runs on its own loop in a worker
-    thread while the calling thread waits (README, "From Airflow, Dagster or Prefect")."""
+    thread while the calling thread waits (docs/python-api.md)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:

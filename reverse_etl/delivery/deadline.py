@@ -1,4 +1,4 @@
-"""`timeout_seconds` bounds a whole request (README: "Destinations: destinations/<name>.toml").
+"""`timeout_seconds` bounds a whole request (docs/destinations.md, "Time is bounded").
 
 httpx's timeouts bound each operation (connecting, each read of the socket), so a server that
 drips one byte a second never trips them and a request can last forever. This transport wraps

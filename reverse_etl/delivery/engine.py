@@ -476,7 +476,7 @@ def _may_have_landed(exc: Exception, operation: str, adapter: Destination) -> bo
 def _unknown_outcome(operation: str, error: str) -> str:
     return (
         f"outcome unknown: the {operation} may have been applied ({error}); it is not sent "
-        "again blindly (README: Guarantees, and the tests that prove them)"
+        "again blindly (docs/guarantees.md)"
     )
 
 

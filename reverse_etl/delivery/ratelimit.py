@@ -1,5 +1,5 @@
 """Client-side rate limiting, shared by every sync, run and process that sends to one
-destination of a project (README: "Destinations: destinations/<name>.toml").
+destination of a project (docs/destinations.md, "Rate limits").
 
 Limits are stated as APIs state them: N requests per window (a second, ten seconds, a minute, a
 day). The limiter lets a request go only when no window would then hold more than its limit

@@ -21,7 +21,7 @@ truncated JSON, another shape) or that names a record the batch does not hold is
 An adapter whose batch takes several requests (a lookup, then the write) awaits `self.pace()`
 before each after the first: the engine's rate limiter takes a slot for each, so limits hold.
 
-Operations that are not safe to repeat (README "Guarantees, and the tests that prove them"):
+Operations that are not safe to repeat (docs/guarantees.md):
 an adapter lists in `idempotent_operations` those that may be sent twice with no other effect
 than once (upsert, update, delete usually are; a create is not). When a request of another
 operation has an unknown outcome (a timeout after sending, a dropped connection, a 5xx, an
@@ -443,8 +443,8 @@ def _element(value: Any) -> Any:
 
 
 def raise_for_batch_status(response: httpx.Response) -> None:
-    """Map a non-2xx answer to what the engine should do with the whole batch (README "The
-    webhook wire format")."""
+    """Map a non-2xx answer to what the engine should do with the whole batch (docs/wire-format.md,
+    "What the receiver's answer does")."""
     status = response.status_code
     if 200 <= status < 300:
         return

@@ -1,4 +1,4 @@
-"""SQL that DuckDB evaluates to encode rows for the wire (README: the webhook wire format).
+"""SQL that DuckDB evaluates to encode rows for the wire (docs/wire-format.md).
 
 `json_text(expr, type)` is an expression giving the JSON text of one value, never NULL:
 numbers as JSON numbers (decimals exact: their text, never a float), dates `YYYY-MM-DD`,

@@ -57,7 +57,7 @@ def snapshot_table(sync: str) -> str:
 
 def truncated_table(sync: str) -> str | None:
     """The table 0.2 used for a long name: cut to 63 bytes, so possibly shared with another
-    sync whose name starts the same (README "The diff inside the warehouse")."""
+    sync whose name starts the same (docs/project.md, "Names")."""
     return f"snapshot_{sync}"[:IDENTIFIER_BYTES] if len(sync) > _SHORT else None
 
 

@@ -98,7 +98,7 @@ def identity_sql(expr: str, key_identity: str) -> str:
     return f"CASE WHEN strlen({expr}) = length({expr}) THEN lower({expr}) ELSE {folded} END"
 
 
-# What each mode sends for rows of each status (README: Syncs).
+# What each mode sends for rows of each status (docs/syncs.md, "Modes").
 _OPERATION = {"upsert": "upsert", "mirror": "upsert", "update": "update", "insert": "insert"}
 
 

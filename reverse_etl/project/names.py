@@ -7,7 +7,7 @@ state file names, lock files and, with `diff = "warehouse"`, a table name. So it
 letters, digits, `_`, `-` and `.`, starting with a letter, a digit or `_`, at most 100
 characters. Nothing in it can act as a glob pattern (`*`, `?`, `[`), a path (`/`, `..`), a LIKE
 pattern or an SQL quote, and every file name made from it stays under the 255 bytes of a file
-system's name (README "Syncs: `syncs/<name>.sql`").
+system's name (docs/project.md, "Names").
 """
 
 from __future__ import annotations

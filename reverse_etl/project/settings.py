@@ -196,7 +196,7 @@ _SYSTEM_FOLDERS = tuple(Path(p) for p in ("/proc", "/sys", "/dev", "/etc", "/run
 def _allowed_directory_problems(project_dir: Path, settings: Settings) -> list[Problem]:
     """[warehouse] allowed_directories opens folders to models: each must exist, and none may
     hold the state folder or be a system's root of files (/, /proc, /etc), from which a model
-    could read the destinations' tokens (README "DuckDB")."""
+    could read the destinations' tokens (docs/warehouses.md, "DuckDB")."""
     state_dir = (project_dir / settings.state.path).resolve()
     problems = []
     for listed in settings.warehouse.allowed_directories:
@@ -219,7 +219,7 @@ def _allowed_directory_problems(project_dir: Path, settings: Settings) -> list[P
 def _state_path_problems(project_dir: Path, path: str) -> list[Problem]:
     """[state] path must be a folder (or nothing yet), and literal: DuckDB reads the outbox
     with read_parquet, which would take *, ?, [ ] in its path as a pattern and read other
-    files (README "Where state lives")."""
+    files (docs/state.md)."""
     state_dir = project_dir / path
     why = None
     if _GLOB.search(str(state_dir)):

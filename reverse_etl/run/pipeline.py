@@ -347,7 +347,7 @@ def _run(
 
 
 def _forget_other_diff(project: Project, sync: Sync) -> None:
-    """A sync switched between `diff = "warehouse"` and the local diff starts over (README
+    """A sync switched between `diff = "warehouse"` and the local diff starts over (docs/state.md,
     "The diff inside the warehouse"): the other diff's state is removed, so that switching
     back later cannot read a record of deliveries that went stale meanwhile."""
     other = (

@@ -43,7 +43,7 @@ def hold_reason(mode: str, max_delete_fraction: float | None, counts: DiffCounts
     return None
 
 
-# -- what a sync delivered belongs to one target (README "Syncs") --------------------------
+# -- what a sync delivered belongs to one target (docs/syncs.md) ---------------------------
 
 
 def moved_target_reason(sync: Sync, stored: str | None, state: SyncState) -> str | None:

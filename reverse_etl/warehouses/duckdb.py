@@ -1,6 +1,6 @@
 """The embedded DuckDB warehouse: attached read-only, so models run where the data is.
 
-A model reads the warehouse and nothing else (README, "Warehouses → DuckDB"). Once the warehouse
+A model reads the warehouse and nothing else (docs/warehouses.md, "DuckDB"). Once the warehouse
 is attached, the connection's external access is turned off and its configuration locked, so a
 model can neither read a file (`read_text('/proc/self/environ')` would expose every token the
 process holds), write one (COPY), attach another database, load an extension, nor turn access

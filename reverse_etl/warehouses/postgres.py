@@ -7,7 +7,7 @@ STDOUT` and a server-side cursor). DuckDB stages the batches into a temporary ta
 disk past its memory limit): the diff reads the model's rows more than once, and a query cannot
 be read twice.
 
-Values reach the wire as the README's "### PostgreSQL" table says. The driver reads some types
+Values reach the wire as docs/warehouses.md ("PostgreSQL") says. The driver reads some types
 wrongly (money as its integer cents, ±infinity dates and timestamps as dates 5 million years BC,
 arrays of 2 or more dimensions flattened, oid as a signed integer) and others as their binary
 format (inet, bit, geometric types, ...). So the query sent is wrapped, driven by the result's

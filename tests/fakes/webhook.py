@@ -1,6 +1,5 @@
-"""A webhook receiver on 127.0.0.1 implementing the wire format of the README's "The webhook
-wire format" on its own (it does not use reverse_etl.destinations.webhook.receiver, the
-product's receiver).
+"""A webhook receiver on 127.0.0.1 implementing the webhook wire format (docs/wire-format.md)
+on its own (it does not use reverse_etl.destinations.webhook.receiver, the product's receiver).
 
 - POST, a JSON body {"sync", "object", "operation", "records": [{"key", "fields"}]}; operation
   upsert (store), update (only keys it holds; another key is an error "not found"), insert (a

@@ -193,7 +193,7 @@ class HubSpotDestination(Destination):
         return _outcomes(answer, keys, id_property, object_type, batch.operation, self.name)
 
     async def _create(self, batch: Batch, object_type: str, id_property: str) -> list[Result]:
-        """batch/create, which is not safe to repeat (README "HubSpot"). A 409 for a batch of
+        """batch/create, which is not safe to repeat (docs: HubSpot). A 409 for a batch of
         one record says whether a record with its key exists (the run's own lost create, maybe)
         by looking it up."""
         inputs = [

@@ -1,5 +1,5 @@
-"""The generic webhook: one JSON POST per batch, in the wire format of the README's "The webhook
-wire format".
+"""The generic webhook: one JSON POST per batch, in the webhook wire format
+(docs/wire-format.md).
 
 Every operation counts as idempotent, `insert` included: that relies on the receiver honouring
 the `Idempotency-Key` header: a request whose key it has already applied must not be applied
@@ -104,7 +104,7 @@ def encode_batch(batch: Batch) -> bytes:
 
 class WebhookDestination(Destination):
     type = "webhook"
-    description = "one JSON POST per batch to any URL (README: the webhook wire format)"
+    description = "one JSON POST per batch to any URL (docs/wire-format.md)"
     settings_model = WebhookSettings
     # insert too: a retry carries the same Idempotency-Key, which the receiver must honour.
     idempotent_operations = frozenset(OPERATIONS)

@@ -1,8 +1,9 @@
-"""A local webhook receiver speaking the README's wire format: the demo's destination, and the
+"""A local webhook receiver speaking the webhook wire format
+(docs/wire-format.md): the demo's destination, and the
 tests' and benchmarks' real HTTP server on 127.0.0.1.
 
 It keeps the latest fields of every key (deletes remove them), counts what each key received,
-honours `Idempotency-Key` as the README asks of receivers (a request repeating the key of one it
+honours `Idempotency-Key` as the wire format asks (a request repeating the key of one it
 applied whole gets the same answer and is not applied again), and can be told to reject records
 (`reject(record) -> error or None`) or to answer a request itself
 (`intercept(body, headers) -> (status, headers, body) or None`), e.g. with a 429."""

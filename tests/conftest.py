@@ -20,6 +20,12 @@ from click.testing import CliRunner
 from reverse_etl.cli.commands import main
 from reverse_etl.destinations.webhook.receiver import WebhookReceiver
 
+# The destination contract suite and its fixtures, as a plugin's tests enable them.
+pytest_plugins = ["reverse_etl.testing"]
+# The example plugin is a package of its own: tests/test_plugin_example.py installs it and runs
+# its tests in their own pytest process.
+collect_ignore = ["plugin_example"]
+
 
 @dataclass
 class Outcome:

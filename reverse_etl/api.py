@@ -4,19 +4,66 @@
     result = reverse_etl.run_sync("/srv/analytics-syncs", "active_users")
     result["status"], result["delivered"]
 
-Each function returns the fields `reverse-etl run --json` (or `plan --json`) prints, and raises
-the typed errors of reverse_etl.errors where the CLI exits with code 2."""
+Each function returns the fields `reverse-etl run --json` (or `plan --json`) prints, typed as
+RunSummary (or PlanSummary) for type checkers, and raises the typed errors of
+reverse_etl.errors where the CLI exits with code 2."""
 
-from __future__ import annotations
-
+# (No `from __future__ import annotations`: TypedDict reads NotRequired from evaluated
+# annotations only, so that RunSummary.__required_keys__ is right at run time.)
 from pathlib import Path
-from typing import Any
+from typing import Literal, NotRequired, TypedDict, cast
 
 from .errors import ReverseEtlError
 from .logs import blanked_records
 from .project.loader import Project
 from .run.pipeline import plan_sync as _plan
 from .run.pipeline import run_sync as _run
+
+RunStatus = Literal["success", "partial", "held", "error"]
+"""How a run ended (README "The command line"): "success"; "partial", some records rejected,
+failed or invalid; "held", a safety rail stopped it before it sent anything; "error", it
+stopped (run_sync raises then; the error's `.result` has this status)."""
+
+
+class RunSummary(TypedDict):
+    """What `reverse-etl run NAME --json` prints for one run, and run_sync() returns.
+
+    The counts are of rows of the model (rows, added, changed, removed, unchanged, invalid)
+    and of records sent (delivered, rejected, failed); `duration_seconds` is the run's
+    wall-clock time in seconds, to the millisecond. `error` (status "error") and `reason`
+    (status "held") are present only then."""
+
+    sync: str
+    run_id: str  # 16 hex digits, as `reverse-etl runs` lists it
+    status: RunStatus
+    rows: int
+    added: int
+    changed: int
+    removed: int
+    unchanged: int
+    invalid: int
+    delivered: int
+    rejected: int
+    failed: int
+    duration_seconds: float
+    error: NotRequired[str]
+    reason: NotRequired[str]
+
+
+class PlanSummary(TypedDict):
+    """What `reverse-etl plan NAME --json` prints, and plan_sync() returns: the counts of rows
+    a run now would find. `note` is present when the sync now points at another target (it
+    would start over), `reason` when a run now would be held."""
+
+    sync: str
+    rows: int
+    added: int
+    changed: int
+    removed: int
+    unchanged: int
+    invalid: int
+    note: NotRequired[str]
+    reason: NotRequired[str]
 
 
 def _project(project: str | Path | Project | None) -> Project:
@@ -30,7 +77,7 @@ def run_sync(
     full_resync: bool = False,
     force: bool = False,
     retry_quarantined: bool = False,
-) -> dict[str, Any]:
+) -> RunSummary:
     """Run one sync now, as `reverse-etl run NAME --json` does; its fields, as a dict.
 
     Status "success" and "partial" (some records rejected, failed or invalid: `reverse-etl
@@ -56,7 +103,8 @@ def run_sync(
             retry_quarantined=retry_quarantined,
             holder="reverse_etl.run_sync()",
         )
-    fields = result.as_dict()
+    # The same dict the CLI prints; tests/test_api.py checks it against RunSummary.
+    fields = cast(RunSummary, result.as_dict())
     if result.status == "error":
         error = result.exception or ReverseEtlError(result.error or "the run failed")
         error.result = fields  # type: ignore[attr-defined]
@@ -64,9 +112,9 @@ def run_sync(
     return fields
 
 
-def plan_sync(project: str | Path | Project | None, name: str) -> dict[str, Any]:
+def plan_sync(project: str | Path | Project | None, name: str) -> PlanSummary:
     """What a run would do now (`reverse-etl plan NAME --json`): sends nothing, changes nothing."""
     opened = _project(project)
     opened.sync(name)
     with blanked_records(opened.secrets()):
-        return _plan(opened, name)
+        return cast(PlanSummary, _plan(opened, name))

@@ -20,9 +20,9 @@ from .run.pipeline import plan_sync as _plan
 from .run.pipeline import run_sync as _run
 
 RunStatus = Literal["success", "partial", "held", "error"]
-"""How a run ended (README "The command line"): "success"; "partial", some records rejected,
-failed or invalid; "held", a safety rail stopped it before it sent anything; "error", it
-stopped (run_sync raises then; the error's `.result` has this status)."""
+"""How a run ended (docs/cli.md): "success"; "partial", some records rejected, failed or
+invalid; "held", a safety rail stopped it before it sent anything; "error", it stopped
+(run_sync raises then; the error's `.result` has this status)."""
 
 
 class RunSummary(TypedDict):

@@ -9,6 +9,9 @@ ReverseEtlError                 anything the engine reports to a user (exit 2 fr
 ├── Interrupted                 the process was asked to stop (a signal) before the run ended
 └── DestinationError            the destination cannot take data
     └── CredentialsError        it refused our credentials (401/403): stop sending to it
+
+DestinationSignal               what an adapter raises to tell the engine what to do next with a
+                                batch: the two above and the signals of reverse_etl.destinations
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ class Problem:
 
 class ReverseEtlError(Exception):
     """An error a user can act on; its message says what and where."""
+
+
+class DestinationSignal(Exception):
+    """Raised by a destination adapter for a whole batch, typed by what the engine does next
+    (the tree is in reverse_etl.destinations.signals)."""
 
 
 class ProjectError(ReverseEtlError):
@@ -62,12 +70,15 @@ class Interrupted(ReverseEtlError):
     pass
 
 
-class DestinationError(ReverseEtlError):
-    pass
+class DestinationError(ReverseEtlError, DestinationSignal):
+    """The destination cannot take data (a spent daily quota, a table that is not there).
+    Raised by an adapter: the engine sends nothing more to it in this run, the records not
+    delivered stay owed, and the run ends in error with this message."""
 
 
 class CredentialsError(DestinationError):
-    pass
+    """The destination refused our credentials (401/403). Raised by an adapter: the engine
+    stops sending to it, as for a DestinationError, saying the credentials were refused."""
 
 
 def state_advice(error: str) -> str:

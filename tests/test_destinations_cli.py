@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 BUILT_IN = {"braze", "hubspot", "postgres", "salesforce", "webhook"}
 
 PLUGIN = """
 from pydantic import Field, SecretStr
 
-from reverse_etl.destinations.base import DELIVERED, Destination, DestinationSettings
+from reverse_etl.destinations import DELIVERED, Destination, DestinationSettings
 
 
 class AcmeSettings(DestinationSettings):
@@ -20,6 +22,7 @@ class AcmeSettings(DestinationSettings):
 
 
 class AcmeDestination(Destination):
+    contract_version = 1
     type = "acme"
     description = "Acme's CRM"
     settings_model = AcmeSettings
@@ -31,11 +34,11 @@ class AcmeDestination(Destination):
 """
 
 
-def install_plugin(folder: Path) -> dict[str, str]:
+def install_plugin(folder: Path, source: str = PLUGIN) -> dict[str, str]:
     """A package installed the way pip installs one: its module and a dist-info folder whose
     entry_points.txt registers the adapter. Returns the environment that sees it."""
     folder.mkdir()
-    (folder / "acme_destination.py").write_text(PLUGIN)
+    (folder / "acme_destination.py").write_text(source)
     info = folder / "acme_destination-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-destination\nVersion: 1.0\n")
@@ -82,6 +85,35 @@ def test_a_third_party_adapter_is_found_through_its_entry_point(project, tmp_pat
     assert "syncs/mirrored.sql:3" in refused.stderr and "does not support" in refused.stderr
     unknown = project.command("destinations", "--json")  # without the plugin on the path
     assert "acme" not in {item["type"] for item in unknown.json_lines()}
+
+
+@pytest.mark.parametrize(
+    "declared, told",
+    [
+        (
+            "contract_version = 2",
+            "is written for contract version 2; this reverse-etl speaks version 1: upgrade "
+            "reverse-etl to a release that speaks contract version 2, or install a release of "
+            "acme-destination made for version 1",
+        ),
+        ("", "declares no contract_version"),
+    ],
+)
+def test_an_adapter_of_another_contract_version_is_refused_at_validation(
+    project, tmp_path, declared, told
+):
+    env = install_plugin(tmp_path / "site", PLUGIN.replace("contract_version = 1", declared))
+    project.warehouse("create table people as select 1 as id")
+    project.destination("crm", 'type = "acme"\napi_key = "k"\n')
+    project.sync("people", {"destination": "crm", "primary_key": "id"}, "select id from people")
+    refused = project.command("validate", env=env)
+    assert refused.exit_code == 2, refused
+    where = "destinations/crm.toml:1: destination type 'acme' (acme_destination:AcmeDestination, "
+    assert f"{where}from acme-destination 1.0) {told}" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    listed = project.command("destinations", "--json", env=env)
+    assert listed.exit_code == 2 and told in listed.stderr, listed
+    assert "acme" not in {item["type"] for item in listed.json_lines()}
 
 
 def test_check_of_an_unknown_or_broken_destination_names_the_file(project):

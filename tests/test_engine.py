@@ -1,5 +1,6 @@
 """The delivery engine with adapters that answer in ways the webhook cannot: per-record retries,
-a wrong number of results. Real DuckDB state; the adapter is a small class, no HTTP."""
+a wrong number of results. Real DuckDB state; the adapter is a small class, no HTTP. Then the
+boundary the engine calls adapters through."""
 
 from __future__ import annotations
 
@@ -8,18 +9,24 @@ import asyncio
 import httpx
 import pytest
 
+from reverse_etl.delivery.adapters import open_adapter, signalled
 from reverse_etl.delivery.engine import Delivery
 from reverse_etl.delivery.ratelimit import RateLimiter
 from reverse_etl.destinations.base import (
     DELIVERED,
     Batch,
     Destination,
+    DestinationError,
     DestinationSettings,
+    NotSent,
     Rejected,
     Result,
     Retry,
+    Retryable,
+    Unreachable,
 )
 from reverse_etl.diff.local import SyncState
+from reverse_etl.project.loader import DestinationSpec
 
 
 @pytest.fixture
@@ -168,3 +175,50 @@ def test_folding_twice_changes_nothing(state, tmp_path):
     assert state.con.execute("SELECT * FROM state.snapshot ORDER BY key").fetchall() == once
     assert len(once) == 10
     assert not state.outbox.exists() and not state.outbox.log_path.exists()
+
+
+# -- the boundary: transport failures as signals, TLS from the address ------------------------
+
+
+@pytest.mark.parametrize(
+    "failure, signal, text",
+    [
+        (httpx.ConnectError("refused"), Unreachable, "connection failed: refused"),
+        (httpx.ConnectTimeout("slow"), NotSent, "timed out (ConnectTimeout: slow)"),
+        (httpx.PoolTimeout(""), NotSent, "timed out (PoolTimeout)"),
+        (httpx.ReadTimeout("late"), Retryable, "timed out (ReadTimeout: late)"),
+        (httpx.RemoteProtocolError("dropped"), Retryable, "connection failed: dropped"),
+    ],
+)
+def test_transport_failures_reach_the_engine_as_signals(failure, signal, text):
+    """A connection never made is NotSent (a create is sent again as is); one that may have
+    carried the request is a plain Retryable (a create is looked up first)."""
+
+    async def fails() -> list[Result]:
+        raise failure
+
+    with pytest.raises(Retryable) as caught:
+        asyncio.run(signalled(fails()))
+    assert type(caught.value) is signal and str(caught.value) == text
+    assert caught.value.__cause__ is failure
+
+
+def hook_spec(url: str) -> DestinationSpec:
+    from reverse_etl.destinations.webhook.adapter import WebhookDestination, WebhookSettings
+
+    settings = WebhookSettings(type="webhook", url=url, max_retries=0)
+    return DestinationSpec("hook", "destinations/hook.toml", settings, WebhookDestination)
+
+
+def test_a_client_without_tls_refuses_an_https_request():
+    """An address of plain http:// URLs gets a client without TLS, which must never send an
+    https:// request with its certificate unchecked."""
+
+    async def go(url: str, target: str) -> None:
+        async with open_adapter(hook_spec(url)) as adapter:
+            await adapter.client.get(target)
+
+    with pytest.raises(DestinationError, match="its client has no TLS"):
+        asyncio.run(go("http://127.0.0.1:9/in", "https://127.0.0.1:9/in"))
+    with pytest.raises(httpx.ConnectError):  # with TLS: sent (to a port nobody listens on)
+        asyncio.run(go("https://127.0.0.1:9/in", "https://127.0.0.1:9/in"))

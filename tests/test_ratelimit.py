@@ -3,6 +3,7 @@ enforces its own limit (a real HTTP server on 127.0.0.1)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -511,3 +512,79 @@ def test_a_spent_daily_limit_fails_the_rest_of_the_run_at_once(users_project, re
     errors = {r["error"] for r in project.cli("rejected", "users", "--json").json_lines()}
     [error] = errors
     assert "allows the next request in" in error and "max_retry_after_seconds = 300" in error
+
+
+# -- one slot per request on the wire --------------------------------------------------------
+
+
+def _slots(project) -> list[float]:
+    """When each slot of the destination `crm` was taken (the limiter's clock: time.time), as
+    the project's shared record of them holds."""
+    import sqlite3
+
+    path = project.root / ".reverse_etl" / "ratelimits" / "crm.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as con:
+        return [t for (t,) in con.execute("select t from sent order by t")]
+
+
+def test_each_request_on_the_wire_takes_one_slot_before_it_goes(project):
+    """A check, upserts, a mirror's deletes (a batch read, then the archive) and a create whose
+    answer is lost (looked up before anything is sent again): exactly one slot per request
+    the server saw, the n-th slot taken before the n-th request arrived."""
+    from fakes.base import running
+    from fakes.hubspot import Fake
+    from fakes.project import people, write_destination
+    from tamper import Lose, TamperingProxy, once
+
+    class Noted(Fake):
+        """HubSpot's fake, noting when each request arrives (on the limiter's clock)."""
+
+        def __init__(self) -> None:
+            self.arrivals: list[float] = []
+            super().__init__()
+
+        def handle(self, method, target, headers, raw):  # type: ignore[no-untyped-def]
+            self.arrivals.append(time.time())
+            return super().handle(method, target, headers, raw)
+
+    model = "select id as warehouse_id, email, name as firstname from people"
+    joiners = "select id + 100 as warehouse_id, 'new-' || email as email, name as firstname "
+    for fake in running(Noted()):
+        lost_create = once(lambda seen: seen.path.endswith("/batch/create"), Lose(delay=0))
+        with TamperingProxy(fake.url, [lost_create]) as proxy:
+            people(project, 6)
+            settings = {**fake.destination(), "base_url": proxy.url}
+            write_destination(project, "crm", settings, batch_size=2, max_retries=2)
+            header = {"destination": "crm", "primary_key": "warehouse_id", "object": "contacts"}
+            project.sync("people", {**header, "mode": "mirror", "max_delete_fraction": 1}, model)
+            project.sync("joiners", {**header, "mode": "insert"}, joiners + "from people")
+            assert project.cli("check", "crm").exit_code == 0
+            for args in (["people"], ["joiners"]):
+                outcome = project.cli("run", *args, "--json")
+                assert outcome.exit_code == 0, outcome.stderr
+            project.warehouse("delete from people where id > 2")
+            outcome = project.cli("run", "people", "--json")
+            assert outcome.exit_code == 0 and outcome.json_lines()[0]["removed"] == 4, outcome
+        paths = [r["path"].rsplit("/", 1)[1] for r in fake.requests]
+        assert {"details", "upsert", "create", "read", "archive"} <= set(paths), paths
+        assert paths.count("read") == 3  # two deletes' lookups, the lost create's
+        slots, arrivals = _slots(project), sorted(fake.arrivals)
+        assert len(slots) == len(arrivals) == len(paths), (slots, arrivals, paths)
+        assert all(s <= a for s, a in zip(slots, arrivals, strict=True)), (slots, arrivals)
+
+
+def test_an_adapter_without_http_takes_one_slot_per_statement(project):
+    """PostgreSQL: one slot before each call (a batch is one statement, one transaction)."""
+    from fakes.base import running
+    from fakes.postgres import Fake
+    from fakes.project import people, write_destination
+
+    for fake in running(Fake()):
+        people(project, 7)
+        limit = {"requests_per_second": 1000}  # (slots are recorded only under a limit)
+        write_destination(project, "crm", fake.destination(), batch_size=2, **limit)
+        project.sync("people", {"destination": "crm", "primary_key": "id"}, fake.model_sql())
+        outcome = project.cli("run", "people", "--json")
+        assert outcome.exit_code == 0 and outcome.json_lines()[0]["delivered"] == 7, outcome
+        assert sorted(fake.batch_sizes()) == [1, 2, 2, 2]  # (concurrent: any order)
+        assert len(_slots(project)) == 4

@@ -432,6 +432,7 @@ def destinations_command(ctx: Context) -> int:
 def check_command(ctx: Context, destinations: tuple[str, ...]) -> int:
     """Test destinations' connections and credentials, without sending any data."""
     from ..delivery.adapters import check_destination
+    from ..delivery.ratelimit import limiter_for
     from ..errors import ReverseEtlError
 
     project = ctx.project()
@@ -439,8 +440,16 @@ def check_command(ctx: Context, destinations: tuple[str, ...]) -> int:
     for name in dict.fromkeys(destinations):
         spec = project.destination(name)
         result: dict[str, Any] = {"destination": name, "type": spec.adapter.type}
+        settings = spec.settings  # its requests count against the limits its runs share
+        limiter = limiter_for(
+            str(project.root),
+            name,
+            settings.rate_windows(),
+            project.state_dir,
+            settings.max_retry_after_seconds,
+        )
         try:
-            result.update(ok=True, detail=ctx.hide(check_destination(spec)))
+            result.update(ok=True, detail=ctx.hide(check_destination(spec, limiter)))
         except ReverseEtlError as exc:
             message = ctx.hide(str(exc))
             result.update(ok=False, error=message)

@@ -1,7 +1,9 @@
-"""An adapter ready to talk to its destination: the shared httpx client the engine builds for
-it (timeouts, connection limits, TLS only where spoken, answers read up to a limit), closed
-with the adapter. Imported only when a run or a check talks to a destination (httpx is slow
-to import)."""
+"""The boundary between the engine and an adapter: the shared httpx client the engine builds
+for it (timeouts, connection limits, TLS only where its URL says https://, a rate-limit slot
+before each request, answers read up to a limit), closed with the adapter; and the mapping of
+httpx's transport failures to the SDK's signals, so that the engine tells failures apart by
+signal alone. Imported only when a run or a check talks to a destination (httpx is slow to
+import)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -20,16 +23,67 @@ from ..destinations.base import (
     AnswerTooLarge,
     BatchFailed,
     Destination,
+    DestinationSettings,
+    NotSent,
     Retryable,
     SplitBatch,
     Throttled,
+    Unreachable,
 )
 from ..errors import CredentialsError, DestinationError
 
 if TYPE_CHECKING:
     from ..project.loader import DestinationSpec
+    from .ratelimit import RateLimiter
 
 T = TypeVar("T")
+
+# What takes the rate-limit slot of each request: set by what drives the adapter (the engine
+# for a run's batches, check_destination for a check) in the task that calls it, and awaited
+# by the request hook of the client built here. Being the task's context, it reaches every
+# request the adapter makes, in that task or in tasks it starts, with nothing to pass along.
+pacing: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar("pacing", default=None)
+
+
+async def signalled(call: Awaitable[T]) -> T:
+    """Await an adapter's call (send, reconcile) with httpx's transport failures raised as
+    the SDK's signals (transport_signal)."""
+    try:
+        return await call
+    except httpx.TransportError as exc:
+        raise transport_signal(exc) from exc
+
+
+def transport_signal(exc: httpx.TransportError) -> Retryable:
+    """What a transport failure means to the engine. A connection never made: NotSent for a
+    connect or pool timeout, Unreachable for a connect error (refused, no route, no such
+    host), which stops the run when retries run out; a create is simply sent again. Any other
+    (a timeout after the request was sent, a dropped connection) may have been applied: a
+    Retryable, after which a create is looked up, not sent again blindly."""
+    if isinstance(exc, httpx.TimeoutException):
+        detail = f": {exc}" if str(exc) else ""
+        message = f"timed out ({type(exc).__name__}{detail})"
+        never_sent = isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+        return NotSent(message) if never_sent else Retryable(message)
+    message = f"connection failed: {str(exc) or type(exc).__name__}"
+    return Unreachable(message) if isinstance(exc, httpx.ConnectError) else Retryable(message)
+
+
+async def _take_slot(request: httpx.Request) -> None:
+    """The client's request hook: the slot of the rate limit this request takes."""
+    pace = pacing.get()
+    if pace is not None:
+        await pace()
+
+
+def _speaks_tls(adapter: type[Destination], settings: DestinationSettings) -> bool:
+    """Whether the client is given TLS (loading the CA certificates costs about 0.1 s): not
+    for an adapter that speaks no HTTP, nor for one whose address names only plain http://
+    URLs (a test server, a proxy on the same host); for any other, yes."""
+    if not adapter.speaks_http:
+        return False
+    places = adapter.address(settings).split()
+    return not places or not all(place.lower().startswith("http://") for place in places)
 
 
 def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -99,20 +153,23 @@ def _too_large(response: httpx.Response, told: str) -> AnswerTooLarge:
 async def open_adapter(
     spec: DestinationSpec, on_response: Callable[[Any], Awaitable[None]] | None = None
 ) -> AsyncIterator[Destination]:
+    """The destination's adapter with its client: each request takes the slot `pacing` gives
+    (none when unset) and each answer is passed to `on_response` (rate-limit headers)."""
     settings = spec.settings
     limits = httpx.Limits(
         max_connections=settings.max_concurrency, max_keepalive_connections=settings.max_concurrency
     )
     from .deadline import DeadlineTransport
 
-    transport = httpx.AsyncHTTPTransport(
-        limits=limits,
-        verify=spec.adapter.uses_tls(settings),  # False only where no TLS is spoken at all
-    )
+    tls = _speaks_tls(spec.adapter, settings)
+    transport = httpx.AsyncHTTPTransport(limits=limits, verify=tls)
+    on_request = [] if tls else [_plain_http_only(spec)]  # (refused before it takes a slot)
+    if spec.adapter.speaks_http:
+        on_request.append(_take_slot)
     async with BoundedClient(
         timeout=settings.timeout_seconds,
         transport=DeadlineTransport(transport, settings.timeout_seconds),  # a whole request
-        event_hooks={"response": [on_response]} if on_response else {},
+        event_hooks={"request": on_request, "response": [on_response] if on_response else []},
     ) as client:
         adapter = spec.adapter(spec.name, settings, client)
         try:
@@ -121,8 +178,26 @@ async def open_adapter(
             await adapter.aclose()
 
 
-def check_destination(spec: DestinationSpec) -> str:
-    """`reverse-etl check DEST`: the connection and credentials, without sending data.
+def _plain_http_only(spec: DestinationSpec) -> Callable[[httpx.Request], Awaitable[None]]:
+    """A request hook for a client built without TLS: an https:// request would go without
+    its certificate checked, so it is refused instead."""
+
+    async def refuse_https(request: httpx.Request) -> None:
+        if request.url.scheme == "https":
+            where = request.url.copy_with(userinfo=b"", query=None)
+            raise DestinationError(
+                f"destination {spec.name!r} (type {spec.adapter.type!r}) sent a request to "
+                f"{where}, while its address names only http:// URLs, so its client has no "
+                "TLS: the adapter's address() must name the https:// URL it calls"
+            )
+
+    return refuse_https
+
+
+def check_destination(spec: DestinationSpec, limiter: RateLimiter | None = None) -> str:
+    """`reverse-etl check DEST`: the connection and credentials, without sending data; each
+    request takes a slot of `limiter` (the destination's, shared with its runs), waiting at
+    most max_retry_after_seconds for it.
 
     Only an answer of the API passes: any status the adapter does not take as its API's
     answer (a 404, a 5xx, a redirect, a 429) and any 2xx whose body is not JSON (a proxy's or
@@ -150,9 +225,25 @@ def check_destination(spec: DestinationSpec) -> str:
             f"{detail}"
         )
 
+    async def take_slot() -> None:
+        assert limiter is not None
+        longest = spec.settings.max_retry_after_seconds
+        while (wait := limiter.try_acquire()) > 0:
+            if wait > longest:
+                raise DestinationError(
+                    f"destination {spec.name!r} cannot be checked now: the rate limit "
+                    f"({limiter.describe()}) allows the next request in {wait:.0f} s, more "
+                    f"than max_retry_after_seconds = {longest:g}"
+                )
+            await asyncio.sleep(wait)
+
     async def check() -> str:
+        if limiter is not None:
+            pacing.set(take_slot)  # (this task's context: the check's requests)
         async with open_adapter(spec, keep) as adapter:
             try:
+                if limiter is not None and not adapter.speaks_http:
+                    await take_slot()  # one slot for the check of another protocol
                 detail = await adapter.check()
             except CredentialsError as exc:
                 raise CredentialsError(

@@ -1,5 +1,10 @@
 """Send a sync's pending batches: concurrency, rate limit, retries, splitting, and the durable
-acknowledgement of each batch as soon as its answer is in."""
+acknowledgement of each batch as soon as its answer is in.
+
+The adapter is called through the boundary of delivery.adapters: failures arrive as the SDK's
+signals (reverse_etl.destinations.signals), and each request takes a slot of the rate limiter
+(`Delivery.pace`, through the client's request hook; before each call, for an adapter that
+speaks no HTTP)."""
 
 from __future__ import annotations
 
@@ -14,14 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import httpx
-
 from ..destinations.base import (
     DELIVERED,
     Batch,
     BatchFailed,
     Delivered,
     Destination,
+    NotSent,
     Record,
     Rejected,
     Result,
@@ -33,6 +37,7 @@ from ..destinations.base import (
 )
 from ..diff.local import PendingBatch, SyncState
 from ..errors import CredentialsError, DestinationError, ReverseEtlError
+from .adapters import pacing, signalled
 from .ratelimit import RateLimiter
 
 log = logging.getLogger("reverse_etl.delivery")
@@ -53,6 +58,12 @@ class Outcome:
     failed: list[tuple[str, str, int]] = field(default_factory=list)
     error: str | None = None  # why the run stopped sending, if it did
     exception: ReverseEtlError | None = None  # the same, typed (for the Python API)
+
+
+class Halted(BatchFailed):
+    """Raised by `Delivery.pace` instead of a slot: the run has stopped, or may send nothing
+    more (a wait beyond max_retry_after_seconds). The request is not sent; to an adapter that
+    catches it, a BatchFailed."""
 
 
 @dataclass
@@ -92,7 +103,6 @@ class Delivery:
         self.on_batch = on_batch  # (run bookkeeping) rejected and failed records of a batch
         self.on_progress = on_progress
         self.outcome = Outcome()
-        adapter.pace = self._pace  # a batch of several requests takes a slot for each
         self._stop: str | None = None
         # Why nothing more is sent to the destination in this run: it asked for a wait longer
         # than max_retry_after_seconds (the records fail for this run and stay owed).
@@ -118,9 +128,13 @@ class Delivery:
             self._stopped.set()
         # The state's DuckDB work (reading the outbox, recording acknowledgements) runs on one
         # thread of its own: DuckDB releases the GIL, so requests keep flowing meanwhile.
-        with ThreadPoolExecutor(1, thread_name_prefix="reverse-etl-state") as state_thread:
-            self._state_thread = state_thread
-            await self._send_all(batches)
+        paced = pacing.set(self.pace)  # the adapter's requests, in this task and its batches'
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="reverse-etl-state") as state_thread:
+                self._state_thread = state_thread
+                await self._send_all(batches)
+        finally:
+            pacing.reset(paced)
         return self.outcome
 
     async def _slot(self) -> str | None:
@@ -162,13 +176,23 @@ class Delivery:
             f"max_retry_after_seconds = {longest:g}"
         )
 
-    async def _pace(self) -> None:
-        """Given to the adapter: a slot for each further request it makes for one batch."""
+    async def pace(self) -> None:
+        """Take a slot of the rate limiter for one request, waiting for it: awaited before
+        each request of the adapter (and before each call of one that speaks no HTTP).
+        Raises Halted when the run stops meanwhile or may send nothing more."""
         refused = await self._slot()
         if self._stop is not None:
-            raise BatchFailed(f"not sent: {self._stop}")
+            raise Halted(f"not sent: {self._stop}")
         if refused is not None:
-            raise BatchFailed(refused)
+            raise Halted(refused)
+
+    def _halted(self, operation: str, unknown: str | None) -> str | None:
+        """Why records are not sent in this run (it stopped, or the rate limit asks a wait
+        beyond max_retry_after_seconds), as their error; None while sending goes on."""
+        if self._stop is not None:
+            why = f"not sent: {self._stop}"
+            return why if unknown is None else f"{_unknown_outcome(operation, unknown)}; {why}"
+        return self._refused
 
     async def _pause(self, seconds: float) -> bool:
         """Wait, unless the run is stopped meanwhile; True when it was."""
@@ -289,27 +313,26 @@ class Delivery:
         attempts = 0  # requests for these records that failed in a retryable way
         throttled = 0
         while records:
-            refused = await self._slot()
-            if self._stop is not None:  # stopped while waiting: nothing more goes out
-                why = f"not sent: {self._stop}"
-                if unknown is not None:
-                    why = f"{_unknown_outcome(operation, unknown)}; {why}"
-                sent.failed += _all(records, why, attempts + throttled)
-                return
-            if refused is not None:
-                sent.failed += _all(records, refused, attempts + throttled)
+            if (halted := self._halted(operation, unknown)) is not None:
+                sent.failed += _all(records, halted, attempts + throttled)
                 return
             batch = Batch(
                 self.sync, self.object_name, operation, records, self.primary_key, self.run_id
             )
             try:
+                if not self.adapter.speaks_http:  # its requests are not seen: one per call
+                    await self.pace()
                 if unknown is not None:  # look the records up before anything is sent again
                     records = self._reconciled(
                         records, await self._reconcile(batch), sent, attempts + throttled
                     )
                     unknown = None
                     continue
-                results = await self.adapter.send(batch)
+                results = await signalled(self.adapter.send(batch))
+            except Halted as exc:  # stopped while waiting for a slot: nothing more goes out
+                why = self._halted(operation, unknown) or str(exc)
+                sent.failed += _all(records, why, attempts + throttled)
+                return
             except Throttled as exc:
                 throttled += 1
                 if (too_long := self._too_long(exc.retry_after)) is not None:
@@ -332,9 +355,9 @@ class Delivery:
                 if exc.retry_after is None:
                     await self._pause(self._backoff(throttled))
                 continue
-            except (Retryable, httpx.TransportError) as exc:
+            except Retryable as exc:
                 attempts += 1
-                error = _describe(exc)
+                error = str(exc)
                 if unknown is None and _may_have_landed(exc, operation, self.adapter):
                     # Not safe to repeat: never sent again before the vendor is asked.
                     sent.maybe_created.update(key for key, _ in records)
@@ -345,7 +368,7 @@ class Delivery:
                         return
                     unknown = error
                 if attempts > self.settings.max_retries:
-                    if isinstance(exc, httpx.ConnectError | Unreachable):
+                    if isinstance(exc, Unreachable):
                         raise DestinationError(
                             f"destination {self.adapter.name!r} is unreachable: {error}"
                         ) from None
@@ -355,7 +378,7 @@ class Delivery:
                     sent.failed += _all(records, why, attempts + throttled)
                     return
                 delay = self._backoff(attempts)
-                if isinstance(exc, Retryable) and exc.retry_after:
+                if exc.retry_after:
                     if (too_long := self._too_long(exc.retry_after)) is not None:
                         sent.failed += _all(records, too_long, attempts + throttled)
                         return
@@ -422,7 +445,7 @@ class Delivery:
         """The adapter's lookup of records whose create has an unknown outcome: one entry per
         record; a Retry, or any answer that is not one, is raised to be asked again."""
         try:
-            found = await self.adapter.reconcile(batch)
+            found = await signalled(self.adapter.reconcile(batch))
         except SplitBatch as exc:  # a lookup is not split: the records fail for this run
             raise BatchFailed(str(exc)) from None
         if len(found) != len(batch.records):
@@ -463,14 +486,11 @@ class Delivery:
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-def _may_have_landed(exc: Exception, operation: str, adapter: Destination) -> bool:
+def _may_have_landed(exc: Retryable, operation: str, adapter: Destination) -> bool:
     """Whether a failed request of a non-idempotent operation may have been applied: anything
-    but a connection never made (a timeout after sending, a dropped connection, a 5xx, an
-    answer that cannot be trusted)."""
-    if operation in adapter.idempotent_operations:
-        return False
-    not_sent = httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout | Unreachable
-    return not isinstance(exc, not_sent)
+    but a connection never made (NotSent), such as a timeout after sending, a dropped
+    connection, a 5xx, an answer that cannot be trusted."""
+    return operation not in adapter.idempotent_operations and not isinstance(exc, NotSent)
 
 
 def _unknown_outcome(operation: str, error: str) -> str:
@@ -482,15 +502,6 @@ def _unknown_outcome(operation: str, error: str) -> str:
 
 def _all(records: list[Record], error: str, attempts: int) -> list[tuple[str, str, int]]:
     return [(key, error, attempts) for key, _ in records]
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, httpx.TimeoutException):
-        detail = f": {exc}" if str(exc) else ""
-        return f"timed out ({type(exc).__name__}{detail})"
-    if isinstance(exc, httpx.TransportError):
-        return f"connection failed: {exc or type(exc).__name__}"
-    return str(exc)
 
 
 def _windows(batches: list[PendingBatch], records: int) -> Iterator[list[PendingBatch]]:

@@ -59,6 +59,9 @@ SUSTAINED = 8  # 429s among the RECENT answers that make a stream (the server me
 
 @dataclass(frozen=True)
 class Window:
+    """A rate limit as APIs state it: at most `limit` requests in any rolling window of
+    `seconds` seconds (e.g. Window(100, 10.0): 100 per 10 s)."""
+
     limit: int
     seconds: float
 

@@ -1,1 +1,85 @@
-"""Destination adapters: base.py holds the contract, registry.py finds adapters by `type`."""
+"""Destination adapters, and the SDK to write one: everything an adapter needs is importable
+from here (`from reverse_etl.destinations import Destination, DELIVERED, Rejected, Retryable`).
+
+base.py holds the contract, signals.py what an adapter raises for a whole batch, registry.py
+finds adapters by `type` (built in, or installed through the entry-point group
+`reverse_etl.destinations`); one package per destination type beside them. Importing this
+package costs no httpx: the engine imports it when a run sends."""
+
+from .base import (
+    ANSWER_LIMIT_BYTES,
+    DELIVERED,
+    ERROR_TEXT_LIMIT,
+    OPERATIONS,
+    Batch,
+    Delivered,
+    Destination,
+    DestinationSettings,
+    KeyIdentity,
+    KeyMatch,
+    RateHeaders,
+    Record,
+    Rejected,
+    Result,
+    Retry,
+    SyncTarget,
+    Window,
+    excerpt,
+    json_object,
+    key_value,
+    raise_for_batch_status,
+    requests_left,
+    response_text,
+    retry_after_seconds,
+    untrusted,
+)
+from .signals import (
+    AnswerTooLarge,
+    BatchFailed,
+    CredentialsError,
+    DestinationError,
+    DestinationSignal,
+    NotSent,
+    Retryable,
+    SplitBatch,
+    Throttled,
+    Unreachable,
+)
+
+__all__ = [
+    "ANSWER_LIMIT_BYTES",
+    "DELIVERED",
+    "ERROR_TEXT_LIMIT",
+    "OPERATIONS",
+    "AnswerTooLarge",
+    "Batch",
+    "BatchFailed",
+    "CredentialsError",
+    "Delivered",
+    "Destination",
+    "DestinationError",
+    "DestinationSettings",
+    "DestinationSignal",
+    "KeyIdentity",
+    "KeyMatch",
+    "NotSent",
+    "RateHeaders",
+    "Record",
+    "Rejected",
+    "Result",
+    "Retry",
+    "Retryable",
+    "SplitBatch",
+    "SyncTarget",
+    "Throttled",
+    "Unreachable",
+    "Window",
+    "excerpt",
+    "json_object",
+    "key_value",
+    "raise_for_batch_status",
+    "requests_left",
+    "response_text",
+    "retry_after_seconds",
+    "untrusted",
+]

@@ -1,25 +1,22 @@
-"""The destination adapter contract.
+"""The destination adapter contract (version 1).
 
-An adapter declares what it can do in class attributes and turns one batch into one HTTP
-exchange (or a few). It returns exactly one result per record, in the batch's order, and raises
-only for conditions of the whole batch, typed by what the engine should do next:
+An adapter is a subclass of `Destination`: it declares what it can do as data on the class
+(its `type`, settings model, operations, maximum batch size, key identity, which operations are
+safe to repeat or can be looked up, and `contract_version = 1`) and implements `send`, which
+turns one batch into one request (or a few) and answers one result per record, in order:
+DELIVERED, Rejected(error) or Retry(error). It raises only for conditions of the whole batch,
+typed by what the engine does next (reverse_etl.destinations.signals): Throttled, Retryable,
+NotSent, Unreachable, SplitBatch, BatchFailed, CredentialsError, DestinationError.
 
-    Throttled        wait (Retry-After when given), slow down, send the batch again
-    Retryable        back off exponentially and send again (5xx, outage, timeout)
-    Unreachable      a Retryable that stops the run when retries run out (no connection at all)
-    SplitBatch       the batch was refused as a whole for some record in it: split and retry
-    BatchFailed      the batch's records fail for this run; they are sent again next run
-    CredentialsError stop sending to this destination (errors.CredentialsError)
-
-httpx transport errors (timeouts, refused or dropped connections) may propagate: the engine
-treats them as Retryable. A 2xx whose body is not the vendor's answer (a proxy's HTML page,
-truncated JSON, another shape) or that names a record the batch does not hold is raised as
-`untrusted(...)`, a Retryable: it is never taken for "all delivered". A DestinationError
-(errors.DestinationError) stops the run's sending as CredentialsError does, with its message
-(e.g. a daily API quota that is spent).
-
-An adapter whose batch takes several requests (a lookup, then the write) awaits `self.pace()`
-before each after the first: the engine's rate limiter takes a slot for each, so limits hold.
+What the engine does for every adapter, so that none has to: it builds the httpx client an
+HTTP adapter is given (`self.client`: timeouts, connection limits, TLS where its URL says
+https://, answers read up to ANSWER_LIMIT_BYTES) and takes a rate-limit slot before each request
+sent through it; an adapter that speaks another protocol (`speaks_http = False`) gets one slot
+before each call of send, reconcile and check. It maps transport failures (timeouts, refused or
+dropped connections) to the signals; and it reads rate-limit headers from every answer
+(`requests_left`). A 2xx whose body is not the vendor's answer (a proxy's HTML page, truncated
+JSON, another shape) or that names a record the batch does not hold is raised as
+`untrusted(...)`, a Retryable: it is never taken for "all delivered".
 
 Operations that are not safe to repeat (docs/guarantees.md):
 an adapter lists in `idempotent_operations` those that may be sent twice with no other effect
@@ -33,9 +30,13 @@ a record with its key already exists is answered `Rejected(error, exists=True)`:
 run's lost request may have created it, the engine counts it delivered.
 
 Besides `send`, an adapter may override:
-    check()          test the connection and credentials without sending data (`reverse-etl check`)
-    aclose()         release what it holds (database connections) when the run's sending ends
-    sync_problems()  what a sync's settings ask that this destination cannot do (validation)
+    check()            test the connection and credentials, sending no data (`reverse-etl check`)
+    reconcile(batch)   look records up after an unknown outcome (see above)
+    aclose()           release what it holds (database connections) when the run's sending ends
+    sync_problems()    what a sync's settings ask that this destination cannot do (validation)
+    key_identity_for() the key identity, where it depends on the settings
+    requests_left()    what a vendor's own rate-limit headers say
+    address()          where the records live, when the usual URL settings do not say it
 Its default rate limits are its settings model's defaults (e.g. requests_per_10_seconds = 100).
 """
 
@@ -48,7 +49,8 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -57,12 +59,66 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..delivery.ratelimit import RateHeaders, Window, requests_left
-from ..errors import CredentialsError, DestinationError
+from .signals import (
+    AnswerTooLarge,
+    BatchFailed,
+    CredentialsError,
+    DestinationError,
+    DestinationSignal,
+    NotSent,
+    Retryable,
+    SplitBatch,
+    Throttled,
+    Unreachable,
+)
 
 if TYPE_CHECKING:  # adapters get httpx objects from the engine; importing it here costs start-up
     import httpx
 
+__all__ = [
+    "ANSWER_LIMIT_BYTES",
+    "CONTRACT_VERSION",
+    "DELIVERED",
+    "ERROR_TEXT_LIMIT",
+    "OPERATIONS",
+    "AnswerTooLarge",
+    "Batch",
+    "BatchFailed",
+    "CredentialsError",
+    "Delivered",
+    "Destination",
+    "DestinationError",
+    "DestinationSettings",
+    "DestinationSignal",
+    "KeyIdentity",
+    "KeyMatch",
+    "NotSent",
+    "RateHeaders",
+    "Record",
+    "Rejected",
+    "Result",
+    "Retry",
+    "Retryable",
+    "SplitBatch",
+    "SyncTarget",
+    "Throttled",
+    "Unreachable",
+    "Window",
+    "excerpt",
+    "json_object",
+    "key_value",
+    "raise_for_batch_status",
+    "requests_left",
+    "response_text",
+    "retry_after_seconds",
+    "untrusted",
+]
+
 log = logging.getLogger("reverse_etl.destinations")
+
+# The version of this contract. An adapter declares the one it was written for as the number
+# itself (`contract_version = 1`); the registry refuses one declaring another, or none.
+CONTRACT_VERSION = 1
 
 OPERATIONS = ("upsert", "update", "insert", "delete")
 ERROR_TEXT_LIMIT = 500
@@ -72,7 +128,9 @@ ANSWER_LIMIT_BYTES = 8 * 1024 * 1024
 
 
 class DestinationSettings(BaseModel):
-    """Settings every destination has; adapters subclass this with their own."""
+    """The keys of a destination file every type has (times in seconds, as floats); an
+    adapter's `settings_model` subclasses it with its own, secrets as SecretStr. Invalid
+    values are validation errors naming the key and its line."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # no inf rate or timeout
 
@@ -124,34 +182,57 @@ class DestinationSettings(BaseModel):
         return windows
 
 
-# One record to send: (key, fields), the fields being the record's JSON object, already encoded
-# per the wire format. A plain tuple, as DuckDB returns it: no object is built per record.
+# One record to send: (key, fields). The key is text: the key's value, or for a composite key
+# the JSON array of its values (`[7,"eu"]`). The fields are the record's JSON object as text,
+# already encoded per the wire format (README "The webhook wire format"): every column of the
+# model, the key columns included; for a delete, the values last delivered. A plain tuple, as
+# DuckDB returns it: no object is built per record.
 Record = tuple[str, str]
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
+    """One request's worth of records of one sync, all of one operation.
+
+    sync: the sync's name. object: the sync's `object` (e.g. "contacts", a table), or None.
+    operation: "upsert", "update", "insert" or "delete" (one of the adapter's `operations`).
+    records: the records, in the order results are answered (see Record); at most the
+    adapter's `max_batch_size` and the sync's batch_size; never empty when the engine sends.
+    primary_key: the sync's key columns (e.g. HubSpot's idProperty). run_id: the run sending
+    it, the same on every retry within the run."""
+
     sync: str
     object: str | None
     operation: str
     records: list[Record]
-    primary_key: tuple[str, ...] = ()  # the sync's key columns (e.g. HubSpot's idProperty)
-    run_id: str = ""  # the run sending it: the same on every retry within the run
+    primary_key: tuple[str, ...] = ()
+    run_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    pass
+    """The record was written (use the DELIVERED instance): it is acknowledged, and the next
+    run sends it only if it changes."""
 
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
+    """The destination refused the record for what it holds (an invalid email, a missing
+    record to update). `error`: the vendor's words, shown in `reverse-etl rejected`. The
+    record is sent again next run, and quarantined after max_attempts runs in a row.
+    `exists`: refused because a record with its key already exists (a 409, DUPLICATE_VALUE),
+    which counts as delivered when this run's own create of it may have landed."""
+
     error: str
-    exists: bool = False  # refused because a record with this key exists (409, DUPLICATE_VALUE)
+    exists: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Retry:
+    """The record could not be written now (a locked row): the engine sends it again in this
+    run, alone with the others so answered, after `after` seconds (or its backoff), up to
+    max_retries; then it fails for this run with `error` and stays owed."""
+
     error: str
     after: float | None = None
 
@@ -160,39 +241,10 @@ Result = Delivered | Rejected | Retry
 DELIVERED = Delivered()
 
 
-class Throttled(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class Unreachable(Retryable):
-    """The destination cannot be connected to (not HTTP: a database refusing connections).
-    Retried as a Retryable; when retries run out the run stops, "unreachable", as it does for
-    an HTTP destination that refuses connections."""
-
-
-class AnswerTooLarge(Retryable):
-    """An answer longer than ANSWER_LIMIT_BYTES: not read further, its batch not trusted."""
-
-
-class SplitBatch(Exception):
-    pass
-
-
-class BatchFailed(Exception):
-    pass
-
-
 @dataclass(frozen=True)
 class SyncTarget:
-    """What a sync asks of its destination, for the destination to validate."""
+    """What a sync asks of its destination, for the destination to validate: its `object`
+    (or None), its mode ("upsert", "update", "insert" or "mirror") and its key columns."""
 
     object: str | None
     mode: str
@@ -204,53 +256,101 @@ KeyIdentity = Literal["exact", "case_insensitive"]
 MODE_OPERATION = {"upsert": "upsert", "update": "update", "insert": "insert", "mirror": "upsert"}
 
 
-class Destination:
-    """Base class of every adapter."""
+class Destination(ABC):
+    """Base class of every adapter: subclass it, declare the class attributes below, implement
+    `send` (see the module's docstring for the whole contract)."""
 
-    type: ClassVar[str]  # noqa: A003 (the adapter's `type` name, as in destination files)
+    # The version of the contract the adapter was written for: 1 (the number itself, not
+    # CONTRACT_VERSION). Every adapter declares it; the registry refuses any other, or none.
+    contract_version: ClassVar[int]
+    type: ClassVar[str]  # noqa: A003 (the name destination files give as `type`)
     description: ClassVar[str] = ""  # one line, for `reverse-etl destinations`
+    # The settings of a destination file of this type (secrets as SecretStr). Its defaults are
+    # the type's defaults, its default rate limits included.
     settings_model: ClassVar[builtins.type[DestinationSettings]] = DestinationSettings
-    operations: ClassVar[frozenset[str]] = frozenset(OPERATIONS)
+    operations: ClassVar[frozenset[str]] = frozenset(OPERATIONS)  # those `send` takes
+    # Records per request the vendor accepts at most: caps batch_size (None: no cap).
+    max_batch_size: ClassVar[int | None] = None
     # Safe to send twice (see the module's docstring); insert is not, unless the adapter says.
     idempotent_operations: ClassVar[frozenset[str]] = frozenset({"upsert", "update", "delete"})
     # Non-idempotent operations whose records `reconcile` can look up after an unknown outcome.
     reconcilable_operations: ClassVar[frozenset[str]] = frozenset()
-    max_batch_size: ClassVar[int | None] = None
+    # How the vendor tells records apart by key: "exact" (as text) or "case_insensitive"
+    # (`A@x.com` and `a@x.com` are one record, as HubSpot's emails). The engine diffs on that
+    # identity: two rows of one identity are invalid, a key whose letter case changes is one
+    # update, and no delete is sent for an identity the model still has. Declare it from the
+    # vendor's documentation; where the settings decide it, override key_identity_for.
+    key_identity: ClassVar[KeyIdentity] = "exact"
+    # Whether requests go through `self.client`, each paced by the engine. An adapter of
+    # another protocol (a database driver) sets False: the engine then takes one rate-limit
+    # slot before each call of send, reconcile and check instead.
+    speaks_http: ClassVar[bool] = True
 
     def __init__(self, name: str, settings: DestinationSettings, client: httpx.AsyncClient) -> None:
+        """name: the destination file's stem. settings: an instance of `settings_model`.
+        client: the engine's httpx client, shared by the run's requests (timeouts, connection
+        limits up to max_concurrency, rate-limit pacing, answers read up to
+        ANSWER_LIMIT_BYTES); unused by an adapter that does not speak HTTP."""
         self.name = name
         self.settings = settings
         self.client = client
-        # Awaited before each request of a batch after its first (a lookup, then the write):
-        # the engine sets one that takes a slot of the rate limiter, so limits hold for all.
-        self.pace: Callable[[], Awaitable[None]] = _unpaced
 
+    @abstractmethod
     async def send(self, batch: Batch) -> list[Result]:
-        raise NotImplementedError
+        """Send one batch; return exactly one result per record of `batch.records`, in their
+        order: DELIVERED, Rejected(error) or Retry(error, after=seconds). A result missing or
+        one too many fails the batch and stops the run.
+
+        Shapes: each record is `(key, fields)`, both text: the key's value, or for a composite
+        key the JSON array of its values (`[7,"eu"]`); the fields, the record's JSON object in
+        the wire format (README "The webhook wire format"), every column of the model.
+
+        Raises, for the whole batch only, one of reverse_etl.destinations.signals (Throttled,
+        Retryable, NotSent, Unreachable, SplitBatch, BatchFailed, CredentialsError,
+        DestinationError); let the client's own exceptions propagate: the engine maps
+        transport failures to signals, and its pacing may stop a request. Any other exception
+        is a bug: the batch's records fail and the run stops.
+
+        Time: seconds, as floats, everywhere (timeout_seconds, retry_after, Retry.after). Each
+        request through `self.client` is bounded whole by timeout_seconds; an adapter of
+        another protocol bounds its own calls by it.
+
+        Concurrency: the engine calls send (and reconcile) for up to max_concurrency batches
+        at once, on one event loop: keep no state of one batch on `self`.
+
+        Repeats: a batch may be sent again: after a timeout, a dropped connection, a 5xx or an
+        untrusted answer (the first request may have been applied), after Throttled, and by
+        the next run for the records this run did not acknowledge. So an operation in
+        `idempotent_operations` must leave the destination as one request would when sent
+        twice (an upsert by key, not an append); for another, the engine looks the records up
+        (`reconcile`) or fails them rather than send them again blindly."""
 
     async def reconcile(self, batch: Batch) -> list[Result | None]:
         """After an unknown outcome of `batch` (an operation of `reconcilable_operations`): one
         entry per record, in order: DELIVERED when the vendor holds a record with its key (the
         lost request wrote it), None when it holds none (the record is sent again), or
-        Rejected. Raises as `send` does when it cannot tell (Retryable: asked again later)."""
+        Rejected. Raises as `send` does when it cannot tell (Retryable: asked again later;
+        SplitBatch is taken as BatchFailed: a lookup is not split)."""
         raise NotImplementedError(f"{self.type} cannot look records up")
 
     async def check(self) -> str:
         """Test the connection and the credentials without sending any data: one line saying
-        what was checked. Raises CredentialsError or DestinationError (httpx errors may
-        propagate: the caller reports them as unreachable)."""
+        what was checked (`reverse-etl check`). Raises CredentialsError or DestinationError;
+        a transport failure is reported as "unreachable", any other signal as a failed
+        check naming the answer."""
         raise DestinationError(f"destination type {self.type!r} has no connection check")
 
-    async def aclose(self) -> None:
-        """Release what the adapter holds; called once its run has stopped sending."""
+    async def aclose(self) -> None:  # noqa: B027 (optional: most adapters hold nothing)
+        """Release what the adapter holds (a connection pool); called once, when its run has
+        stopped sending (or its check is done). The client is closed by the engine."""
 
     @classmethod
     def requests_left(cls, headers: Mapping[str, str]) -> RateHeaders | None:
         """What an answer's headers say of the rate limit: the window the server enforces and
         the requests left with the seconds until they are renewed, read by the rate limiter to
-        obey the server's limit before a 429. The IETF RateLimit-Policy / RateLimit fields and
-        the common X-RateLimit-* headers by default; a vendor with headers of its own overrides
-        it."""
+        obey the server's limit before a 429 (None: they say nothing). The IETF
+        RateLimit-Policy / RateLimit fields and the common X-RateLimit-* headers by default; a
+        vendor with headers of its own overrides it."""
         return requests_left(headers)
 
     @classmethod
@@ -258,7 +358,8 @@ class Destination:
         cls, settings: DestinationSettings, sync: SyncTarget
     ) -> list[tuple[str, str]]:
         """What a sync asks that this destination cannot do: (header key, message) pairs,
-        reported at validation on that key's line. The base checks the mode's operations."""
+        reported at validation on that key's line (exit 2). The base checks the mode's
+        operations; an adapter adds its own (an object it needs, one key column)."""
         problems = []
         mode = sync.mode
         wanted = [MODE_OPERATION[mode]] + (["delete"] if mode == "mirror" else [])
@@ -274,21 +375,21 @@ class Destination:
         return problems
 
     @classmethod
-    def key_identity(cls, settings: DestinationSettings, sync: SyncTarget) -> KeyIdentity:
-        """How the destination tells records apart by the sync's primary key: "exact" (as
-        text, the default) or "case_insensitive" (`A@x.com` and `a@x.com` are one record, as
-        HubSpot's emails). The engine diffs on that identity: two rows of one identity are
-        invalid, a key whose letter case changes is one update, and no delete is sent for an
-        identity the model still has. Declare it from the vendor's documentation."""
-        return "exact"
+    def key_identity_for(cls, settings: DestinationSettings, sync: SyncTarget) -> KeyIdentity:
+        """The key identity of one sync (see `key_identity`): the class's, unless an adapter
+        whose settings decide it (a receiver's rule, a field marked case-sensitive) overrides
+        this."""
+        return cls.key_identity
 
     @classmethod
     def address(cls, settings: DestinationSettings) -> str:
         """Where the destination keeps its records, as far as its settings tell: its URL
-        (without credentials or query), its database and table. Part of a sync's target: a
-        sync whose destination file points elsewhere starts over, sending the new place every
-        row. The default reads the usual settings (url, base_url, instance_url, rest_endpoint,
-        dsn, table); an adapter whose records live elsewhere overrides it."""
+        (without credentials or query), its database and table; several, space-separated.
+        Part of a sync's target: a sync whose destination file points elsewhere starts over,
+        sending the new place every row. The engine also reads its scheme: an HTTP adapter
+        whose every place is a plain http:// URL gets a client without TLS. The default reads
+        the usual settings (url, base_url, instance_url, rest_endpoint, dsn, table); an
+        adapter whose records live elsewhere overrides it."""
         parts = []
         for name in ("url", "base_url", "instance_url", "rest_endpoint", "dsn", "table"):
             value: Any = getattr(settings, name, None)
@@ -300,16 +401,11 @@ class Destination:
 
     @classmethod
     def default_rate_limits(cls) -> list[Window]:
-        """The rate limits that apply when the destination file sets none."""
+        """The rate limits that apply when the destination file sets none: the settings
+        model's defaults (declared there, e.g. `requests_per_10_seconds: int | None = 100`)."""
         fields = cls.settings_model.model_fields
         defaults = {name: field.default for name, field in fields.items()}
         return DestinationSettings.model_construct(**defaults).rate_windows()
-
-    @classmethod
-    def uses_tls(cls, settings: DestinationSettings) -> bool:
-        """Whether requests go over TLS. Loading the CA certificates for a TLS context costs
-        about 0.1 s; a destination on plain http:// is spared it."""
-        return True
 
 
 # Parameters that authenticate rather than locate: a rotated token is the same place.
@@ -332,11 +428,9 @@ def _without_credentials(value: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, urlencode(kept), ""))
 
 
-async def _unpaced() -> None:
-    """Outside the engine (a check, a test calling send()), nothing to wait for."""
-
-
 def response_text(response: httpx.Response) -> str:
+    """An answer as one line for messages: `HTTP <status>: <its body>` (its reason phrase
+    when the body is empty), cut after ERROR_TEXT_LIMIT characters."""
     text = response.text.strip() or response.reason_phrase
     if len(text) > ERROR_TEXT_LIMIT:
         text = text[:ERROR_TEXT_LIMIT] + "..."
@@ -423,6 +517,8 @@ class KeyMatch:
         self.by_value = {value: found[0] for value, found in positions.items() if len(found) == 1}
 
     def find(self, echoed: Any) -> int | None:
+        """The position in the batch of the record whose key `echoed` is (text, a number or
+        a list as the vendor gives it back), or None when it names none."""
         if isinstance(echoed, str) and echoed in self.exact:
             return self.exact[echoed]
         try:

@@ -54,6 +54,8 @@ def catalog() -> tuple[list[dict[str, Any]], list[str]]:
     for name in registry.known_types():
         try:
             described.append(describe(registry.adapter_class(name)))
+        except registry.IncompatibleAdapter as exc:  # its message names the type
+            broken.append(str(exc))
         except Exception as exc:
             broken.append(f"destination type {name!r} cannot be loaded: {exc!r}")
     return described, broken

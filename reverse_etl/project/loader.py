@@ -147,7 +147,7 @@ class Sync:
         """How the destination tells this sync's records apart by key (see Destination)."""
         spec = self.destination
         target = SyncTarget(self.header.object, self.header.mode, self.primary_key)
-        return spec.adapter.key_identity(spec.settings, target)
+        return spec.adapter.key_identity_for(spec.settings, target)
 
     @property
     def target(self) -> str:
@@ -441,6 +441,8 @@ class Project:
                     f"(known types: {known})",
                 )
             ]
+        except registry.IncompatibleAdapter as exc:  # its message says what to do
+            return [Problem(file, line_of(text, "type"), str(exc))]
         except Exception as exc:  # a plugin that fails to import
             return [
                 Problem(

@@ -114,15 +114,12 @@ class BrazeSettings(DestinationSettings):
 
 
 class BrazeDestination(Destination):
+    contract_version = 1
     type = "braze"
     description = "Braze users: attributes by external_id (/users/track), deletes (/users/delete)"
     settings_model = BrazeSettings
     operations = frozenset({"upsert", "update", "delete"})  # Braze has no create-only mode
     max_batch_size = TRACK_LIMIT
-
-    @classmethod
-    def uses_tls(cls, settings: DestinationSettings) -> bool:
-        return not getattr(settings, "rest_endpoint", "").startswith("http://")
 
     @classmethod
     def sync_problems(
@@ -194,8 +191,6 @@ class BrazeDestination(Destination):
         harmless."""
         keys = [key for key, _ in batch.records]
         for start in range(0, len(keys), DELETE_LIMIT):
-            if start:
-                await self.pace()  # each request takes a slot of the rate limit
             body = json.dumps({"external_ids": keys[start : start + DELETE_LIMIT]})
             response = await self._post(DELETE, body.encode())
             if not response.is_success:

@@ -38,7 +38,6 @@ from ..base import (
     BatchFailed,
     Destination,
     DestinationSettings,
-    KeyIdentity,
     KeyMatch,
     Rejected,
     Result,
@@ -99,6 +98,7 @@ class HubSpotSettings(DestinationSettings):
 
 
 class HubSpotDestination(Destination):
+    contract_version = 1
     type = "hubspot"
     description = "HubSpot CRM objects (contacts, companies, deals, custom) by a unique property"
     settings_model = HubSpotSettings
@@ -107,22 +107,15 @@ class HubSpotDestination(Destination):
     idempotent_operations = frozenset({"upsert", "update", "delete"})
     reconcilable_operations = frozenset({"insert"})
     max_batch_size = MAX_INPUTS
-
-    @classmethod
-    def uses_tls(cls, settings: DestinationSettings) -> bool:
-        return not getattr(settings, "base_url", API).startswith("http://")
+    # HubSpot matches an idProperty's value ignoring case: it stores emails in lower case and
+    # unique-value properties are unique regardless of case
+    # (https://knowledge.hubspot.com/properties/create-and-edit-properties: "Require unique
+    # values for this property"; https://developers.hubspot.com/docs/api-reference/latest/crm/objects/contacts/batch/upsert-contacts).
+    key_identity = "case_insensitive"
 
     @classmethod
     def requests_left(cls, headers: Mapping[str, str]) -> RateHeaders | None:
         return _requests_left(headers)
-
-    @classmethod
-    def key_identity(cls, settings: DestinationSettings, sync: SyncTarget) -> KeyIdentity:
-        """HubSpot matches an idProperty's value ignoring case: it stores emails in lower case
-        and unique-value properties are unique regardless of case
-        (https://knowledge.hubspot.com/properties/create-and-edit-properties: "Require unique
-        values for this property"; https://developers.hubspot.com/docs/api-reference/latest/crm/objects/contacts/batch/upsert-contacts)."""
-        return "case_insensitive"
 
     @classmethod
     def sync_problems(
@@ -204,7 +197,6 @@ class HubSpotDestination(Destination):
         if response.status_code == 409 and len(keys) == 1:
             body = _json(response)
             message = _error_text(body, 409) if body.get("message") else response_text(response)
-            await self.pace()  # the lookup: a rate-limit slot of its own
             [found] = await self.reconcile(batch)
             return [Rejected(message, exists=found is not None)]
         answer = self._answer(response, "results")
@@ -247,7 +239,6 @@ class HubSpotDestination(Destination):
         if found:
             ids = sorted(set(found.values()))
             archive = {"inputs": [{"id": record_id} for record_id in ids]}
-            await self.pace()  # a second request: a slot of the rate limit of its own
             self._answer(await self._post(object_type, "archive", archive), None)
         results: list[Result] = []
         for position in range(len(keys)):

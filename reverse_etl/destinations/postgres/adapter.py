@@ -101,12 +101,14 @@ class PostgresSettings(DestinationSettings):
 
 
 class PostgresDestination(Destination):
+    contract_version = 1
     type = "postgres"
     description = "rows written into a PostgreSQL table, one statement (transaction) per batch"
     settings_model = PostgresSettings
     idempotent_operations = frozenset({"upsert", "update", "delete"})
     reconcilable_operations = frozenset({"insert"})  # a SELECT of the keys finds out
     max_batch_size = 5000  # one jsonb parameter of a few MB; a statement short enough to lock
+    speaks_http = False  # libpq (which negotiates its own TLS): a rate-limit slot per call
 
     def __init__(self, name: str, settings: DestinationSettings, client: Any) -> None:
         super().__init__(name, settings, client)
@@ -118,10 +120,6 @@ class PostgresDestination(Destination):
     @property
     def _settings(self) -> PostgresSettings:
         return self.settings  # type: ignore[return-value]
-
-    @classmethod
-    def uses_tls(cls, settings: DestinationSettings) -> bool:
-        return False  # the engine's HTTP client is not used; libpq negotiates TLS itself
 
     @classmethod
     def sync_problems(

@@ -104,6 +104,7 @@ class SalesforceSettings(DestinationSettings):
 
 
 class SalesforceDestination(Destination):
+    contract_version = 1
     type = "salesforce"
     description = "Salesforce sObjects (REST sObject Collections), matched by an external ID field"
     settings_model = SalesforceSettings
@@ -111,6 +112,10 @@ class SalesforceDestination(Destination):
     # A create is not safe to repeat: after an unknown outcome, a SOQL lookup finds out.
     idempotent_operations = frozenset({"upsert", "update", "delete"})
     reconcilable_operations = frozenset({"insert"})
+    # A text External ID field is unique ignoring case unless it is marked case-sensitive
+    # ("Unique: Treat 'ABC' and 'abc' as duplicate values (case insensitive)" is the default of
+    # Setup's field wizard; https://help.salesforce.com/s/articleView?id=sf.custom_field_attributes.htm).
+    key_identity = "case_insensitive"
 
     def __init__(self, name: str, settings: DestinationSettings, client: httpx.AsyncClient) -> None:
         super().__init__(name, settings, client)
@@ -121,16 +126,10 @@ class SalesforceDestination(Destination):
         self._warned = False
 
     @classmethod
-    def uses_tls(cls, settings: DestinationSettings) -> bool:
-        return not getattr(settings, "instance_url", "").startswith("http://")
-
-    @classmethod
-    def key_identity(cls, settings: DestinationSettings, sync: SyncTarget) -> KeyIdentity:
-        """A text External ID field is unique ignoring case unless it is marked case-sensitive
-        ("Unique: Treat 'ABC' and 'abc' as duplicate values (case insensitive)" is the
-        default of Setup's field wizard; https://help.salesforce.com/s/articleView?id=sf.custom_field_attributes.htm)."""
+    def key_identity_for(cls, settings: DestinationSettings, sync: SyncTarget) -> KeyIdentity:
+        """Exact where the destination file says the field is marked case-sensitive."""
         sensitive = getattr(settings, "case_sensitive_external_id", False)
-        return "exact" if sensitive else "case_insensitive"
+        return "exact" if sensitive else cls.key_identity
 
     @classmethod
     def sync_problems(
@@ -219,7 +218,6 @@ class SalesforceDestination(Destination):
                 bodies.append(_with_id(fields, ids[0]))
         if bodies:
             url = f"{self.base}/composite/sobjects"
-            await self.pace()  # the write after the lookup: a rate-limit slot of its own
             response = await self._write("PATCH", url, sobject, bodies)
             for position, result in zip(
                 positions, self._results(response, len(bodies)), strict=True
@@ -246,7 +244,6 @@ class SalesforceDestination(Destination):
                 ids.append(matches[0])
         if ids:
             params = {"ids": ",".join(ids), "allOrNone": "false"}
-            await self.pace()  # the write after the lookup: a rate-limit slot of its own
             response = await self._request(
                 "DELETE", f"{self.base}/composite/sobjects", params=params
             )
@@ -295,9 +292,7 @@ class SalesforceDestination(Destination):
 
     async def _lookup(self, sobject: str, field: str, values: list[Any]) -> Matches:
         matches = Matches()
-        for number, soql in enumerate(lookup_queries(sobject, field, values)):
-            if number:  # the batch's first request is paced by the engine; later ones here
-                await self.pace()
+        for soql in lookup_queries(sobject, field, values):
             response = await self._request("GET", f"{self.base}/query", params={"q": soql})
             while True:
                 if response.status_code != 200:
@@ -315,7 +310,6 @@ class SalesforceDestination(Destination):
                 following = answer.get("nextRecordsUrl")
                 if answer.get("done", True) or not following:
                     break
-                await self.pace()
                 response = await self._request("GET", f"{self.sf.instance_url}{following}")
         return matches
 

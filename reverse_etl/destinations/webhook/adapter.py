@@ -103,6 +103,7 @@ def encode_batch(batch: Batch) -> bytes:
 
 
 class WebhookDestination(Destination):
+    contract_version = 1
     type = "webhook"
     description = "one JSON POST per batch to any URL (docs/wire-format.md)"
     settings_model = WebhookSettings
@@ -110,12 +111,9 @@ class WebhookDestination(Destination):
     idempotent_operations = frozenset(OPERATIONS)
 
     @classmethod
-    def uses_tls(cls, settings: DestinationSettings) -> bool:
-        return not getattr(settings, "url", "").startswith("http://")
-
-    @classmethod
-    def key_identity(cls, settings: DestinationSettings, sync: SyncTarget) -> KeyIdentity:
-        return getattr(settings, "key_identity", "exact")  # type: ignore[no-any-return]
+    def key_identity_for(cls, settings: DestinationSettings, sync: SyncTarget) -> KeyIdentity:
+        """The receiver's rule, as the destination file's `key_identity` states it."""
+        return getattr(settings, "key_identity", cls.key_identity)  # type: ignore[no-any-return]
 
     async def check(self) -> str:
         """An empty batch (`"records": []`): the receiver's answer tests the URL, the headers

@@ -1,6 +1,6 @@
 """The boundary between the engine and an adapter: the shared httpx client the engine builds
-for it (timeouts, connection limits, TLS only where its URL says https://, a rate-limit slot
-before each request, answers read up to a limit), closed with the adapter; and the mapping of
+for it (timeouts, connection limits, TLS unless its address is plain http://, a rate-limit
+slot before each request, answers read up to a limit), closed with the adapter; the mapping of
 httpx's transport failures to the SDK's signals, so that the engine tells failures apart by
 signal alone. Imported only when a run or a check talks to a destination (httpx is slow to
 import)."""

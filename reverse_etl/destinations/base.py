@@ -1,4 +1,4 @@
-"""The destination adapter contract (version 1).
+"""The destination adapter contract (version 1; docs/writing-a-destination.md).
 
 An adapter is a subclass of `Destination`: it declares what it can do as data on the class
 (its `type`, settings model, operations, maximum batch size, key identity, which operations are
@@ -9,14 +9,15 @@ typed by what the engine does next (reverse_etl.destinations.signals): Throttled
 NotSent, Unreachable, SplitBatch, BatchFailed, CredentialsError, DestinationError.
 
 What the engine does for every adapter, so that none has to: it builds the httpx client an
-HTTP adapter is given (`self.client`: timeouts, connection limits, TLS where its URL says
-https://, answers read up to ANSWER_LIMIT_BYTES) and takes a rate-limit slot before each request
-sent through it; an adapter that speaks another protocol (`speaks_http = False`) gets one slot
-before each call of send, reconcile and check. It maps transport failures (timeouts, refused or
-dropped connections) to the signals; and it reads rate-limit headers from every answer
-(`requests_left`). A 2xx whose body is not the vendor's answer (a proxy's HTML page, truncated
-JSON, another shape) or that names a record the batch does not hold is raised as
-`untrusted(...)`, a Retryable: it is never taken for "all delivered".
+HTTP adapter is given (`self.client`: timeouts, connection limits, TLS unless its `address`
+names only plain http:// URLs, answers read up to ANSWER_LIMIT_BYTES) and takes a rate-limit
+slot before each request sent through it; an adapter that speaks another protocol
+(`speaks_http = False`) gets one slot before each call of send, reconcile and check. It maps
+transport failures (timeouts, refused or dropped connections) to the signals; and it reads
+rate-limit headers from every answer (`requests_left`). A 2xx whose body is not the vendor's
+answer (a proxy's HTML page, truncated JSON, another shape) or that names a record the batch
+does not hold is raised as `untrusted(...)`, a Retryable: it is never taken for "all
+delivered".
 
 Operations that are not safe to repeat (docs/guarantees.md):
 an adapter lists in `idempotent_operations` those that may be sent twice with no other effect
@@ -184,9 +185,9 @@ class DestinationSettings(BaseModel):
 
 # One record to send: (key, fields). The key is text: the key's value, or for a composite key
 # the JSON array of its values (`[7,"eu"]`). The fields are the record's JSON object as text,
-# already encoded per the wire format (README "The webhook wire format"): every column of the
-# model, the key columns included; for a delete, the values last delivered. A plain tuple, as
-# DuckDB returns it: no object is built per record.
+# already encoded per the wire format (docs/wire-format.md): every column of the model, the
+# key columns included; for a delete, the values last delivered. A plain tuple, as DuckDB
+# returns it: no object is built per record.
 Record = tuple[str, str]
 
 
@@ -303,7 +304,7 @@ class Destination(ABC):
 
         Shapes: each record is `(key, fields)`, both text: the key's value, or for a composite
         key the JSON array of its values (`[7,"eu"]`); the fields, the record's JSON object in
-        the wire format (README "The webhook wire format"), every column of the model.
+        the wire format (docs/wire-format.md), every column of the model.
 
         Raises, for the whole batch only, one of reverse_etl.destinations.signals (Throttled,
         Retryable, NotSent, Unreachable, SplitBatch, BatchFailed, CredentialsError,

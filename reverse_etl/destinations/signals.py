@@ -92,8 +92,7 @@ class Throttled(DestinationSignal):
 class SplitBatch(DestinationSignal):
     """The batch was refused as a whole because of some record in it (a 400 or 422 that names
     no record, a 413). The engine splits it in two and sends each half; a batch of one record
-    refused so is that record's rejection, with this message (README: rejected records and
-    quarantine)."""
+    refused so is that record's rejection, with this message (docs/state.md, "Quarantine")."""
 
 
 class BatchFailed(DestinationSignal):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr, field_validator
 
-from reverse_etl.destinations.base import (
+from reverse_etl.destinations import (
     DELIVERED,
     Batch,
     Destination,
@@ -49,6 +49,7 @@ class AcmeSettings(DestinationSettings):
 
 
 class AcmeDestination(Destination):
+    contract_version = 1  # the adapter contract it is written for
     type = "acme"
     description = "contacts in the Acme Contacts API (an example plugin)"
     settings_model = AcmeSettings

@@ -25,12 +25,13 @@ from pydantic import (
 from ..destinations import registry
 from ..destinations.base import Destination, DestinationSettings, SyncTarget
 from ..errors import Problem, ProjectError
+from ..secrets import blank_problems, secret_values
 from .graph import after_problems
 from .model import Model, check_dialect, parse_model, transpile
 from .names import check_name, name_problem
 from .schedules import check_schedule
-from .settings import Settings, WarehouseSettings, load_settings, secret_values
-from .tomlfile import did_you_mean, interpolate, line_of, parse_toml, read_text, scrub
+from .settings import Settings, WarehouseSettings, load_settings
+from .tomlfile import did_you_mean, interpolate, line_of, parse_toml, read_text
 
 SYNCS_DIR = "syncs"
 DESTINATIONS_DIR = "destinations"
@@ -307,7 +308,7 @@ class Project:
         probe, probe_problems = self._probe(header, header_text, file)
         problems += probe_problems
         if header is None or model is None:
-            return None, _in_order(scrub(problems, secrets))
+            return None, _in_order(blank_problems(problems, secrets))
         columns = model.named_columns
         for column in _key_list(header.primary_key):
             if columns is not None and column not in columns:
@@ -335,7 +336,7 @@ class Project:
                 )
             elif report_destination:
                 problems += destination
-            return None, _in_order(scrub(problems, secrets))
+            return None, _in_order(blank_problems(problems, secrets))
         in_warehouse = (header.diff or self.warehouse.diff) == "warehouse"
         if in_warehouse and self.dialect == "duckdb":
             problems.append(
@@ -354,7 +355,7 @@ class Project:
                 Problem(file, line_of(header_text, key), f"{message} ({destination.file})")
             )
         if problems:
-            return None, _in_order(scrub(problems, secrets))
+            return None, _in_order(blank_problems(problems, secrets))
         return (
             Sync(name, file, header, model, sql_line, text, destination, probe, in_warehouse),
             [],
@@ -406,7 +407,7 @@ class Project:
             return problems
         secrets: dict[str, str] = {}
         loaded = self._destination_spec(name, file, text, secrets)
-        return scrub(loaded, secrets) if isinstance(loaded, list) else loaded
+        return blank_problems(loaded, secrets) if isinstance(loaded, list) else loaded
 
     def _destination_spec(
         self, name: str, file: str, text: str, secrets: dict[str, str]

@@ -431,7 +431,7 @@ def destinations_command(ctx: Context) -> int:
 @click.argument("destinations", nargs=-1, required=True)
 def check_command(ctx: Context, destinations: tuple[str, ...]) -> int:
     """Test destinations' connections and credentials, without sending any data."""
-    from ..delivery.adapters import check_destination
+    from ..delivery.adapters import try_connection
     from ..errors import ReverseEtlError
 
     project = ctx.project()
@@ -440,7 +440,7 @@ def check_command(ctx: Context, destinations: tuple[str, ...]) -> int:
         spec = project.destination(name)
         result: dict[str, Any] = {"destination": name, "type": spec.adapter.type}
         try:
-            result.update(ok=True, detail=ctx.hide(check_destination(spec)))
+            result.update(ok=True, detail=ctx.hide(try_connection(spec)))
         except ReverseEtlError as exc:
             message = ctx.hide(str(exc))
             result.update(ok=False, error=message)

@@ -121,7 +121,7 @@ async def open_adapter(
             await adapter.aclose()
 
 
-def check_destination(spec: DestinationSpec) -> str:
+def try_connection(spec: DestinationSpec) -> str:
     """`reverse-etl check DEST`: the connection and credentials, without sending data.
 
     Only an answer of the API passes: any status the adapter does not take as its API's

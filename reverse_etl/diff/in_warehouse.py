@@ -22,7 +22,7 @@ from ..errors import ModelFailed, WarehouseError
 from ..project.model import Model
 from ..project.names import check_name
 from .encoding import fields_json, key_text, quote_identifier, quote_literal
-from .local import DIFF, DiffCounts, SyncState, check_key_columns, invalid_messages
+from .local import DIFF, DiffCounts, SyncState, invalid_messages, require_key_columns
 from .sql import diff_sql, invalid_sql, rehash_sql, removed_sql, snapshot_ddl
 
 log = logging.getLogger("reverse_etl.warehouse_state")
@@ -80,7 +80,7 @@ class WarehouseState(SyncState):
         model's own SQL keep its line numbers)."""
         self.model, self.primary_key = model.tree, tuple(primary_key)
         self.columns = self.warehouse.columns(self.con, model.sql)
-        check_key_columns(primary_key, self.columns, file, key_line)
+        require_key_columns(primary_key, self.columns, file, key_line)
 
     # -- the snapshot in the warehouse ---------------------------------------------------
 

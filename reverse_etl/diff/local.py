@@ -331,7 +331,7 @@ class SyncState:
         self.relation = relation
         self.source = source
         self.columns, self.types = list(rel.columns), list(rel.types)
-        check_key_columns(primary_key, self.columns, file, key_line)
+        require_key_columns(primary_key, self.columns, file, key_line)
         self.primary_key = tuple(primary_key)
         self.key_types = [self.types[self.columns.index(c)] for c in primary_key]
         self.key_sql = key_text(primary_key, self.key_types)
@@ -670,7 +670,7 @@ class SyncState:
         self.outbox.acknowledge(batch.first, batch.last, keys)
 
 
-def check_key_columns(
+def require_key_columns(
     primary_key: Sequence[str], columns: Sequence[str], file: str, key_line: int | None
 ) -> None:
     """ProjectError when a primary key column is not among the model's columns (which only the

@@ -126,7 +126,7 @@ class Sync:
     sql_line: int  # the file line where the SQL starts
     text: str  # the whole file, to find header lines for later errors
     destination: DestinationSpec
-    probe: Model | None = None  # the parsed trigger_query
+    trigger_query: Model | None = None  # the parsed trigger_query
     in_warehouse: bool = False  # diff = "warehouse": the snapshot and the diff live there
 
     @property
@@ -237,9 +237,9 @@ class Project:
 
     def problems(self) -> list[Problem]:
         """Every problem in every file (without the warehouse checks: see validate.py)."""
-        return self.check()[1]
+        return self.load_all()[1]
 
-    def check(self) -> tuple[list[Sync], list[Problem]]:
+    def load_all(self) -> tuple[list[Sync], list[Problem]]:
         """Every sync that loads, and every problem in every file: the settings', each
         destination's once, each sync's (without the warehouse checks: see validate.py)."""
         problems: list[Problem] = list(self.settings_problems)
@@ -305,8 +305,8 @@ class Project:
             at = line_of(header_text, "dialect") or sql_line
             model, model_problems = transpile(model, written_in, self.dialect, file, at)
         problems += model_problems
-        probe, probe_problems = self._probe(header, header_text, file)
-        problems += probe_problems
+        trigger_query, trigger_problems = self._trigger_query(header, header_text, file)
+        problems += trigger_problems
         if header is None or model is None:
             return None, _in_order(blank_problems(problems, secrets))
         columns = model.named_columns
@@ -356,12 +356,12 @@ class Project:
             )
         if problems:
             return None, _in_order(blank_problems(problems, secrets))
-        return (
-            Sync(name, file, header, model, sql_line, text, destination, probe, in_warehouse),
-            [],
+        sync = Sync(
+            name, file, header, model, sql_line, text, destination, trigger_query, in_warehouse
         )
+        return sync, []
 
-    def _probe(
+    def _trigger_query(
         self, header: SyncHeader | None, header_text: str, file: str
     ) -> tuple[Model | None, list[Problem]]:
         """The trigger_query, parsed: one read-only query, checked on a schedule."""
@@ -378,10 +378,10 @@ class Project:
                 )
             ]
         written_in = header.dialect or self.dialect
-        probe, problems = parse_model(header.trigger_query, written_in, file, line or 1)
-        if probe is not None:
-            probe, problems = transpile(probe, written_in, self.dialect, file, line or 1)
-        return probe, [
+        query, problems = parse_model(header.trigger_query, written_in, file, line or 1)
+        if query is not None:
+            query, problems = transpile(query, written_in, self.dialect, file, line or 1)
+        return query, [
             Problem(p.file, line, "trigger_query: " + p.message.replace("a model", "a probe"))
             for p in problems
         ]

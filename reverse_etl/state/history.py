@@ -67,7 +67,9 @@ CREATE TABLE IF NOT EXISTS deliveries (  -- which syncs sent records to which ta
     at REAL NOT NULL,
     PRIMARY KEY (target, sync)
 );
-CREATE TABLE IF NOT EXISTS probes (  -- a trigger_query's answer when its sync last ran whole
+-- a trigger_query's answer when its sync last ran whole (the table keeps the name earlier
+-- versions gave it, so that their state folders keep working)
+CREATE TABLE IF NOT EXISTS probes (
     sync TEXT PRIMARY KEY,
     value TEXT NOT NULL,
     run_id TEXT NOT NULL,
@@ -368,12 +370,13 @@ class History:
     # -- trigger_query answers -----------------------------------------------------------
 
     @_guarded
-    def probe(self, sync: str) -> str | None:
+    def trigger_answer(self, sync: str) -> str | None:
+        """The answer of `sync`'s trigger_query saved at its last complete run, if any."""
         row = self.db.execute("SELECT value FROM probes WHERE sync = ?", (sync,)).fetchone()
         return row["value"] if row else None
 
     @_guarded
-    def save_probe(self, sync: str, value: str, run_id: str) -> None:
+    def save_trigger_answer(self, sync: str, value: str, run_id: str) -> None:
         self.db.execute(
             "INSERT INTO probes VALUES (?, ?, ?, ?) ON CONFLICT (sync) DO UPDATE SET "
             "value = excluded.value, run_id = excluded.run_id, checked_at = excluded.checked_at",

@@ -374,13 +374,14 @@ def runs_command(ctx: Context, sync: str | None, limit: int) -> int:
 def rejected_command(ctx: Context, sync: str) -> int:
     """Records not delivered (rejected, invalid, still failing), with reasons."""
     from ..state.history import History
+    from ..state.ledger import Ledger
     from .output import rejected_table
 
     project = ctx.project()
     _known_sync(project, sync)
     history = History(project.state_dir)
     try:
-        records = history.ledger(sync)
+        records = Ledger(history, sync).entries()
     finally:
         history.close()
     if ctx.as_json:

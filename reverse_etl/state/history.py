@@ -1,4 +1,4 @@
-"""Run history and the ledger of records not delivered, in SQLite.
+"""Run history and the ledger of records not delivered (its rules: ledger.py), in SQLite.
 
 SQLite in WAL mode lets any number of processes (the daemon, a CLI in another terminal) read
 while one writes, which the per-sync DuckDB files cannot: a running sync holds its own file.
@@ -13,7 +13,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS runs (
     host TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_sync ON runs (sync, started_at);
-CREATE TABLE IF NOT EXISTS ledger (
+CREATE TABLE IF NOT EXISTS ledger (  -- written and read by ledger.py only
     sync TEXT NOT NULL,
     key TEXT,
     reason TEXT NOT NULL,
@@ -111,7 +111,8 @@ def history_problem(path: Path, exc: Exception) -> str:
     return f"cannot use the run history {path} ({text}): {todo}"
 
 
-def _iso(timestamp: float | None) -> str | None:
+def iso_time(timestamp: float | None) -> str | None:
+    """A time.time() value as ISO 8601 in UTC, to the millisecond."""
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
@@ -231,120 +232,23 @@ class History:
             )
         ]
 
-    # -- the ledger ----------------------------------------------------------------------
+    # -- the ledger (state/ledger.py) ----------------------------------------------------
 
-    @_guarded
-    def replace_invalid(
-        self, sync: str, run_id: str, chunks: Iterable[list[tuple[str | None, str]]]
-    ) -> None:
-        now = time.time()
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.execute("DELETE FROM ledger WHERE sync = ? AND reason = 'invalid'", (sync,))
-            for chunk in chunks:
-                self.db.executemany(
-                    "INSERT OR REPLACE INTO ledger "
-                    "(sync, key, reason, error, attempts, first_seen, last_seen, run_id) "
-                    "VALUES (?, ?, 'invalid', ?, 0, ?, ?, ?)",
-                    [(sync, key, error, now, now, run_id) for key, error in chunk],
-                )
-
-    @_guarded
     def record_undelivered(
         self, sync: str, run_id: str, reason: str, records: list[tuple[str, str, int]]
     ) -> None:
-        """(key, error, attempts in this run) of records rejected or failed in this run."""
-        now = time.time()
-        self.db.executemany(
-            """INSERT INTO ledger
-                (sync, key, reason, error, attempts, rejections, first_seen, last_seen, run_id)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (sync, key) DO UPDATE SET reason = excluded.reason,
-                error = excluded.error, last_seen = excluded.last_seen,
-                attempts = ledger.attempts + excluded.attempts,
-                rejections = CASE WHEN excluded.reason = 'rejected'
-                                  THEN ledger.rejections + 1 ELSE 0 END,
-                run_id = excluded.run_id""",
-            [
-                (sync, key, reason, error, attempts, int(reason == "rejected"), now, now, run_id)
-                for key, error, attempts in records
-            ],
-        )
+        """The delivery's records of `sync` rejected or failed in run `run_id`: see
+        Ledger.record_undelivered."""
+        from .ledger import Ledger
 
-    @_guarded
-    def rejected_repeatedly(self, sync: str, run_id: str, times: int) -> list[str]:
-        """Keys rejected by run `run_id` and by the runs before it: `times` runs in a row, or
-        more. (A record accepted by this run keeps its old entry until drop_resolved: it is
-        delivered, not to be quarantined.)"""
-        rows = self.db.execute(
-            "SELECT key FROM ledger WHERE sync = ? AND run_id = ? AND reason = 'rejected' "
-            "AND rejections >= ?",
-            (sync, run_id, times),
-        ).fetchall()
-        return [row[0] for row in rows]
-
-    @_guarded
-    def mark_quarantined(self, sync: str, keys: list[str]) -> None:
-        """Flag exactly `keys` as quarantined: kept in the ledger while not resent."""
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.execute("UPDATE ledger SET quarantined = 0 WHERE sync = ?", (sync,))
-            self.db.executemany(
-                "UPDATE ledger SET quarantined = 1, error = CASE WHEN error LIKE 'quarantined%' "
-                "THEN error ELSE 'quarantined after ' || rejections || ' rejections: ' || error "
-                "END WHERE sync = ? AND key = ?",
-                [(sync, key) for key in keys],
-            )
-
-    @_guarded
-    def reset_rejections(self, sync: str) -> None:
-        """`retry`: quarantined records start counting again."""
-        self.db.execute(
-            "UPDATE ledger SET rejections = 0, quarantined = 0, "
-            "error = substr(error, instr(error, ': ') + 2) "
-            "WHERE sync = ? AND quarantined",
-            (sync,),
-        )
-
-    @_guarded
-    def drop_resolved(self, sync: str, run_id: str) -> None:
-        """After a finished run: entries it did not renew (and not quarantined) were delivered
-        or left the model."""
-        self.db.execute(
-            "DELETE FROM ledger WHERE sync = ? AND reason <> 'invalid' AND run_id <> ? "
-            "AND NOT quarantined",
-            (sync, run_id),
-        )
-
-    @_guarded
-    def ledger(self, sync: str) -> list[dict[str, Any]]:
-        rows = self.db.execute(
-            "SELECT sync, key, reason, error, attempts, first_seen, last_seen FROM ledger "
-            "WHERE sync = ? ORDER BY reason, key",
-            (sync,),
-        ).fetchall()
-        return [
-            {
-                **dict(row),
-                "first_seen": _iso(row["first_seen"]),
-                "last_seen": _iso(row["last_seen"]),
-            }
-            for row in rows
-        ]
+        Ledger(self, sync).record_undelivered(run_id, reason, records)
 
     @_guarded
     def forget(self, sync: str) -> None:
-        """`reset`: what the sync delivered is forgotten (and that it delivered: a mirror
-        starting over after a reset is meant to)."""
-        self.forget_undelivered(sync)
+        """`reset`: that the sync delivered is forgotten (a mirror starting over after a reset
+        is meant to), and its trigger_query's last answer. (Its ledger: Ledger.forget.)"""
         self.db.execute("DELETE FROM probes WHERE sync = ?", (sync,))
         self.db.execute("DELETE FROM deliveries WHERE sync = ?", (sync,))
-
-    @_guarded
-    def forget_undelivered(self, sync: str) -> None:
-        """The ledger of a sync's records not delivered, emptied (they are owed to a target
-        the sync no longer points at)."""
-        self.db.execute("DELETE FROM ledger WHERE sync = ?", (sync,))
 
     @_guarded
     def record_delivering(self, sync: str, target: str) -> None:
@@ -398,8 +302,8 @@ def _run_dict(row: sqlite3.Row, alive: bool) -> dict[str, Any]:
     result["duration_seconds"] = (
         round(finished - row["started_at"], 3) if finished is not None else None
     )
-    result["started_at"] = _iso(row["started_at"])
-    result["finished_at"] = _iso(finished)
+    result["started_at"] = iso_time(row["started_at"])
+    result["finished_at"] = iso_time(finished)
     if error:
         result["error"] = error
     if row["reason"]:

@@ -81,18 +81,19 @@ CREATE TABLE IF NOT EXISTS probes (
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _guarded(method: F) -> F:
-    """sqlite3's errors, as a StateError saying which file and what to do: a damaged page can
-    surface in any query, long after the file was opened."""
+def guarded(method: F) -> F:
+    """A method of an object whose `path` is the run history file (History, Ledger): sqlite3's
+    errors, as a StateError saying which file and what to do (a damaged page can surface in
+    any query, long after the file was opened)."""
 
     @functools.wraps(method)
-    def guarded(self: History, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.Error as exc:
             raise StateError(history_problem(self.path, exc)) from None
 
-    return guarded  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]
 
 
 def history_problem(path: Path, exc: Exception) -> str:
@@ -170,7 +171,7 @@ class History:
 
     # -- runs ----------------------------------------------------------------------------
 
-    @_guarded
+    @guarded
     def start_run(self, sync: str, full_resync: bool) -> str:
         run_id = uuid.uuid4().hex[:16]
         self.db.execute(
@@ -180,7 +181,7 @@ class History:
         )
         return run_id
 
-    @_guarded
+    @guarded
     def finish_run(
         self,
         run_id: str,
@@ -196,7 +197,7 @@ class History:
             (status, time.time(), error, reason, *(counts.get(c, 0) for c in COUNTS), run_id),
         )
 
-    @_guarded
+    @guarded
     def close_abandoned(self, sync: str) -> None:
         """Runs of `sync` left 'running' by a process that died: record them as errors. The
         caller holds the sync's lock, so no other run of it is alive."""
@@ -208,7 +209,7 @@ class History:
                 (_killed(row["pid"]), row["run_id"]),
             )
 
-    @_guarded
+    @guarded
     def runs(self, sync: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         where, params = ("WHERE sync = ?", [sync]) if sync else ("", [])
         rows = self.db.execute(
@@ -219,7 +220,7 @@ class History:
             for row in rows
         ]
 
-    @_guarded
+    @guarded
     def finished_elsewhere(self, since: float, pid: int) -> list[tuple[str, float, int]]:
         """(sync, finished_at, pid) of runs that finished with success or partial after
         `since`, in processes other than `pid` (the daemon follows them with `after`)."""
@@ -243,14 +244,14 @@ class History:
 
         Ledger(self, sync).record_undelivered(run_id, reason, records)
 
-    @_guarded
+    @guarded
     def forget(self, sync: str) -> None:
         """`reset`: that the sync delivered is forgotten (a mirror starting over after a reset
         is meant to), and its trigger_query's last answer. (Its ledger: Ledger.forget.)"""
         self.db.execute("DELETE FROM probes WHERE sync = ?", (sync,))
         self.db.execute("DELETE FROM deliveries WHERE sync = ?", (sync,))
 
-    @_guarded
+    @guarded
     def record_delivering(self, sync: str, target: str) -> None:
         """`sync` is about to send records to `target` (before its first request: a run
         killed after it delivered counts too)."""
@@ -259,27 +260,27 @@ class History:
             (target, sync, time.time()),
         )
 
-    @_guarded
+    @guarded
     def deliveries(self) -> list[tuple[str, str]]:
         """(target, sync) of every sync that sent records to a target (since its last reset),
         oldest first."""
         rows = self.db.execute("SELECT target, sync FROM deliveries ORDER BY at").fetchall()
         return [(row[0], row[1]) for row in rows]
 
-    @_guarded
+    @guarded
     def forget_delivery(self, target: str, sync: str) -> None:
         """Another sync now answers for what `sync` sent to `target` (a rename approved)."""
         self.db.execute("DELETE FROM deliveries WHERE target = ? AND sync = ?", (target, sync))
 
     # -- trigger_query answers -----------------------------------------------------------
 
-    @_guarded
+    @guarded
     def trigger_answer(self, sync: str) -> str | None:
         """The answer of `sync`'s trigger_query saved at its last complete run, if any."""
         row = self.db.execute("SELECT value FROM probes WHERE sync = ?", (sync,)).fetchone()
         return row["value"] if row else None
 
-    @_guarded
+    @guarded
     def save_trigger_answer(self, sync: str, value: str, run_id: str) -> None:
         self.db.execute(
             "INSERT INTO probes VALUES (?, ?, ?, ?) ON CONFLICT (sync) DO UPDATE SET "

@@ -24,36 +24,18 @@ and this module compares with the diff's rows (key, hash) to release what change
 
 from __future__ import annotations
 
-import functools
-import sqlite3
 import time
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..diff.local import DIFF
-from ..errors import StateError
-from .history import history_problem, iso_time
+from .history import guarded, iso_time
 
 if TYPE_CHECKING:
     from ..diff.base import DiffState
     from .history import History
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 Undelivered = tuple[str, str, int]  # key, error, attempts in this run
-
-
-def _guarded(method: F) -> F:
-    """sqlite3's errors, as the run history's StateError (history.py)."""
-
-    @functools.wraps(method)
-    def guarded(self: Ledger, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except sqlite3.Error as exc:
-            raise StateError(history_problem(self.history.path, exc)) from None
-
-    return guarded  # type: ignore[return-value]
 
 
 class Ledger:
@@ -64,13 +46,13 @@ class Ledger:
     (after the fold), drop_resolved (once the run finished)."""
 
     def __init__(self, history: History, sync: str) -> None:
-        self.history = history
         self.sync = sync
+        self.path = history.path  # for errors (see guarded)
         self._db = history.db
 
     # -- reading -----------------------------------------------------------------------
 
-    @_guarded
+    @guarded
     def entries(self) -> list[dict[str, Any]]:
         """Every entry (`reverse-etl rejected`): sync, key, reason, error, attempts, first_seen
         and last_seen (ISO 8601, UTC), by reason and key."""
@@ -90,7 +72,7 @@ class Ledger:
 
     # -- starting over -----------------------------------------------------------------
 
-    @_guarded
+    @guarded
     def forget(self) -> None:
         """Every entry removed (`reset`: the sync starts over)."""
         self._db.execute("DELETE FROM ledger WHERE sync = ?", (self.sync,))
@@ -109,7 +91,7 @@ class Ledger:
         state.con.execute("DELETE FROM state.quarantine")
         self._reset_rejections()
 
-    @_guarded
+    @guarded
     def _reset_rejections(self) -> None:
         self._db.execute(
             "UPDATE ledger SET rejections = 0, quarantined = 0, "
@@ -120,7 +102,7 @@ class Ledger:
 
     # -- a run -------------------------------------------------------------------------
 
-    @_guarded
+    @guarded
     def record_invalid(self, run_id: str, chunks: Iterable[list[tuple[str | None, str]]]) -> None:
         """The diff's invalid rows, (key, error) in lists, replacing the last run's."""
         now = time.time()
@@ -146,7 +128,7 @@ class Ledger:
         ).fetchall()
         return int(count)
 
-    @_guarded
+    @guarded
     def record_undelivered(self, run_id: str, reason: str, records: list[Undelivered]) -> None:
         """Records of this run rejected (`reason` "rejected") or failed ("failed"): (key,
         error, attempts in this run). A rejection adds one to the record's streak of runs that
@@ -189,7 +171,7 @@ class Ledger:
         keys = [key for (key,) in con.execute("SELECT key FROM state.quarantine").fetchall()]
         self._flag_quarantined(keys)
 
-    @_guarded
+    @guarded
     def _rejected_repeatedly(self, run_id: str, times: int) -> list[str]:
         """Keys rejected by run `run_id` and by the runs before it: `times` runs in a row, or
         more. (A record accepted by this run keeps its old entry until drop_resolved: it is
@@ -201,7 +183,7 @@ class Ledger:
         ).fetchall()
         return [row[0] for row in rows]
 
-    @_guarded
+    @guarded
     def _flag_quarantined(self, keys: list[str]) -> None:
         """Flag exactly `keys` as quarantined: kept in the ledger while not resent."""
         with self._db:
@@ -214,7 +196,7 @@ class Ledger:
                 [(self.sync, key) for key in keys],
             )
 
-    @_guarded
+    @guarded
     def drop_resolved(self, run_id: str) -> None:
         """After a finished run: entries it did not renew (and not quarantined) were delivered
         or left the model."""

@@ -1,5 +1,5 @@
-"""The ledger of records not delivered, and the one place that decides quarantine (README
-"Run history and records not delivered").
+"""The ledger of records not delivered, and the one place that decides quarantine
+(docs/state.md, "Run history and records not delivered").
 
 An entry per record of a sync that was not delivered, with its reason:
 

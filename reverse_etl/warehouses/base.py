@@ -6,7 +6,7 @@ neither case does a row become a Python object.
 
 `Warehouse` names every method the engine calls to read models (the run, `plan`, `validate`, a
 trigger_query); `SnapshotWarehouse` adds what `diff = "warehouse"` calls on a warehouse that
-holds the snapshot and runs the diff itself (README "The diff inside the warehouse").
+holds the snapshot and runs the diff itself (docs/state.md, "The diff inside the warehouse").
 """
 
 from __future__ import annotations

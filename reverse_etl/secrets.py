@@ -9,14 +9,24 @@ Bearer|Basic ...` header are blanked too: a token can reach a message before it 
 
     hide = blanker(project.secrets())   # compiled once
     hide(text)                          # for every message, log line, rejected record
+
+What is secret: every `SecretStr` setting and the credentials of any URL in the settings
+(secret_values), and each value a project file took from the environment (collected by
+tomlfile.interpolate). The PostgreSQL destination blanks its dsn's secrets (blank_dsn).
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import re
 from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import unquote
+
+from pydantic import BaseModel, SecretStr
+
+from .errors import Problem
 
 REDACTED = "***"
 MIN_LENGTH = 3  # shorter values would blank too much that is not secret
@@ -150,3 +160,56 @@ def blanker(secrets: Mapping[str, str]) -> Callable[[str], str]:
 def blank(text: str, secrets: Mapping[str, str]) -> str:
     """`text` with every secret blanked (see blanker); for many texts, build a blanker once."""
     return blanker(secrets)(text)
+
+
+def blank_problems(problems: list[Problem], secrets: Mapping[str, str]) -> list[Problem]:
+    """The problems with every secret in their messages blanked (a value taken from the
+    environment shown as its ${NAME}): secret values never appear in errors."""
+    if not secrets:
+        return problems
+    hide = blanker(secrets)
+    return [Problem(p.file, p.line, hide(p.message)) for p in problems]
+
+
+def secret_values(models: list[BaseModel]) -> dict[str, str]:
+    """Every SecretStr value inside these settings (in dicts and lists too), and the
+    credentials in the userinfo of any URL among them (`https://user:pass@host`), to blank
+    out (see blanker)."""
+    found: dict[str, str] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, SecretStr):
+            if secret := value.get_secret_value():
+                found[secret] = REDACTED
+                found.update(credentials_in(secret))
+        elif isinstance(value, str):
+            found.update(credentials_in(value))
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+
+    for model in models:
+        walk(model)
+    return found
+
+
+def blank_dsn(message: str, dsn: str) -> str:
+    """`message` without a PostgreSQL connection string, its password (of a URL's userinfo,
+    or `password=`) or $PGPASSWORD, each replaced where written as it is (libpq does not echo
+    them, but a malformed dsn's fragments could be quoted)."""
+    secrets = [dsn, os.environ.get("PGPASSWORD", "")]
+    match = re.search(r"://[^:/@]*:([^@/]*)@", dsn) or re.search(
+        r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", dsn
+    )
+    if match:
+        secrets.append(match.group(1).strip("'"))
+    for secret in secrets:
+        if len(secret) >= MIN_LENGTH:
+            message = message.replace(secret, REDACTED)
+    return message

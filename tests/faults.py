@@ -19,8 +19,9 @@ engine must split it until the bad record is alone). Deliveries are counted per 
 fields, and a `delete` removes the key. `requests` records every request and its outcome.
 
 The random draws are reproducible: each request's draw comes from a generator seeded with
-(seed, Idempotency-Key, how many times that key was seen before), so the same batch meets the
-same faults on its n-th attempt whatever the order in which threads run."""
+(seed, the batch's operation and keys, how many times its Idempotency-Key was seen before), so
+the same batch meets the same faults on its n-th attempt whatever the order in which threads
+run, and in every test run (the key itself holds the run's random id)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,11 @@ class Request:
     keys: list[str]
     idempotency_key: str
     attempt: int  # how many earlier requests carried the same Idempotency-Key
+
+    @property
+    def batch(self) -> str:
+        """The batch, as the same in every run (its Idempotency-Key holds the run's id)."""
+        return f"{self.operation}:{','.join(self.keys)}"
     arrived: float  # time.monotonic()
     outcome: str = ""  # ok | throttle | error | hang | drop | slow | 422
     status: int | None = None  # None: no answer (hang, drop)
@@ -127,7 +133,7 @@ class FaultyReceiver:
         return request
 
     def _decide(self, request: Request, body: dict[str, Any]) -> tuple[str, random.Random]:
-        rng = random.Random(f"{self.seed}:{request.idempotency_key}:{request.attempt}")
+        rng = random.Random(f"{self.seed}:{request.batch}:{request.attempt}")
         for rule in self.rules:
             if (outcome := rule(request, body)) is not None:
                 return outcome, rng

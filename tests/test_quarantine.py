@@ -54,3 +54,25 @@ def test_a_failure_breaks_the_streak(users_project, receiver):
         project.cli("run", "users")
     [entry] = project.cli("rejected", "users", "--json").json_lines()
     assert entry["error"] == "no", "not quarantined"
+
+
+def test_a_sync_pointed_at_another_target_starts_its_quarantine_over(users_project, receiver):
+    """What the old target refused says nothing of the new one: sent there, and not listed."""
+    receiver.reject = lambda record: "no" if record["key"] == "7" else None
+    project = users_project(rows=10, max_attempts=2)
+    for _ in range(3):
+        project.cli("run", "users")
+    [entry] = project.cli("rejected", "users", "--json").json_lines()
+    assert entry["error"] == "quarantined after 2 rejections: no"
+
+    receiver.reject = None
+    receiver.requests.clear()
+    project.sync(
+        "users",
+        {"destination": "hook", "primary_key": "id", "object": "people"},
+        "select id, email, tier, score from users",
+    )
+    moved = project.cli("run", "users", "--json")
+    assert moved.exit_code == 0, moved.stdout
+    assert sorted(sent_keys(receiver), key=int) == [str(i) for i in range(1, 11)]
+    assert project.cli("rejected", "users", "--json").stdout == ""

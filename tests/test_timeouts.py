@@ -169,7 +169,7 @@ SEED = 20261130
 def storm(request: Request, body: dict[str, Any]) -> str:
     """12% 429 with Retry-After 1, 10% 5xx, 2% no answer within the timeout, 3% dropped
     connections: drawn per batch and attempt, the same whatever the order of threads."""
-    draw = random.Random(f"{SEED}:{request.idempotency_key}:{request.attempt}").random()
+    draw = random.Random(f"{SEED}:{request.batch}:{request.attempt}").random()
     for outcome, share in (("throttle:1", 0.12), ("error", 0.10), ("hang", 0.02), ("drop", 0.03)):
         if draw < share:
             return outcome

@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from typing import Any
 
@@ -289,8 +290,8 @@ def _run_syncs(
     from concurrent.futures import ThreadPoolExecutor
 
     from ..errors import ReverseEtlError
-    from ..run.pipeline import run_sync, shutdown
-    from .output import Progress, run_table
+    from ..run.pipeline import run_sync
+    from .output import Progress
 
     progress = Progress(enabled=not ctx.as_json and sys.stderr.isatty())
 
@@ -317,22 +318,42 @@ def _run_syncs(
             return {"sync": name, "status": "error", "error": str(exc), "_exit": EXIT_FAILED}
         return {**result.as_dict(), "_exit": result.exit_code}
 
+    with (
+        _stopped_by_signals(stopped),
+        progress,
+        ThreadPoolExecutor(project.settings.scheduler.max_concurrent_syncs) as pool,
+    ):
+        results = []
+        for result in pool.map(one, names):
+            results.append(result)
+            if ctx.as_json:
+                ctx.emit({k: v for k, v in result.items() if k != "_exit"})
+    _report_runs(ctx, results)
+    return max(r["_exit"] for r in results) if results else EXIT_OK
+
+
+@contextmanager
+def _stopped_by_signals(stopped: list[str]) -> Iterator[None]:
+    """Meanwhile SIGTERM and SIGINT stop the runs gracefully: no new batch, what was delivered
+    is acknowledged, then the command exits (code 2). Why is appended to `stopped`."""
+    from ..run.pipeline import shutdown
+
     def interrupted(signum: int, frame: Any) -> None:
-        # Stop gracefully: no new batch, acknowledge what was delivered, then exit (code 2).
         stopped.append(f"interrupted by {signal.Signals(signum).name}")
         shutdown(stopped[0])
 
     previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with progress, ThreadPoolExecutor(project.settings.scheduler.max_concurrent_syncs) as pool:
-            results = []
-            for result in pool.map(one, names):
-                results.append(result)
-                if ctx.as_json:
-                    ctx.emit({k: v for k, v in result.items() if k != "_exit"})
+        yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _report_runs(ctx: Context, results: list[dict[str, Any]]) -> None:
+    """Each run's error or hold on stderr, blanked; the table of runs unless --json."""
+    from .output import run_table
+
     for result in results:
         for key in ("error", "reason"):
             for line in (result.get(key) or "").splitlines():
@@ -340,7 +361,6 @@ def _run_syncs(
                 click.echo(ctx.hide(text), err=True)
     if not ctx.as_json:
         run_table(results)
-    return max(r["_exit"] for r in results) if results else EXIT_OK
 
 
 @command(main, "runs")
@@ -374,13 +394,14 @@ def runs_command(ctx: Context, sync: str | None, limit: int) -> int:
 def rejected_command(ctx: Context, sync: str) -> int:
     """Records not delivered (rejected, invalid, still failing), with reasons."""
     from ..state.history import History
+    from ..state.ledger import Ledger
     from .output import rejected_table
 
     project = ctx.project()
     _known_sync(project, sync)
     history = History(project.state_dir)
     try:
-        records = history.ledger(sync)
+        records = Ledger(history, sync).entries()
     finally:
         history.close()
     if ctx.as_json:
@@ -431,7 +452,7 @@ def destinations_command(ctx: Context) -> int:
 @click.argument("destinations", nargs=-1, required=True)
 def check_command(ctx: Context, destinations: tuple[str, ...]) -> int:
     """Test destinations' connections and credentials, without sending any data."""
-    from ..delivery.adapters import check_destination
+    from ..delivery.adapters import try_connection
     from ..delivery.ratelimit import limiter_for
     from ..errors import ReverseEtlError
 
@@ -449,7 +470,7 @@ def check_command(ctx: Context, destinations: tuple[str, ...]) -> int:
             settings.max_retry_after_seconds,
         )
         try:
-            result.update(ok=True, detail=ctx.hide(check_destination(spec, limiter)))
+            result.update(ok=True, detail=ctx.hide(try_connection(spec, limiter)))
         except ReverseEtlError as exc:
             message = ctx.hide(str(exc))
             result.update(ok=False, error=message)

@@ -8,8 +8,8 @@ one) asks for a run. What runs is decided here:
 - at most `max_concurrent_syncs` different syncs at once: the others wait their turn in order;
 - `after`: a sync runs once every sync it names has finished a run (success or partial) since
   its own last run started;
-- `trigger_query`: on a tick, the probe runs first; the sync runs only when its answer differs
-  from the one saved at the sync's last complete run.
+- `trigger_query`: on a tick, the trigger query runs first; the sync runs only when its answer
+  differs from the one saved at the sync's last complete run.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from ..project.loader import Project, Sync
 from ..project.schedules import interval_seconds, trigger
 from ..run import pipeline as runner
 from ..state.history import History
-from ..warehouses.trigger import probe_value
+from ..warehouses.trigger import trigger_answer
 
 log = logging.getLogger("reverse_etl.scheduler")
 
@@ -230,14 +230,14 @@ class Scheduler:
 
     def _run(self, project: Project, sync: Sync, why: str) -> dict[str, Any] | None:
         name = sync.name
-        probe = None
-        if why == SCHEDULE and sync.probe is not None:
+        answer = None
+        if why == SCHEDULE and sync.trigger_query is not None:
             try:
-                probe = probe_value(project, sync)
+                answer = trigger_answer(project, sync)
             except ReverseEtlError as exc:
                 self._skip(name, f"trigger_query failed: {exc}", "probe_failed", logging.ERROR)
                 return None
-            if probe == self._saved_probe(project, name):
+            if answer == self._saved_trigger_answer(project, name):
                 self._skip(name, "trigger_query answer unchanged", "unchanged")
                 return None
         log.info(
@@ -271,12 +271,12 @@ class Scheduler:
             f": {detail}" if detail else "",
             extra={"event": "run_finished", "why": why, **fields},
         )
-        if probe is not None and (
+        if answer is not None and (
             result.status == "success" or (result.status == "partial" and not result.failed)
         ):
             # Complete: nothing is left that only another run would deliver. (Rejected and
-            # invalid records wait for their data to change, which the probe would see.)
-            self._save_probe(project, name, probe, result.run_id)
+            # invalid records wait for their data to change, which the query would see.)
+            self._save_trigger_answer(project, name, answer, result.run_id)
         if self._on_result:
             self._on_result(fields)
         return fields
@@ -321,18 +321,18 @@ class Scheduler:
             self.request(name, f"after {upstream}")
 
     @staticmethod
-    def _saved_probe(project: Project, name: str) -> str | None:
+    def _saved_trigger_answer(project: Project, name: str) -> str | None:
         history = History(project.state_dir)
         try:
-            return history.probe(name)
+            return history.trigger_answer(name)
         finally:
             history.close()
 
     @staticmethod
-    def _save_probe(project: Project, name: str, value: str, run_id: str) -> None:
+    def _save_trigger_answer(project: Project, name: str, value: str, run_id: str) -> None:
         history = History(project.state_dir)
         try:
-            history.save_probe(name, value, run_id)
+            history.save_trigger_answer(name, value, run_id)
         finally:
             history.close()
 

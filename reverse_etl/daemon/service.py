@@ -157,7 +157,7 @@ class Daemon:
         """Read syncs/ and destinations/ again: broken files are reported (and their syncs not
         scheduled), the rest is scheduled as the files now say."""
         project = Project(self.project.root, self.settings)
-        syncs, problems = project.check()
+        syncs, problems = project.load_all()
         if self.hide is not None:
             self.hide(project.secrets())
         for problem in problems:

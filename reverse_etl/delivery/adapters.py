@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 # What takes the rate-limit slot of each request: set by what drives the adapter (the engine
-# for a run's batches, check_destination for a check) in the task that calls it, and awaited
+# for a run's batches, try_connection for a check) in the task that calls it, and awaited
 # by the request hook of the client built here. Being the task's context, it reaches every
 # request the adapter makes, in that task or in tasks it starts, with nothing to pass along.
 pacing: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar("pacing", default=None)
@@ -194,7 +194,7 @@ def _plain_http_only(spec: DestinationSpec) -> Callable[[httpx.Request], Awaitab
     return refuse_https
 
 
-def check_destination(spec: DestinationSpec, limiter: RateLimiter | None = None) -> str:
+def try_connection(spec: DestinationSpec, limiter: RateLimiter | None = None) -> str:
     """`reverse-etl check DEST`: the connection and credentials, without sending data; each
     request takes a slot of `limiter` (the destination's, shared with its runs), waiting at
     most max_retry_after_seconds for it.

@@ -35,7 +35,8 @@ from ..destinations.base import (
     Throttled,
     Unreachable,
 )
-from ..diff.local import PendingBatch, SyncState
+from ..diff.base import DiffState
+from ..diff.local import PendingBatch
 from ..errors import CredentialsError, DestinationError, ReverseEtlError
 from .adapters import pacing, signalled
 from .ratelimit import RateLimiter
@@ -87,7 +88,7 @@ class Delivery:
         primary_key: tuple[str, ...] = (),
         adapter: Destination,
         limiter: RateLimiter,
-        state: SyncState,
+        state: DiffState,
         on_batch: Callable[[list[tuple[str, str, int]], list[tuple[str, str, int]]], None],
         on_progress: Callable[[int], None] | None = None,
         run_id: str = "",

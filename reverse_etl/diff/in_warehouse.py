@@ -7,7 +7,8 @@ the rows to send are staged in DuckDB, encoded for the wire by the same SQL as a
 written to the outbox before the first request and acknowledged per batch with an fsync'd line.
 The accepted records are folded back into the warehouse's snapshot in one transaction at the end
 of the run, or at the start of the next if the process died: the same guarantees as the local
-snapshot. Quarantine and the outbox stay local, in `.reverse_etl/syncs/<sync>.wh.duckdb`.
+snapshot. The quarantine (state/ledger.py) and the outbox stay local, in
+`.reverse_etl/syncs/<sync>.wh.duckdb`.
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelFailed, WarehouseError
 from ..project.model import Model
 from ..project.names import check_name
 from .encoding import fields_json, key_text, quote_identifier, quote_literal
-from .local import DIFF, DiffCounts, SyncState, check_key_columns, invalid_messages
+from .local import DIFF, DiffCounts, SyncState, invalid_messages, require_key_columns
 from .sql import diff_sql, invalid_sql, rehash_sql, removed_sql, snapshot_ddl
+
+if TYPE_CHECKING:
+    from ..warehouses.base import SnapshotWarehouse, Warehouse
 
 log = logging.getLogger("reverse_etl.warehouse_state")
 
@@ -66,21 +70,31 @@ def warehouse_state_path(state_dir: Path, sync: str) -> Path:
 
 
 class WarehouseState(SyncState):
+    """The diff inside the warehouse's state (see the module's doc); a DiffState (base.py).
+    attach() it to its warehouse before anything else."""
+
     SCHEMA = _SCHEMA
 
-    def attach(self, warehouse: Any, schema: str, sync: str) -> None:
+    def attach(self, warehouse: SnapshotWarehouse, schema: str, sync: str) -> None:
         """The warehouse, and where in it this sync's snapshot lives."""
         self.warehouse, self.table = warehouse, (schema, snapshot_table(sync))
         self.sync, self._warned = sync, False
 
-    def use(
-        self, model: Model, primary_key: Sequence[str], file: str, key_line: int | None
+    def read_model(
+        self,
+        warehouse: Warehouse,
+        model: Model,
+        primary_key: Sequence[str],
+        file: str,
+        key_line: int | None,
+        target: str,
     ) -> None:
-        """The model and its key; its columns, asked of the warehouse (whose errors about the
-        model's own SQL keep its line numbers)."""
+        """The model and its key; its columns, asked of `warehouse` (whose errors about the
+        model's own SQL keep its line numbers). The model itself runs inside the diff's
+        queries, in the warehouse attached."""
         self.model, self.primary_key = model.tree, tuple(primary_key)
-        self.columns = self.warehouse.columns(self.con, model.sql)
-        check_key_columns(primary_key, self.columns, file, key_line)
+        self.columns = warehouse.columns(self.con, model.sql)
+        require_key_columns(primary_key, self.columns, file, key_line)
 
     # -- the snapshot in the warehouse ---------------------------------------------------
 
@@ -160,8 +174,9 @@ class WarehouseState(SyncState):
         return bool(self.con.execute(f"SELECT count(*) FROM {found}").fetchall()[0][0])
 
     def claim_target(self, target: str) -> str | None:
-        """As the local state's: the warehouse's snapshot of another target is emptied; one
-        written while keys were compared as exact text is brought to the key identity."""
+        """As the local state's: the warehouse's snapshot of another target is emptied (its
+        quarantine: the ledger's, emptied before); one written while keys were compared as
+        exact text is brought to the key identity."""
         stored = self.stored_target()
         table = self._quoted_table
         statements = []
@@ -169,7 +184,6 @@ class WarehouseState(SyncState):
             # another target's, or a table left from before a switch to the local diff and
             # back: what it says was delivered may be stale, so the sync starts over
             statements.append(f"DELETE FROM {table}")
-            self.con.execute("DELETE FROM state.quarantine")
         rows = self.con.execute(
             "SELECT value FROM state.meta WHERE name = 'key_identity'"
         ).fetchall()

@@ -9,7 +9,8 @@ The state file holds
                                           deletes carry them) the fields themselves
     meta(name, value)                     the hash scheme the snapshot was written with
     quarantine(key, hash)                 records rejected too often: not sent again while
-                                          their row stays as it was (or until `retry`)
+                                          their row stays as it was (or until `retry`); the
+                                          diff reads it, the ledger (state/ledger.py) writes it
     owed(key, fields)                     records a run sent, or meant to, that the destination
                                           did not acknowledge: what it holds of them is
                                           unknown, so the next run sends them whatever their
@@ -28,7 +29,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -38,6 +39,10 @@ from ..project.names import check_name
 from . import casefold
 from .encoding import BARE_JSON as _BARE_JSON
 from .encoding import fields_json, key_text, quote_literal, row_hash
+
+if TYPE_CHECKING:
+    from ..project.model import Model
+    from ..warehouses.base import Warehouse
 
 DIFF = "__retl_diff"  # key, hash, present, [ident], prev_key, prev_hash, prev_owed
 DUPLICATES = "__retl_duplicates"  # identities of more than one row: ident, rows, keys
@@ -128,6 +133,8 @@ class PendingBatch:
 
 
 class SyncState:
+    """The local diff's state (see the module's doc); a DiffState (base.py)."""
+
     SCHEMA = _SCHEMA  # the state file's tables
 
     def __init__(
@@ -179,7 +186,7 @@ class SyncState:
                 f"it away (or run `reverse-etl reset`) to start this sync over."
             ) from None
         self.outbox = Outbox(path)
-        self.source: Any = None  # the warehouse streaming the model (see bind)
+        self.source: Warehouse | None = None  # the warehouse streaming the model (see bind)
         self.columns: list[str] = []
         self.types: list[Any] = []
         self.previous_target: str | None = None  # set when the snapshot is another target's
@@ -232,12 +239,13 @@ class SyncState:
     def claim_target(self, target: str) -> str | None:
         """Make `target` (destination, object, primary key) the one this state describes. The
         snapshot of another target says nothing of what this one holds: it is emptied, so the
-        new target is sent everything. Returns the previous target when it was another."""
+        new target is sent everything (its quarantine: the ledger's, emptied before). Returns
+        the previous target when it was another."""
         stored = self.stored_target()
         con = self.con
         con.execute("BEGIN")
         if stored is not None and stored != target:
-            for table in ("snapshot", "quarantine", "owed"):
+            for table in ("snapshot", "owed"):
                 con.execute(f"DELETE FROM state.{table}")
         con.execute("INSERT OR REPLACE INTO state.meta VALUES ('target', ?)", [target])
         self._one_record_per_identity()
@@ -314,6 +322,19 @@ class SyncState:
 
     # -- staging and diff --------------------------------------------------------------
 
+    def read_model(
+        self,
+        warehouse: Warehouse,
+        model: Model,
+        primary_key: Sequence[str],
+        file: str,
+        key_line: int | None,
+        target: str,
+    ) -> None:
+        """The model as `warehouse` reads it into `con`, bound (see bind)."""
+        relation = warehouse.relation(self.con, model.sql)
+        self.bind(relation, primary_key, file, key_line, source=warehouse, target=target)
+
     def bind(
         self,
         relation: str,
@@ -331,7 +352,7 @@ class SyncState:
         self.relation = relation
         self.source = source
         self.columns, self.types = list(rel.columns), list(rel.types)
-        check_key_columns(primary_key, self.columns, file, key_line)
+        require_key_columns(primary_key, self.columns, file, key_line)
         self.primary_key = tuple(primary_key)
         self.key_types = [self.types[self.columns.index(c)] for c in primary_key]
         self.key_sql = key_text(primary_key, self.key_types)
@@ -593,34 +614,6 @@ class SyncState:
         con.execute("INSERT OR REPLACE INTO state.meta VALUES ('hash_scheme', ?)", [self._scheme])
         con.execute("COMMIT")
 
-    def quarantined_unchanged(self) -> int:
-        """Quarantined records whose rows are as they were: held back from this run."""
-        return self.con.execute(  # type: ignore[no-any-return, index]
-            f"""SELECT count(*) FROM state.quarantine q JOIN {DIFF} x
-            ON x.key = q.key AND x.hash = q.hash AND x.present"""
-        ).fetchone()[0]
-
-    def update_quarantine(self, newly: list[str]) -> list[str]:
-        """After a run: release records whose row changed or left the model, quarantine
-        `newly` at their current hash; the keys quarantined now."""
-        con = self.con
-        con.execute("BEGIN")
-        con.execute(
-            f"""DELETE FROM state.quarantine WHERE NOT EXISTS (SELECT 1 FROM {DIFF} x
-                WHERE x.key = quarantine.key AND x.hash = quarantine.hash AND x.present)"""
-        )
-        con.execute(
-            f"""INSERT INTO state.quarantine SELECT x.key, x.hash FROM {DIFF} x
-            WHERE x.present AND x.key IN (SELECT unnest(?::VARCHAR[]))
-                AND x.key NOT IN (SELECT key FROM state.quarantine)""",
-            [newly],
-        )
-        con.execute("COMMIT")
-        return [key for (key,) in con.execute("SELECT key FROM state.quarantine").fetchall()]
-
-    def clear_quarantine(self) -> None:
-        self.con.execute("DELETE FROM state.quarantine")
-
     def forget_removed(self) -> None:
         """Outside mirror mode a key that left the model is counted once and forgotten (and
         so is a record owed to the destination that left it)."""
@@ -670,7 +663,7 @@ class SyncState:
         self.outbox.acknowledge(batch.first, batch.last, keys)
 
 
-def check_key_columns(
+def require_key_columns(
     primary_key: Sequence[str], columns: Sequence[str], file: str, key_line: int | None
 ) -> None:
     """ProjectError when a primary key column is not among the model's columns (which only the

@@ -25,12 +25,13 @@ from pydantic import (
 from ..destinations import registry
 from ..destinations.base import Destination, DestinationSettings, SyncTarget
 from ..errors import Problem, ProjectError
+from ..secrets import blank_problems, secret_values
 from .graph import after_problems
 from .model import Model, check_dialect, parse_model, transpile
 from .names import check_name, name_problem
 from .schedules import check_schedule
-from .settings import Settings, WarehouseSettings, load_settings, secret_values
-from .tomlfile import did_you_mean, interpolate, line_of, parse_toml, read_text, scrub
+from .settings import Settings, WarehouseSettings, load_settings
+from .tomlfile import did_you_mean, interpolate, line_of, parse_toml, read_text
 
 SYNCS_DIR = "syncs"
 DESTINATIONS_DIR = "destinations"
@@ -125,7 +126,7 @@ class Sync:
     sql_line: int  # the file line where the SQL starts
     text: str  # the whole file, to find header lines for later errors
     destination: DestinationSpec
-    probe: Model | None = None  # the parsed trigger_query
+    trigger_query: Model | None = None  # the parsed trigger_query
     in_warehouse: bool = False  # diff = "warehouse": the snapshot and the diff live there
 
     @property
@@ -236,9 +237,9 @@ class Project:
 
     def problems(self) -> list[Problem]:
         """Every problem in every file (without the warehouse checks: see validate.py)."""
-        return self.check()[1]
+        return self.load_all()[1]
 
-    def check(self) -> tuple[list[Sync], list[Problem]]:
+    def load_all(self) -> tuple[list[Sync], list[Problem]]:
         """Every sync that loads, and every problem in every file: the settings', each
         destination's once, each sync's (without the warehouse checks: see validate.py)."""
         problems: list[Problem] = list(self.settings_problems)
@@ -264,11 +265,41 @@ class Project:
     ) -> tuple[Sync | None, list[Problem]]:
         """The sync, or None and its problems; a sync whose destination file is broken is
         None, with the destination's problems only when `report_destination`."""
+        file = f"{SYNCS_DIR}/{name}.sql"
+        text, problems = self._sync_text(name, file)
+        if text is None:
+            return None, problems
+        header_text, sql, sql_line = split_header(text)
+        secrets: dict[str, str] = {}  # what the header took from the environment
+        header, problems = self._sync_header(header_text, file, secrets)
+        model, model_problems = self._model(header, header_text, sql, sql_line, file)
+        trigger_query, trigger_problems = self._trigger_query(header, header_text, file)
+        problems += model_problems + trigger_problems
+        if header is None or model is None:
+            return None, _in_order(blank_problems(problems, secrets))
+        problems += _missing_key_columns(header, header_text, model, file)
+        destination = self._destination(header.destination)
+        if isinstance(destination, list):
+            problems += self._destination_problems(
+                header, header_text, file, destination if report_destination else []
+            )
+            return None, _in_order(blank_problems(problems, secrets))
+        in_warehouse = (header.diff or self.warehouse.diff) == "warehouse"
+        problems += self._target_problems(header, header_text, file, destination, in_warehouse)
+        if problems:
+            return None, _in_order(blank_problems(problems, secrets))
+        sync = Sync(
+            name, file, header, model, sql_line, text, destination, trigger_query, in_warehouse
+        )
+        return sync, []
+
+    def _sync_text(self, name: str, file: str) -> tuple[str | None, list[Problem]]:
+        """The sync file's text; None and why, for a name that cannot be a sync's or a file
+        that cannot be read."""
         try:
             check_name("sync", name, RENAME)
         except ProjectError as exc:
             return None, exc.problems
-        file = f"{SYNCS_DIR}/{name}.sql"
         if alike := _alike(name, self.sync_names()):
             return None, [Problem(file, None, alike)]
         path = self.root / file
@@ -282,61 +313,65 @@ class Project:
                     f"no sync named {name!r}{did_you_mean(name, names)} (syncs: {known})",
                 )
             ]
-        text, problems = read_text(path, file)
-        if text is None:
-            return None, problems
-        header_text, sql, sql_line = split_header(text)
+        return read_text(path, file)
+
+    def _sync_header(
+        self, header_text: str, file: str, secrets: dict[str, str]
+    ) -> tuple[SyncHeader | None, list[Problem]]:
+        """The sync file's TOML header, its ${VAR}s replaced (collected into `secrets`)."""
         data, problems = parse_toml(header_text, file)
-        secrets: dict[str, str] = {}
         data, missing = interpolate(data, header_text, file, secrets=secrets)
         self.interpolated.update(secrets)
         problems += missing
-        header = None
-        if not problems:
-            try:
-                header = SyncHeader(**data)
-            except ValidationError as exc:
-                fields = SyncHeader.model_fields
-                problems += [_field_problem(file, header_text, e, fields) for e in exc.errors()]
+        if problems:
+            return None, problems
+        try:
+            return SyncHeader(**data), []
+        except ValidationError as exc:
+            fields = SyncHeader.model_fields
+            return None, [_field_problem(file, header_text, e, fields) for e in exc.errors()]
+
+    def _model(
+        self, header: SyncHeader | None, header_text: str, sql: str, sql_line: int, file: str
+    ) -> tuple[Model | None, list[Problem]]:
+        """The model, parsed in the dialect it is written in and written in the warehouse's."""
         written_in = header.dialect if header and header.dialect else self.dialect
-        model, model_problems = parse_model(sql, written_in, file, sql_line)
+        model, problems = parse_model(sql, written_in, file, sql_line)
         if model is not None and header is not None:
             at = line_of(header_text, "dialect") or sql_line
-            model, model_problems = transpile(model, written_in, self.dialect, file, at)
-        problems += model_problems
-        probe, probe_problems = self._probe(header, header_text, file)
-        problems += probe_problems
-        if header is None or model is None:
-            return None, _in_order(scrub(problems, secrets))
-        columns = model.named_columns
-        for column in _key_list(header.primary_key):
-            if columns is not None and column not in columns:
-                problems.append(
-                    Problem(
-                        file,
-                        line_of(header_text, "primary_key"),
-                        f"primary key column {column!r} is not among the model's "
-                        f"columns ({', '.join(columns)})",
-                    )
-                )
-        destination = self._destination(header.destination)
-        if isinstance(destination, list):
-            if not (self.root / DESTINATIONS_DIR / f"{header.destination}.toml").is_file():
-                names = self.destination_names()
-                known = ", ".join(names) or "none"
-                problems.append(
-                    Problem(
-                        file,
-                        line_of(header_text, "destination"),
-                        f"unknown destination {header.destination!r}"
-                        f"{did_you_mean(header.destination, names)}: there is no "
-                        f"{DESTINATIONS_DIR}/{header.destination}.toml (destinations: {known})",
-                    )
-                )
-            elif report_destination:
-                problems += destination
-            return None, _in_order(scrub(problems, secrets))
-        in_warehouse = (header.diff or self.warehouse.diff) == "warehouse"
+            model, problems = transpile(model, written_in, self.dialect, file, at)
+        return model, problems
+
+    def _destination_problems(
+        self, header: SyncHeader, header_text: str, file: str, problems: list[Problem]
+    ) -> list[Problem]:
+        """Why the sync's destination cannot be used: there is no such file, or the
+        destination file's own `problems`."""
+        if (self.root / DESTINATIONS_DIR / f"{header.destination}.toml").is_file():
+            return problems
+        names = self.destination_names()
+        known = ", ".join(names) or "none"
+        return [
+            Problem(
+                file,
+                line_of(header_text, "destination"),
+                f"unknown destination {header.destination!r}"
+                f"{did_you_mean(header.destination, names)}: there is no "
+                f"{DESTINATIONS_DIR}/{header.destination}.toml (destinations: {known})",
+            )
+        ]
+
+    def _target_problems(
+        self,
+        header: SyncHeader,
+        header_text: str,
+        file: str,
+        destination: DestinationSpec,
+        in_warehouse: bool,
+    ) -> list[Problem]:
+        """What the warehouse (where the sync diffs) and the destination's adapter (its object,
+        mode and key) say of the sync."""
+        problems = []
         if in_warehouse and self.dialect == "duckdb":
             problems.append(
                 Problem(
@@ -353,14 +388,9 @@ class Project:
             problems.append(
                 Problem(file, line_of(header_text, key), f"{message} ({destination.file})")
             )
-        if problems:
-            return None, _in_order(scrub(problems, secrets))
-        return (
-            Sync(name, file, header, model, sql_line, text, destination, probe, in_warehouse),
-            [],
-        )
+        return problems
 
-    def _probe(
+    def _trigger_query(
         self, header: SyncHeader | None, header_text: str, file: str
     ) -> tuple[Model | None, list[Problem]]:
         """The trigger_query, parsed: one read-only query, checked on a schedule."""
@@ -377,10 +407,10 @@ class Project:
                 )
             ]
         written_in = header.dialect or self.dialect
-        probe, problems = parse_model(header.trigger_query, written_in, file, line or 1)
-        if probe is not None:
-            probe, problems = transpile(probe, written_in, self.dialect, file, line or 1)
-        return probe, [
+        query, problems = parse_model(header.trigger_query, written_in, file, line or 1)
+        if query is not None:
+            query, problems = transpile(query, written_in, self.dialect, file, line or 1)
+        return query, [
             Problem(p.file, line, "trigger_query: " + p.message.replace("a model", "a probe"))
             for p in problems
         ]
@@ -406,7 +436,7 @@ class Project:
             return problems
         secrets: dict[str, str] = {}
         loaded = self._destination_spec(name, file, text, secrets)
-        return scrub(loaded, secrets) if isinstance(loaded, list) else loaded
+        return blank_problems(loaded, secrets) if isinstance(loaded, list) else loaded
 
     def _destination_spec(
         self, name: str, file: str, text: str, secrets: dict[str, str]
@@ -500,6 +530,26 @@ def split_header(text: str) -> tuple[str, str, int]:
 def _in_order(problems: list[Problem]) -> list[Problem]:
     """One file's problems, top to bottom (those of no particular line first)."""
     return sorted(problems, key=lambda p: (p.file, p.line or 0))
+
+
+def _missing_key_columns(
+    header: SyncHeader, header_text: str, model: Model, file: str
+) -> list[Problem]:
+    """Primary key columns the model does not name (when its columns can be told without the
+    warehouse: not for `select *`)."""
+    columns = model.named_columns
+    if columns is None:
+        return []
+    return [
+        Problem(
+            file,
+            line_of(header_text, "primary_key"),
+            f"primary key column {column!r} is not among the model's columns "
+            f"({', '.join(columns)})",
+        )
+        for column in _key_list(header.primary_key)
+        if column not in columns
+    ]
 
 
 def _key_list(key: str | list[str]) -> list[str]:

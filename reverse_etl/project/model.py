@@ -109,38 +109,9 @@ def _parse_model(
         return problem(first_line, "the model has no SQL after its header: write one SELECT query")
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
-    except ParseError as exc:
-        first = exc.errors[0] if exc.errors else {}
-        description = first.get("description") or str(exc).split("\n")[0]
-        incomplete = re.match(
-            r"Required keyword: '\w+' missing for <class '(?:\w+\.)*(\w+)'>", description
-        )
-        if incomplete:
-            description = f"incomplete {incomplete.group(1).upper()} expression"
-        near = (first.get("highlight") or "").strip()
-        if near:
-            description += f", near {near!r}"
-        return problem(at(first.get("line")), f"SQL syntax error: {description}")
-    except TokenError as exc:
-        # sqlglot's cause says `Missing <delimiter> from <line>:<offset of the opening token>`
-        found = re.search(r"Missing (.+?) from \d+:(\d+)", str(exc.__cause__ or exc))
-        if found:
-            line = sql[: int(found.group(2))].count("\n") + 1
-            return problem(
-                at(line), f"SQL syntax error: {found.group(1)} is opened here and never closed"
-            )
-        opened = sql.rfind("/*")
-        if opened >= 0 and "*/" not in sql[opened:]:
-            return problem(
-                at(sql[:opened].count("\n") + 1),
-                "SQL syntax error: /* is opened here and never closed",
-            )
-        return problem(
-            first_line,
-            "SQL syntax error: the SQL cannot be read (is a quote or a /* comment left open?)",
-        )
     except SqlglotError as exc:
-        return problem(first_line, f"SQL syntax error: {str(exc).splitlines()[0]}")
+        line, description = _syntax_error(exc, sql)
+        return problem(at(line), f"SQL syntax error: {description}")
     if not statements:
         return problem(first_line, "the model has no SQL statement: write one SELECT query")
     if len(statements) != 1:
@@ -161,6 +132,34 @@ def _parse_model(
                 f"a model must be read-only; it contains {kind}: keep only the SELECT",
             )
     return Model(tree, sql), []
+
+
+def _syntax_error(exc: SqlglotError, sql: str) -> tuple[int | None, str]:
+    """Where sqlglot's error is in `sql` (its line, 1 = the first; None: not known) and what
+    it is, in words a model's author reads."""
+    if isinstance(exc, ParseError):
+        first = exc.errors[0] if exc.errors else {}
+        description = first.get("description") or str(exc).split("\n")[0]
+        incomplete = re.match(
+            r"Required keyword: '\w+' missing for <class '(?:\w+\.)*(\w+)'>", description
+        )
+        if incomplete:
+            description = f"incomplete {incomplete.group(1).upper()} expression"
+        near = (first.get("highlight") or "").strip()
+        if near:
+            description += f", near {near!r}"
+        return first.get("line"), description
+    if isinstance(exc, TokenError):
+        # sqlglot's cause says `Missing <delimiter> from <line>:<offset of the opening token>`
+        found = re.search(r"Missing (.+?) from \d+:(\d+)", str(exc.__cause__ or exc))
+        if found:
+            line = sql[: int(found.group(2))].count("\n") + 1
+            return line, f"{found.group(1)} is opened here and never closed"
+        opened = sql.rfind("/*")
+        if opened >= 0 and "*/" not in sql[opened:]:
+            return sql[:opened].count("\n") + 1, "/* is opened here and never closed"
+        return None, "the SQL cannot be read (is a quote or a /* comment left open?)"
+    return None, str(exc).splitlines()[0]
 
 
 def _node_line(node: exp.Expression) -> int | None:

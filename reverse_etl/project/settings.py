@@ -25,14 +25,13 @@ from pydantic_settings import (
 )
 
 from ..errors import Problem, ProjectError
-from ..secrets import REDACTED, credentials_in
+from ..secrets import blank_problems
 from .tomlfile import (
     did_you_mean,
     interpolate,
     line_of,
     parse_toml,
     read_text,
-    scrub,
     section_line,
 )
 
@@ -182,7 +181,7 @@ def load_settings(project_dir: Path) -> Settings:
         problems += _allowed_directory_problems(project_dir, settings)
     if problems or settings is None:
         # an unknown REVERSE_ETL_* key is found both by _unknown_env_keys and by pydantic
-        raise ProjectError(scrub(list(dict.fromkeys(problems)), secrets))
+        raise ProjectError(blank_problems(list(dict.fromkeys(problems)), secrets))
     return settings
 
 
@@ -233,34 +232,6 @@ def _state_path_problems(project_dir: Path, path: str) -> list[Problem]:
         return []
     file, line = where_set(project_dir, "state", "path")
     return [Problem(file, line, f"state.path: {why}")]
-
-
-def secret_values(models: list[BaseModel]) -> dict[str, str]:
-    """Every SecretStr value inside these settings (in dicts and lists too), and the
-    credentials in the userinfo of any URL among them (`https://user:pass@host`), to blank
-    out (see secrets.blanker)."""
-    found: dict[str, str] = {}
-
-    def walk(value: Any) -> None:
-        if isinstance(value, SecretStr):
-            if secret := value.get_secret_value():
-                found[secret] = REDACTED
-                found.update(credentials_in(secret))
-        elif isinstance(value, str):
-            found.update(credentials_in(value))
-        elif isinstance(value, BaseModel):
-            for name in type(value).model_fields:
-                walk(getattr(value, name))
-        elif isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, list | tuple):
-            for item in value:
-                walk(item)
-
-    for model in models:
-        walk(model)
-    return found
 
 
 def where_set(project_dir: Path, section: str, key: str) -> tuple[str, int | None]:

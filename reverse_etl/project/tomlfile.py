@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Problem
-from ..secrets import blank as blank  # blanking lives in secrets.py; re-exported for callers
-from ..secrets import blanker as blanker
 
 _VARIABLE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _TOML_POSITION = re.compile(r"\(at line (\d+), column \d+\)")
@@ -68,7 +66,7 @@ def interpolate(
     """Replace ${VAR} in every string of `data` (recursively); report each missing variable.
 
     `secrets`, when given, collects each value taken from the environment and the reference it
-    replaced, so that messages can be scrubbed of them (see `scrub`)."""
+    replaced, so that messages can be blanked of them (secrets.blank_problems)."""
     environ = os.environ if env is None else env
     problems: list[Problem] = []
 
@@ -101,14 +99,6 @@ def interpolate(
         return value
 
     return walk(data, ""), problems
-
-
-def scrub(problems: list[Problem], secrets: Mapping[str, str]) -> list[Problem]:
-    """The problems with every value taken from the environment replaced by its ${NAME}:
-    secret values never appear in errors."""
-    if not secrets:
-        return problems
-    return [Problem(p.file, p.line, blank(p.message, secrets)) for p in problems]
 
 
 def line_of(text: str, needle: str, first_line: int = 1, section: str | None = None) -> int | None:

@@ -68,7 +68,7 @@ def column_problem(sync: Sync, columns: Sequence[str]) -> Problem | None:
 def validate_project(project: Project) -> list[Problem]:
     """Every problem: settings, each destination, each sync, and each loadable model run
     against the warehouse (its columns, the primary key among them)."""
-    syncs, problems = project.check()
+    syncs, problems = project.load_all()
     if project.settings_problems or not project.sync_names():
         return problems
     warehouse = open_warehouse(project.settings.warehouse, project.root)
@@ -97,9 +97,9 @@ def _warehouse_problems(
     problems = []
     if (named := column_problem(sync, columns)) is not None:
         problems.append(named)
-    if sync.probe is not None:
+    if sync.trigger_query is not None:
         try:
-            warehouse.columns(con, sync.probe.sql)
+            warehouse.columns(con, sync.trigger_query.sql)
         except (duckdb.Error, ModelFailed) as exc:
             problems.append(
                 Problem(

@@ -3,6 +3,17 @@
     model → warehouse → stage in DuckDB → diff against the snapshot → deliver pending batches
           → acknowledge per batch → fold acknowledgements into the snapshot → run history
 
+A run is a straight line of stages (_stages), each handing the next its value:
+
+    the holds before anything (rails.py)
+    open the diff state (diff/base.py), and fold what a run that died had delivered
+    claim the target: pointed elsewhere, the ledger forgets the old target's (state/ledger.py)
+    _diff      the counts (DiffCounts), the outbox written; held when the model looks broken
+    _pending   the invalid rows to the ledger; what to send, in batches (_Pending)
+    _send      the delivery, acknowledged batch by batch: its outcome (Outcome)
+    _fold_delivered   the acknowledged records into the snapshot; then the quarantine
+    _tally     the run's numbers and status (RunResult), recorded in the run history
+
 The CLI and the daemon are thin callers of these two functions."""
 
 from __future__ import annotations
@@ -13,16 +24,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 
+from ..diff.base import DiffState
 from ..diff.in_warehouse import WarehouseState, warehouse_state_path
-from ..diff.local import (
-    DiffCounts,
-    SyncState,
-    snapshot_path,
-)
+from ..diff.local import DiffCounts, PendingBatch, SyncState, snapshot_path
 from ..errors import (
     Interrupted,
     ModelFailed,
@@ -38,8 +46,9 @@ from ..project.settings import where_set
 from ..project.validate import column_problem, model_problem
 from ..secrets import blank, blanker
 from ..state.history import History
+from ..state.ledger import Ledger
 from ..state.locks import SyncLock
-from ..warehouses import open_warehouse
+from ..warehouses import open_snapshot_warehouse, open_warehouse
 from .rails import (
     hold_reason,
     moved_target_reason,
@@ -51,7 +60,7 @@ from .rails import (
 )
 
 if TYPE_CHECKING:
-    from ..delivery.engine import Delivery
+    from ..delivery.engine import Delivery, Outcome
 
 log = logging.getLogger("reverse_etl.runner")
 
@@ -135,23 +144,30 @@ class RunResult:
         return {"success": 0, "partial": 1, "held": 1}.get(self.status, 2)
 
 
-def _open_state(project: Project, sync: Sync, read_only: bool) -> SyncState:
-    state = project.settings.state
-    name = sync.name
-    kind = WarehouseState if sync.in_warehouse else SyncState
-    opened = kind(
-        state_path(project, sync),
-        read_only=read_only,
-        memory_limit=state.memory_limit,
-        threads=state.threads,
-        temp_dir=project.state_dir / "tmp" / name,  # DuckDB clears its temp folder on close
-        key_identity=sync.key_identity,
-    )
-    if isinstance(opened, WarehouseState):
-        settings = project.settings.warehouse
-        warehouse = open_warehouse(settings, project.root)
-        opened.attach(warehouse, settings.state_schema, name)
-    return opened
+S = TypeVar("S", bound=SyncState)
+
+
+def _open_state(project: Project, sync: Sync, read_only: bool) -> DiffState:
+    """The sync's diff state: the local diff's, or the diff inside the warehouse's (attached
+    to the warehouse holding its snapshot)."""
+    settings = project.settings
+
+    def opened(kind: type[S]) -> S:
+        return kind(
+            state_path(project, sync),
+            read_only=read_only,
+            memory_limit=settings.state.memory_limit,
+            threads=settings.state.threads,
+            temp_dir=project.state_dir / "tmp" / sync.name,  # DuckDB clears it on close
+            key_identity=sync.key_identity,
+        )
+
+    if not sync.in_warehouse:
+        return opened(SyncState)
+    warehouse = open_snapshot_warehouse(settings.warehouse)
+    state = opened(WarehouseState)
+    state.attach(warehouse, settings.warehouse.state_schema, sync.name)
+    return state
 
 
 @contextmanager
@@ -178,21 +194,17 @@ def _out_of_memory(project: Project | None, exc: Exception) -> str:
     )
 
 
-def _bind(project: Project, sync: Sync, state: SyncState) -> None:
-    settings = project.settings.warehouse
-    warehouse = open_warehouse(settings, project.root)
+def _bind(project: Project, sync: Sync, state: DiffState) -> None:
+    """The model, read from the warehouse into the state's connection, ready to diff."""
+    warehouse = open_warehouse(project.settings.warehouse, project.root)
     warehouse.connect(state.con, engine_files=state.outbox.files)  # then sandboxed
-    key_line = sync.header_line("primary_key")
     with _model_errors(sync, project):
         named = column_problem(sync, warehouse.columns(state.con, sync.model.sql))
         if named is not None:
             raise ProjectError([named])
-        if isinstance(state, WarehouseState):  # the model runs inside the diff's queries
-            state.use(sync.model, sync.primary_key, sync.file, key_line)
-            return
-        relation = warehouse.relation(state.con, sync.model.sql)
-        state.bind(
-            relation, sync.primary_key, sync.file, key_line, source=warehouse, target=sync.target
+        key_line = sync.header_line("primary_key")
+        state.read_model(
+            warehouse, sync.model, sync.primary_key, sync.file, key_line, sync.target
         )
 
 
@@ -233,117 +245,203 @@ def run_sync(
         try:
             history.close_abandoned(name)
             run_id = history.start_run(name, full_resync)
-            return _run(
+            run = _Run(
                 project,
                 sync,
                 history,
+                Ledger(history, name),
                 run_id,
-                full_resync,
-                force,
-                retry_quarantined,
-                on_progress,
+                full_resync=full_resync,
+                force=force,
+                retry_quarantined=retry_quarantined,
+                on_progress=on_progress,
             )
+            return _run(run)
         finally:
             history.close()
 
 
-def _run(
-    project: Project,
-    sync: Sync,
-    history: History,
-    run_id: str,
-    full_resync: bool,
-    force: bool,
-    retry_quarantined: bool,
-    on_progress: ProgressCallback | None,
-) -> RunResult:
-    started = time.monotonic()
-    result = RunResult(sync.name, run_id, "error", None)
-    try:
-        keep_fields = sync.header.mode == "mirror"  # deletes carry the last delivered fields
-        orphan = None if force else orphaned_deletes(project, sync, history)
-        if orphan:  # before the state is opened, which would create it: the next run holds too
-            result.status, result.reason = "held", orphan
-            _finish(history, result, started, project.secrets())
-            return result
-        take_over(project, sync, history)
-        _forget_other_diff(project, sync)
-        with _open_state(project, sync, read_only=False) as state:
-            _fold(state, keep_fields)  # what a run that died had delivered
-            moved = None if force else moved_target_reason(sync, state.stored_target(), state)
-            if moved:  # before the claim, which would forget the old target's records
-                result.status, result.reason = "held", moved
-                _finish(history, result, started, project.secrets())
-                return result
-            previous = state.claim_target(sync.target)
-            if previous is not None:
-                log.warning("%s: %s", sync.name, new_target_note(previous, sync.target))
-                history.forget_undelivered(sync.name)  # owed to the old target, not this one
-            if retry_quarantined:
-                state.clear_quarantine()
-                history.reset_rejections(sync.name)
-            _bind(project, sync, state)
-            with _model_errors(sync, project):
-                result.counts = state.diff(sync.header.mode, full_resync, build_pending=True)
-            log.info("%s: run %s: %s", sync.name, run_id, result.counts)
-            reason = (
-                None
-                if force
-                else hold_reason(sync.header.mode, sync.header.max_delete_fraction, result.counts)
-            )
-            if reason:  # send nothing, change nothing: the snapshot stays as it was
-                state.outbox.remove()
-                result.status, result.reason = "held", reason
-                _finish(history, result, started, project.secrets())
-                return result
-            history.replace_invalid(
-                sync.name, run_id, state.invalid_rows() if result.counts.invalid else []
-            )
-            state.settle()
-            held_back = state.quarantined_unchanged()
-            if sync.header.mode != "mirror" and result.counts.removed:
-                state.forget_removed()
-            batches = state.pending_batches(sync.batch_size)
-            if batches:  # before the first request: a kill after it delivered counts too
-                history.record_delivering(sync.name, sync.target)
-            total = sum(batch.size for batch in batches)
-            if on_progress:
-                on_progress(sync.name, 0, total)
-            outcome = None
-            if batches:
-                from ..delivery.adapters import (
-                    run_coroutine,  # with the rest of delivery: not for `plan`
-                )
+@dataclass(frozen=True)
+class _Run:
+    """What the stages of one run read: the sync, where its run is recorded, and what was
+    asked of it."""
 
-                outcome = run_coroutine(
-                    _deliver(project, sync, state, history, run_id, batches, total, on_progress)
-                )
-                result.delivered = outcome.delivered  # said even if the fold then fails
-            _fold(state, keep_fields)
-            newly = history.rejected_repeatedly(
-                sync.name, run_id, sync.destination.settings.max_attempts
-            )
-            history.mark_quarantined(sync.name, state.update_quarantine(newly))
-        history.drop_resolved(sync.name, run_id)
-        if outcome is not None:
-            result.delivered = outcome.delivered
-            result.rejected = len(outcome.rejected)
-            result.failed = len(outcome.failed)
-            result.error = outcome.error
-            if outcome.error:
-                result.exception = outcome.exception or Interrupted(outcome.error)
-        result.rejected += held_back  # quarantined: still not delivered
-        undelivered = result.rejected + result.failed + result.counts.invalid
-        result.status = "error" if result.error else "partial" if undelivered else "success"
+    project: Project
+    sync: Sync
+    history: History
+    ledger: Ledger
+    run_id: str
+    full_resync: bool
+    force: bool  # past the safety rails
+    retry_quarantined: bool
+    on_progress: ProgressCallback | None
+
+    @property
+    def keep_fields(self) -> bool:
+        """Whether the fold keeps the fields sent: a mirror's deletes carry the last ones."""
+        return self.sync.header.mode == "mirror"
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """The diff's value, handed to the delivery: the counts, and what the run sends."""
+
+    counts: DiffCounts
+    batches: list[PendingBatch]  # the outbox, in sending order
+    held_back: int  # quarantined records whose rows are as they were: not sent
+
+    @property
+    def total(self) -> int:
+        return sum(batch.size for batch in self.batches)
+
+
+def _run(run: _Run) -> RunResult:
+    """The run, recorded in the run history whatever happens (an error included)."""
+    started = time.monotonic()
+    result = RunResult(run.sync.name, run.run_id, "error", None)
+    try:
+        held = _stages(run, result)
+        if held is not None:
+            result.status, result.reason = "held", held
     except ReverseEtlError as exc:
         result.error = str(exc)
         result.exception = exc
     except BaseException as exc:
         result.error = f"internal error: {exc!r}"
-        _finish(history, result, started, project.secrets())
+        _finish(run.history, result, started, run.project.secrets())
         raise
-    _finish(history, result, started, project.secrets())
+    _finish(run.history, result, started, run.project.secrets())
     return result
+
+
+def _stages(run: _Run, result: RunResult) -> str | None:
+    """The stages of a run, top to bottom; why the run is held, if a safety rail holds it.
+    What a stage learns is kept in `result` as soon as it is known: an error after the
+    delivery still reports the counts and what was delivered."""
+    if held := _orphaned_deletes(run):  # before the state is opened, which would create it
+        return held
+    take_over(run.project, run.sync, run.history)
+    _forget_other_diff(run.project, run.sync)
+    with _open_state(run.project, run.sync, read_only=False) as state:
+        _fold(state, run.keep_fields)  # what a run that died had delivered
+        if held := _moved_target(run, state):  # before the claim forgets the old target
+            return held
+        _claim_target(run, state)
+        if run.retry_quarantined:
+            run.ledger.retry(state)
+        result.counts = _diff(run, state)
+        if held := _broken_model(run, result.counts):
+            state.outbox.remove()  # send nothing, change nothing: the snapshot stays as it was
+            return held
+        pending = _pending(run, state, result.counts)
+        outcome = _send(run, state, pending)
+        if outcome is not None:
+            result.delivered = outcome.delivered  # said even if the fold then fails
+        _fold_delivered(run, state)
+    run.ledger.drop_resolved(run.run_id)
+    _tally(result, pending, outcome)
+    return None
+
+
+def _orphaned_deletes(run: _Run) -> str | None:
+    """The safety rail before anything: a mirror starting from nothing (rails.py)."""
+    return None if run.force else orphaned_deletes(run.project, run.sync, run.history)
+
+
+def _moved_target(run: _Run, state: DiffState) -> str | None:
+    """The safety rail on the target: a sync pointed elsewhere that cannot start over there
+    without leaving records behind (rails.py)."""
+    return None if run.force else moved_target_reason(run.sync, state.stored_target(), state)
+
+
+def _claim_target(run: _Run, state: DiffState) -> None:
+    """The state belongs to the sync's target from now on. Pointed at another one, the sync
+    starts over there: nothing is owed to it, or quarantined for it, of the old one's."""
+    sync = run.sync
+    stored = state.stored_target()
+    if stored is not None and stored != sync.target:
+        run.ledger.forget_target(state)
+    previous = state.claim_target(sync.target)
+    if previous is not None:
+        log.warning("%s: %s", sync.name, new_target_note(previous, sync.target))
+
+
+def _diff(run: _Run, state: DiffState) -> DiffCounts:
+    """The model against what the target holds: the counts; what to send, in the outbox."""
+    sync = run.sync
+    _bind(run.project, sync, state)
+    with _model_errors(sync, run.project):
+        counts = state.diff(sync.header.mode, run.full_resync, build_pending=True)
+    log.info("%s: run %s: %s", sync.name, run.run_id, counts)
+    return counts
+
+
+def _broken_model(run: _Run, counts: DiffCounts) -> str | None:
+    """The safety rail on the diff: a model that lost its rows, or a mirror that would delete
+    too much (rails.py)."""
+    if run.force:
+        return None
+    header = run.sync.header
+    return hold_reason(header.mode, header.max_delete_fraction, counts)
+
+
+def _pending(run: _Run, state: DiffState, counts: DiffCounts) -> _Pending:
+    """After a diff that is not held: its invalid rows in the ledger, the snapshot settled,
+    and what the run sends, in batches."""
+    invalid = state.invalid_rows() if counts.invalid else []
+    run.ledger.record_invalid(run.run_id, invalid)
+    state.settle()
+    held_back = run.ledger.held_back(state)
+    if run.sync.header.mode != "mirror" and counts.removed:
+        state.forget_removed()
+    return _Pending(counts, state.pending_batches(run.sync.batch_size), held_back)
+
+
+def _send(run: _Run, state: DiffState, pending: _Pending) -> Outcome | None:
+    """Deliver the pending batches; the delivery's outcome (None: nothing to send)."""
+    sync = run.sync
+    if pending.batches:  # before the first request: a kill after it delivered counts too
+        run.history.record_delivering(sync.name, sync.target)
+    if run.on_progress:
+        run.on_progress(sync.name, 0, pending.total)
+    if not pending.batches:
+        return None
+    from ..delivery.adapters import run_coroutine  # with the rest of delivery: not for `plan`
+
+    delivering = _deliver(
+        run.project,
+        sync,
+        state,
+        run.ledger,
+        run.run_id,
+        pending.batches,
+        pending.total,
+        run.on_progress,
+    )
+    outcome: Outcome = run_coroutine(delivering)
+    return outcome
+
+
+def _fold_delivered(run: _Run, state: DiffState) -> None:
+    """What the run delivered, into the snapshot; then the quarantine, from what the
+    destination refused again and the rows as they are now."""
+    _fold(state, run.keep_fields)
+    max_attempts = run.sync.destination.settings.max_attempts
+    run.ledger.quarantine(state, run.run_id, max_attempts)
+
+
+def _tally(result: RunResult, pending: _Pending, outcome: Outcome | None) -> None:
+    """The run's numbers and status, from the diff's value and the delivery's outcome."""
+    if outcome is not None:
+        result.delivered = outcome.delivered
+        result.rejected = len(outcome.rejected)
+        result.failed = len(outcome.failed)
+        result.error = outcome.error
+        if outcome.error:
+            result.exception = outcome.exception or Interrupted(outcome.error)
+    result.rejected += pending.held_back  # quarantined: still not delivered
+    undelivered = result.rejected + result.failed + pending.counts.invalid
+    result.status = "error" if result.error else "partial" if undelivered else "success"
 
 
 def _forget_other_diff(project: Project, sync: Sync) -> None:
@@ -362,7 +460,7 @@ def _forget_other_diff(project: Project, sync: Sync) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def _fold(state: SyncState, keep_fields: bool) -> None:
+def _fold(state: DiffState, keep_fields: bool) -> None:
     """Fold what was delivered into the snapshot. A fold the disk refuses (full, read-only)
     changes nothing: the outbox and its acknowledgements stay, and the next run folds them."""
     try:
@@ -393,8 +491,8 @@ def _finish(history: History, result: RunResult, started: float, secrets: dict[s
 async def _deliver(
     project: Project,
     sync: Sync,
-    state: SyncState,
-    history: History,
+    state: DiffState,
+    ledger: Ledger,
     run_id: str,
     batches: list[Any],
     total: int,
@@ -429,9 +527,9 @@ async def _deliver(
         rejected = [(key, hide(error), n) for key, error, n in rejected]
         failed = [(key, hide(error), n) for key, error, n in failed]
         if rejected:
-            history.record_undelivered(sync.name, run_id, "rejected", rejected)
+            ledger.record_undelivered(run_id, "rejected", rejected)
         if failed:
-            history.record_undelivered(sync.name, run_id, "failed", failed)
+            ledger.record_undelivered(run_id, "failed", failed)
 
     async def observe(response: httpx.Response) -> None:  # rate-limit headers, any adapter
         limiter.observe(spec.adapter.requests_left(response.headers))

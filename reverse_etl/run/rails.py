@@ -13,8 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..diff.base import DiffState
 from ..diff.in_warehouse import warehouse_state_path
-from ..diff.local import DiffCounts, SyncState, snapshot_path
+from ..diff.local import DiffCounts, snapshot_path
 from ..project.loader import Project, Sync
 from ..state.history import History
 
@@ -46,7 +47,7 @@ def hold_reason(mode: str, max_delete_fraction: float | None, counts: DiffCounts
 # -- what a sync delivered belongs to one target (docs/syncs.md) ---------------------------
 
 
-def moved_target_reason(sync: Sync, stored: str | None, state: SyncState) -> str | None:
+def moved_target_reason(sync: Sync, stored: str | None, state: DiffState) -> str | None:
     """Why a mirror sync pointed at another target is held: the records it delivered to the
     old one would stay there for good when they leave the model (its deletes now go to the
     new one). None when it is not a mirror, was not moved, or had delivered nothing."""
@@ -70,7 +71,7 @@ def moved_target_reason(sync: Sync, stored: str | None, state: SyncState) -> str
     )
 
 
-def would_hold(project: Project, sync: Sync, counts: DiffCounts, state: SyncState) -> str | None:
+def would_hold(project: Project, sync: Sync, counts: DiffCounts, state: DiffState) -> str | None:
     """What a plan says of the safety rails: why a run now would be held, if it would."""
     if moved := moved_target_reason(sync, state.previous_target, state):
         return moved

@@ -1,4 +1,4 @@
-"""Run history and the ledger of records not delivered, in SQLite.
+"""Run history and the ledger of records not delivered (its rules: ledger.py), in SQLite.
 
 SQLite in WAL mode lets any number of processes (the daemon, a CLI in another terminal) read
 while one writes, which the per-sync DuckDB files cannot: a running sync holds its own file.
@@ -13,7 +13,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS runs (
     host TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_sync ON runs (sync, started_at);
-CREATE TABLE IF NOT EXISTS ledger (
+CREATE TABLE IF NOT EXISTS ledger (  -- written and read by ledger.py only
     sync TEXT NOT NULL,
     key TEXT,
     reason TEXT NOT NULL,
@@ -67,7 +67,9 @@ CREATE TABLE IF NOT EXISTS deliveries (  -- which syncs sent records to which ta
     at REAL NOT NULL,
     PRIMARY KEY (target, sync)
 );
-CREATE TABLE IF NOT EXISTS probes (  -- a trigger_query's answer when its sync last ran whole
+-- a trigger_query's answer when its sync last ran whole (the table keeps the name earlier
+-- versions gave it, so that their state folders keep working)
+CREATE TABLE IF NOT EXISTS probes (
     sync TEXT PRIMARY KEY,
     value TEXT NOT NULL,
     run_id TEXT NOT NULL,
@@ -79,18 +81,19 @@ CREATE TABLE IF NOT EXISTS probes (  -- a trigger_query's answer when its sync l
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _guarded(method: F) -> F:
-    """sqlite3's errors, as a StateError saying which file and what to do: a damaged page can
-    surface in any query, long after the file was opened."""
+def guarded(method: F) -> F:
+    """A method of an object whose `path` is the run history file (History, Ledger): sqlite3's
+    errors, as a StateError saying which file and what to do (a damaged page can surface in
+    any query, long after the file was opened)."""
 
     @functools.wraps(method)
-    def guarded(self: History, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.Error as exc:
             raise StateError(history_problem(self.path, exc)) from None
 
-    return guarded  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]
 
 
 def history_problem(path: Path, exc: Exception) -> str:
@@ -109,7 +112,8 @@ def history_problem(path: Path, exc: Exception) -> str:
     return f"cannot use the run history {path} ({text}): {todo}"
 
 
-def _iso(timestamp: float | None) -> str | None:
+def iso_time(timestamp: float | None) -> str | None:
+    """A time.time() value as ISO 8601 in UTC, to the millisecond."""
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
@@ -167,7 +171,7 @@ class History:
 
     # -- runs ----------------------------------------------------------------------------
 
-    @_guarded
+    @guarded
     def start_run(self, sync: str, full_resync: bool) -> str:
         run_id = uuid.uuid4().hex[:16]
         self.db.execute(
@@ -177,7 +181,7 @@ class History:
         )
         return run_id
 
-    @_guarded
+    @guarded
     def finish_run(
         self,
         run_id: str,
@@ -193,7 +197,7 @@ class History:
             (status, time.time(), error, reason, *(counts.get(c, 0) for c in COUNTS), run_id),
         )
 
-    @_guarded
+    @guarded
     def close_abandoned(self, sync: str) -> None:
         """Runs of `sync` left 'running' by a process that died: record them as errors. The
         caller holds the sync's lock, so no other run of it is alive."""
@@ -205,7 +209,7 @@ class History:
                 (_killed(row["pid"]), row["run_id"]),
             )
 
-    @_guarded
+    @guarded
     def runs(self, sync: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         where, params = ("WHERE sync = ?", [sync]) if sync else ("", [])
         rows = self.db.execute(
@@ -216,7 +220,7 @@ class History:
             for row in rows
         ]
 
-    @_guarded
+    @guarded
     def finished_elsewhere(self, since: float, pid: int) -> list[tuple[str, float, int]]:
         """(sync, finished_at, pid) of runs that finished with success or partial after
         `since`, in processes other than `pid` (the daemon follows them with `after`)."""
@@ -229,122 +233,14 @@ class History:
             )
         ]
 
-    # -- the ledger ----------------------------------------------------------------------
-
-    @_guarded
-    def replace_invalid(
-        self, sync: str, run_id: str, chunks: Iterable[list[tuple[str | None, str]]]
-    ) -> None:
-        now = time.time()
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.execute("DELETE FROM ledger WHERE sync = ? AND reason = 'invalid'", (sync,))
-            for chunk in chunks:
-                self.db.executemany(
-                    "INSERT OR REPLACE INTO ledger "
-                    "(sync, key, reason, error, attempts, first_seen, last_seen, run_id) "
-                    "VALUES (?, ?, 'invalid', ?, 0, ?, ?, ?)",
-                    [(sync, key, error, now, now, run_id) for key, error in chunk],
-                )
-
-    @_guarded
-    def record_undelivered(
-        self, sync: str, run_id: str, reason: str, records: list[tuple[str, str, int]]
-    ) -> None:
-        """(key, error, attempts in this run) of records rejected or failed in this run."""
-        now = time.time()
-        self.db.executemany(
-            """INSERT INTO ledger
-                (sync, key, reason, error, attempts, rejections, first_seen, last_seen, run_id)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (sync, key) DO UPDATE SET reason = excluded.reason,
-                error = excluded.error, last_seen = excluded.last_seen,
-                attempts = ledger.attempts + excluded.attempts,
-                rejections = CASE WHEN excluded.reason = 'rejected'
-                                  THEN ledger.rejections + 1 ELSE 0 END,
-                run_id = excluded.run_id""",
-            [
-                (sync, key, reason, error, attempts, int(reason == "rejected"), now, now, run_id)
-                for key, error, attempts in records
-            ],
-        )
-
-    @_guarded
-    def rejected_repeatedly(self, sync: str, run_id: str, times: int) -> list[str]:
-        """Keys rejected by run `run_id` and by the runs before it: `times` runs in a row, or
-        more. (A record accepted by this run keeps its old entry until drop_resolved: it is
-        delivered, not to be quarantined.)"""
-        rows = self.db.execute(
-            "SELECT key FROM ledger WHERE sync = ? AND run_id = ? AND reason = 'rejected' "
-            "AND rejections >= ?",
-            (sync, run_id, times),
-        ).fetchall()
-        return [row[0] for row in rows]
-
-    @_guarded
-    def mark_quarantined(self, sync: str, keys: list[str]) -> None:
-        """Flag exactly `keys` as quarantined: kept in the ledger while not resent."""
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.execute("UPDATE ledger SET quarantined = 0 WHERE sync = ?", (sync,))
-            self.db.executemany(
-                "UPDATE ledger SET quarantined = 1, error = CASE WHEN error LIKE 'quarantined%' "
-                "THEN error ELSE 'quarantined after ' || rejections || ' rejections: ' || error "
-                "END WHERE sync = ? AND key = ?",
-                [(sync, key) for key in keys],
-            )
-
-    @_guarded
-    def reset_rejections(self, sync: str) -> None:
-        """`retry`: quarantined records start counting again."""
-        self.db.execute(
-            "UPDATE ledger SET rejections = 0, quarantined = 0, "
-            "error = substr(error, instr(error, ': ') + 2) "
-            "WHERE sync = ? AND quarantined",
-            (sync,),
-        )
-
-    @_guarded
-    def drop_resolved(self, sync: str, run_id: str) -> None:
-        """After a finished run: entries it did not renew (and not quarantined) were delivered
-        or left the model."""
-        self.db.execute(
-            "DELETE FROM ledger WHERE sync = ? AND reason <> 'invalid' AND run_id <> ? "
-            "AND NOT quarantined",
-            (sync, run_id),
-        )
-
-    @_guarded
-    def ledger(self, sync: str) -> list[dict[str, Any]]:
-        rows = self.db.execute(
-            "SELECT sync, key, reason, error, attempts, first_seen, last_seen FROM ledger "
-            "WHERE sync = ? ORDER BY reason, key",
-            (sync,),
-        ).fetchall()
-        return [
-            {
-                **dict(row),
-                "first_seen": _iso(row["first_seen"]),
-                "last_seen": _iso(row["last_seen"]),
-            }
-            for row in rows
-        ]
-
-    @_guarded
+    @guarded
     def forget(self, sync: str) -> None:
-        """`reset`: what the sync delivered is forgotten (and that it delivered: a mirror
-        starting over after a reset is meant to)."""
-        self.forget_undelivered(sync)
+        """`reset`: that the sync delivered is forgotten (a mirror starting over after a reset
+        is meant to), and its trigger_query's last answer. (Its ledger: Ledger.forget.)"""
         self.db.execute("DELETE FROM probes WHERE sync = ?", (sync,))
         self.db.execute("DELETE FROM deliveries WHERE sync = ?", (sync,))
 
-    @_guarded
-    def forget_undelivered(self, sync: str) -> None:
-        """The ledger of a sync's records not delivered, emptied (they are owed to a target
-        the sync no longer points at)."""
-        self.db.execute("DELETE FROM ledger WHERE sync = ?", (sync,))
-
-    @_guarded
+    @guarded
     def record_delivering(self, sync: str, target: str) -> None:
         """`sync` is about to send records to `target` (before its first request: a run
         killed after it delivered counts too)."""
@@ -353,27 +249,28 @@ class History:
             (target, sync, time.time()),
         )
 
-    @_guarded
+    @guarded
     def deliveries(self) -> list[tuple[str, str]]:
         """(target, sync) of every sync that sent records to a target (since its last reset),
         oldest first."""
         rows = self.db.execute("SELECT target, sync FROM deliveries ORDER BY at").fetchall()
         return [(row[0], row[1]) for row in rows]
 
-    @_guarded
+    @guarded
     def forget_delivery(self, target: str, sync: str) -> None:
         """Another sync now answers for what `sync` sent to `target` (a rename approved)."""
         self.db.execute("DELETE FROM deliveries WHERE target = ? AND sync = ?", (target, sync))
 
     # -- trigger_query answers -----------------------------------------------------------
 
-    @_guarded
-    def probe(self, sync: str) -> str | None:
+    @guarded
+    def trigger_answer(self, sync: str) -> str | None:
+        """The answer of `sync`'s trigger_query saved at its last complete run, if any."""
         row = self.db.execute("SELECT value FROM probes WHERE sync = ?", (sync,)).fetchone()
         return row["value"] if row else None
 
-    @_guarded
-    def save_probe(self, sync: str, value: str, run_id: str) -> None:
+    @guarded
+    def save_trigger_answer(self, sync: str, value: str, run_id: str) -> None:
         self.db.execute(
             "INSERT INTO probes VALUES (?, ?, ?, ?) ON CONFLICT (sync) DO UPDATE SET "
             "value = excluded.value, run_id = excluded.run_id, checked_at = excluded.checked_at",
@@ -395,8 +292,8 @@ def _run_dict(row: sqlite3.Row, alive: bool) -> dict[str, Any]:
     result["duration_seconds"] = (
         round(finished - row["started_at"], 3) if finished is not None else None
     )
-    result["started_at"] = _iso(row["started_at"])
-    result["finished_at"] = _iso(finished)
+    result["started_at"] = iso_time(row["started_at"])
+    result["finished_at"] = iso_time(finished)
     if error:
         result["error"] = error
     if row["reason"]:

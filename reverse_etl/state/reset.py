@@ -8,6 +8,7 @@ from ..errors import ProjectError, WarehouseError
 from ..outbox import Outbox
 from ..project.loader import Project
 from .history import History
+from .ledger import Ledger
 from .locks import SyncLock
 
 
@@ -29,6 +30,7 @@ def reset_sync(project: Project, name: str) -> str | None:
         history = History(project.state_dir)
         try:
             history.forget(name)
+            Ledger(history, name).forget()
         finally:
             history.close()
         return dropped
@@ -55,14 +57,13 @@ def _drop_warehouse_snapshot(project: Project, name: str) -> str | None:
     if not _in_warehouse(project, name):
         return None
     from ..diff.encoding import quote_identifier
-    from ..warehouses import open_warehouse
+    from ..warehouses import open_snapshot_warehouse
 
     settings = project.settings.warehouse  # ProjectError (exit 2) if config.toml is broken
     table = snapshot_table(name)
     shown = f"{settings.state_schema}.{table}"
     try:
-        warehouse = open_warehouse(settings, project.root)
-        connection = warehouse.writer()  # type: ignore[attr-defined]
+        connection = open_snapshot_warehouse(settings).writer()
         try:
             connection.cursor().execute(
                 f"DROP TABLE IF EXISTS {quote_identifier(settings.state_schema)}."

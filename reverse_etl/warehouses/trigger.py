@@ -1,5 +1,5 @@
-"""A sync's trigger_query: a cheap probe of the warehouse, run on the sync's schedule; the sync
-runs only when the probe's answer differs from the one saved at its last complete run."""
+"""A sync's trigger_query: a cheap query of the warehouse, run on the sync's schedule; the sync
+runs only when its answer differs from the one saved at the sync's last complete run."""
 
 from __future__ import annotations
 
@@ -11,18 +11,18 @@ from ..errors import ModelFailed, WarehouseError
 from ..project.loader import Project, Sync
 from . import open_warehouse
 
-MAX_ROWS = 100  # a probe answers with a row or a few: more is a mistake, compared in part
+MAX_ROWS = 100  # a trigger query answers with a row or a few: more is a mistake, compared in part
 
 
-def probe_value(project: Project, sync: Sync) -> str:
-    """The probe's answer now, as JSON text (every column of its first rows)."""
-    assert sync.probe is not None
+def trigger_answer(project: Project, sync: Sync) -> str:
+    """The trigger query's answer now, as JSON text (every column of its first rows)."""
+    assert sync.trigger_query is not None
     warehouse = open_warehouse(project.settings.warehouse, project.root)
     con = duckdb.connect(":memory:")
     try:
         warehouse.connect(con)
         try:
-            relation = warehouse.relation(con, sync.probe.sql)
+            relation = warehouse.relation(con, sync.trigger_query.sql)
             warehouse.rewind(con)
             rows = con.sql(f"SELECT * FROM {relation} LIMIT {MAX_ROWS}").fetchall()
         except (duckdb.Error, ModelFailed) as exc:

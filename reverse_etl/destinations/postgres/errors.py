@@ -5,10 +5,10 @@ scrubbed out."""
 
 from __future__ import annotations
 
-import os
 import re
 
 from ...errors import CredentialsError, DestinationError
+from ...secrets import blank_dsn
 from ..base import ERROR_TEXT_LIMIT, BatchFailed, Retryable, SplitBatch, Unreachable
 
 # Connection failures carry no SQLSTATE in libpq/psycopg (psycopg issues #242 and #1188), so
@@ -97,18 +97,8 @@ def batch_error(
 
 
 def scrub(message: str, dsn: str) -> str:
-    """The message without the dsn or its password (libpq does not echo them, but a
-    malformed dsn's fragments could be quoted)."""
-    secrets = [dsn, os.environ.get("PGPASSWORD", "")]
-    match = re.search(r"://[^:/@]*:([^@/]*)@", dsn) or re.search(
-        r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", dsn
-    )
-    if match:
-        secrets.append(match.group(1).strip("'"))
-    for secret in secrets:
-        if len(secret) >= 3:
-            message = message.replace(secret, "***")
-    return message
+    """The message without the dsn or its password (see secrets.blank_dsn)."""
+    return blank_dsn(message, dsn)
 
 
 def _pg_message(exc: BaseException) -> str:

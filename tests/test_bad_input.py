@@ -310,6 +310,46 @@ def test_missing_environment_variable_names_variable_and_line(base, receiver):
     assert "s3cret-token" not in ok.stdout + ok.stderr
 
 
+@pytest.mark.parametrize(
+    "destination, where, message",
+    [
+        (  # an unset ${VAR:-} leaves "Bearer ": HTTP forbids the trailing space
+            'type = "webhook"\nurl = "{url}"\n'
+            'headers = {{ Authorization = "Bearer ${{NO_TOKEN:-}}" }}',
+            "destinations/crm.toml:3",
+            "starts or ends with a space",
+        ),
+        (
+            'type = "webhook"\nurl = "{url}"\nheaders = {{ X-Name = "Zoë" }}',
+            "destinations/crm.toml:3",
+            "printable ASCII",
+        ),
+        (
+            'type = "hubspot"\naccess_token = "${{NO_TOKEN:-}}"',
+            "destinations/crm.toml:2",
+            "access_token: is empty",
+        ),
+        (
+            'type = "salesforce"\ninstance_url = "{url}"\naccess_token = " ${{NO_TOKEN:-}}"',
+            "destinations/crm.toml:3",
+            "access_token: is empty",
+        ),
+    ],
+)
+def test_a_header_or_token_no_request_can_carry_is_named(
+    base, receiver, monkeypatch, destination, where, message
+):
+    """A value the HTTP client would refuse at the first request (after 20 s of retries, as
+    an 'unreachable' destination) is named on its line at validation, and nothing is sent."""
+    monkeypatch.delenv("NO_TOKEN", raising=False)
+    base.destination("crm", destination.format(url=receiver.url))
+    base.sync("to_crm", {"destination": "crm", "primary_key": "id"}, GOOD_SQL)
+    assert_refused(base.cli("validate"), where, message)
+    assert_refused(base.command("run", "to_crm"), where, message)
+    assert_refused(base.cli("check", "crm"), where, message)
+    assert receiver.requests == []
+
+
 def test_variable_default_and_escape(base, receiver, monkeypatch):
     base.destination(
         "crm",

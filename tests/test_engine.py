@@ -203,6 +203,17 @@ def test_transport_failures_reach_the_engine_as_signals(failure, signal, text):
     assert caught.value.__cause__ is failure
 
 
+def test_a_request_that_cannot_be_written_stops_instead_of_retrying():
+    """h11 refusing to write a request (an illegal header value) is the destination file's
+    fault: a DestinationError, which the engine does not retry for 20 s as 'unreachable'."""
+
+    async def fails() -> list[Result]:
+        raise httpx.LocalProtocolError("Illegal header value b'Bearer '")
+
+    with pytest.raises(DestinationError, match="cannot be sent .*Illegal header value"):
+        asyncio.run(signalled(fails()))
+
+
 def hook_spec(url: str) -> DestinationSpec:
     from reverse_etl.destinations.webhook.adapter import WebhookDestination, WebhookSettings
 

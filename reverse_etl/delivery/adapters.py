@@ -54,12 +54,19 @@ async def signalled(call: Awaitable[T]) -> T:
         raise transport_signal(exc) from exc
 
 
-def transport_signal(exc: httpx.TransportError) -> Retryable:
+def transport_signal(exc: httpx.TransportError) -> Retryable | DestinationError:
     """What a transport failure means to the engine. A connection never made: NotSent for a
     connect or pool timeout, Unreachable for a connect error (refused, no route, no such
-    host), which stops the run when retries run out; a create is simply sent again. Any other
-    (a timeout after the request was sent, a dropped connection) may have been applied: a
-    Retryable, after which a create is looked up, not sent again blindly."""
+    host), which stops the run when retries run out; a create is simply sent again. A request
+    that cannot be written at all (an illegal header value: a token from an empty ${VAR}) is
+    a DestinationError: sending it again cannot help. Any other (a timeout after the request
+    was sent, a dropped connection) may have been applied: a Retryable, after which a create
+    is looked up, not sent again blindly."""
+    if isinstance(exc, httpx.LocalProtocolError):
+        return DestinationError(
+            f"the request cannot be sent ({exc}): check the destination file's values (a header "
+            "or token made from an empty ${VAR}, a space at either end)"
+        )
     if isinstance(exc, httpx.TimeoutException):
         detail = f": {exc}" if str(exc) else ""
         message = f"timed out ({type(exc).__name__}{detail})"
@@ -255,6 +262,9 @@ def try_connection(spec: DestinationSpec, limiter: RateLimiter | None = None) ->
                     "percent-encode what a password holds of / : @ ? # (/ is %2F)"
                 ) from None
             except httpx.TransportError as exc:
+                signal = transport_signal(exc)
+                if isinstance(signal, DestinationError):  # no request could be written
+                    raise DestinationError(f"destination {spec.name!r}: {signal}") from None
                 raise DestinationError(
                     f"destination {spec.name!r} is unreachable: {exc!r}"
                 ) from None

@@ -57,7 +57,14 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+)
 
 from ..delivery.ratelimit import RateHeaders, Window, requests_left
 from .signals import (
@@ -166,6 +173,23 @@ class DestinationSettings(BaseModel):
     max_attempts: int = Field(
         default=3, ge=1, description="runs in a row a record may be rejected before quarantine"
     )
+
+    @field_validator("*")
+    @classmethod
+    def _secret_given(cls, value: Any, info: ValidationInfo) -> Any:
+        """A required secret (a token, a key, a DSN) that is empty or padded with spaces is a
+        `${VAR}` that was not set: said here, on its line, not as an HTTP client's error at
+        the first request (HTTP forbids a header value with a space at either end, RFC 9110
+        section 5.5)."""
+        field = cls.model_fields.get(info.field_name or "")
+        if not isinstance(value, SecretStr) or field is None or not field.is_required():
+            return value
+        text = value.get_secret_value()
+        if not text.strip():
+            raise ValueError("is empty (is the ${VAR} it names set?)")
+        if text != text.strip():
+            raise ValueError("starts or ends with a space or a line break")
+        return value
 
     def rate_windows(self) -> list[Window]:
         """The limits set, as windows: at most N requests in any rolling window of W seconds."""

@@ -1,7 +1,7 @@
 """`diff = "warehouse"`: the snapshot lives in the warehouse and the diff runs there, so only the
 rows to send (and the keys removed) leave it. For models too big to move.
 
-The warehouse holds `<state_schema>.snapshot_<sync>` (wh_key, key, hash, fields: diffsql.py); the
+The warehouse holds `<state_schema>.snapshot_<sync>` (wh_key, key, hash, fields: sql.py); the
 queries are generated for its dialect. Everything after the diff is the local engine's, unchanged:
 the rows to send are staged in DuckDB, encoded for the wire by the same SQL as a local diff's,
 written to the outbox before the first request and acknowledged per batch with an fsync'd line.

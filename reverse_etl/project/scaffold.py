@@ -21,7 +21,7 @@ select 1 as id, 'hello@example.com' as email
     "destinations/example.toml": """\
 type = "webhook"
 url = "${EXAMPLE_WEBHOOK_URL}"
-headers = { Authorization = "Bearer ${EXAMPLE_TOKEN:-}" }
+headers = { Authorization = "Bearer ${EXAMPLE_TOKEN}" }
 batch_size = 100
 max_concurrency = 4
 """,

@@ -82,8 +82,19 @@ class WebhookSettings(DestinationSettings):
         for name, value in headers.items():
             if not _TOKEN.fullmatch(name):
                 raise ValueError(f"{name!r} is not a header name (letters, digits, -, no spaces)")
-            if any(c in value.get_secret_value() for c in "\r\n\0"):
+            text = value.get_secret_value()
+            if any(c in text for c in "\r\n\0"):
                 raise ValueError(f"the value of {name!r} has a line break: one line only")
+            if not all(c == "\t" or " " <= c <= "~" for c in text):  # what HTTP clients send
+                raise ValueError(
+                    f"the value of {name!r} holds a character other than printable ASCII: "
+                    "percent-encode or base64-encode it"
+                )
+            if text != text.strip(" \t"):  # HTTP forbids it (RFC 9110, 5.5): no request is sent
+                raise ValueError(
+                    f"the value of {name!r} starts or ends with a space (is a ${{VAR}} in it "
+                    "empty?)"
+                )
         return headers
 
 

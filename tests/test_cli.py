@@ -20,7 +20,12 @@ def test_init_scaffolds_a_project_that_validates_once_pointed_at_a_warehouse(tmp
     import duckdb
 
     duckdb.connect(str(target / "warehouse.duckdb")).close()
-    env = {"EXAMPLE_WEBHOOK_URL": "http://127.0.0.1:1/x"}
+    env = {"EXAMPLE_WEBHOOK_URL": "http://127.0.0.1:1/x", "EXAMPLE_TOKEN": None}
+    check = CliRunner().invoke(main, ["validate", "--project", str(target), "--json"], env=env)
+    unset = json.loads(check.stdout)["errors"]  # the token is named, not sent as "Bearer "
+    assert [(e["file"], e["line"]) for e in unset] == [("destinations/example.toml", 3)]
+    assert "EXAMPLE_TOKEN is not set" in unset[0]["message"]
+    env["EXAMPLE_TOKEN"] = "any-token"
     check = CliRunner().invoke(main, ["validate", "--project", str(target), "--json"], env=env)
     assert json.loads(check.stdout) == {"ok": True, "errors": []}
 

@@ -132,8 +132,9 @@ def test_a_dripping_answer_is_cut_at_timeout_seconds(project, drip_head):
         assert len(server.connections) == 2, "one attempt and one retry"
         for connection in server.connections:
             assert connection["cut"] and not connection["done"]
-            # cut at 1 s: about 5 bytes (15 allows a loaded machine 3 s), of 60 or more
-            assert connection["dripped"] <= 15 < server.dripped_bytes(), connection
+            # cut at 1 s: about 5 bytes; at most half of the 60 or more (6 s, time to spare
+            # for a loaded machine), where an attempt not cut would take them all
+            assert connection["dripped"] <= server.dripped_bytes() // 2, connection
     finally:
         server.close()
 

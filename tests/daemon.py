@@ -18,6 +18,10 @@ import httpx
 
 Event = dict[str, Any]
 
+# How long to wait for an event before giving up: a guard against waiting forever, not a bound
+# on speed (a loaded machine may be slow; what a test proves is in its order of events).
+DEADLINE = 60.0
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -45,7 +49,7 @@ class DaemonProcess:
         self._changed = threading.Condition()
         threading.Thread(target=self._read_stdout, daemon=True).start()
         threading.Thread(target=self._read_stderr, daemon=True).start()
-        self.wait_for(lambda e: e.get("event") == "daemon_started", timeout=20)
+        self.wait_for(lambda e: e.get("event") == "daemon_started")
 
     def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
@@ -64,7 +68,7 @@ class DaemonProcess:
                 self.stderr.append(line)
 
     def wait_for(
-        self, predicate: Callable[[Event], bool], count: int = 1, timeout: float = 10
+        self, predicate: Callable[[Event], bool], count: int = 1, timeout: float = DEADLINE
     ) -> list[Event]:
         """The first `count` events matching, waiting up to `timeout` seconds for them."""
         deadline = time.monotonic() + timeout
@@ -79,7 +83,9 @@ class DaemonProcess:
                     raise AssertionError(f"{len(found)} of {count} events; the log:\n{log}")
                 self._changed.wait(min(left, 0.2))
 
-    def finished(self, sync: str | None = None, count: int = 1, timeout: float = 10) -> list[Event]:
+    def finished(
+        self, sync: str | None = None, count: int = 1, timeout: float = DEADLINE
+    ) -> list[Event]:
         return self.wait_for(
             lambda e: e.get("event") == "run_finished" and sync in (None, e["sync"]),
             count,
@@ -98,7 +104,7 @@ class DaemonProcess:
     def signal(self, sig: int = signal.SIGTERM) -> None:
         self.proc.send_signal(sig)
 
-    def stop(self, timeout: float = 30) -> int:
+    def stop(self, timeout: float = DEADLINE) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:

@@ -1023,11 +1023,19 @@ def killed(base: ProjectFixture) -> Iterator[tuple[ProjectFixture, object]]:
     outbox and acknowledgement log are left for the next run to fold."""
     import os
     import signal
+    import threading
     import time
 
     from faults import FaultyReceiver
 
-    with FaultyReceiver(delay=0.3) as slow:
+    killed = threading.Event()
+
+    def hold_the_third(request, body):  # so that the kill lands after exactly 2, however late
+        if request.number >= 2:
+            killed.wait(60)
+        return None
+
+    with FaultyReceiver(delay=0.3, rules=[hold_the_third]) as slow:
         base.webhook("slow", slow.url, batch_size=1, max_concurrency=1)
         base.sync("kept", {"destination": "slow", "primary_key": "id"}, GOOD_SQL)
         acks = base.root / ".reverse_etl" / "syncs" / "kept.acks"
@@ -1038,6 +1046,7 @@ def killed(base: ProjectFixture) -> Iterator[tuple[ProjectFixture, object]]:
             time.sleep(0.01)
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate()
+        killed.set()
         assert (base.root / ".reverse_etl" / "syncs" / "kept.outbox.parquet").exists()
         yield base, slow
 

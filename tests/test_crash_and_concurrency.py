@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections import Counter
 
@@ -17,11 +18,23 @@ def wait_for(condition, timeout: float = 60.0) -> None:
 
 def test_sigkill_mid_run_loses_nothing(users_project, receiver):
     batch, concurrency = 100, 4
+    killed = threading.Event()
+
+    def hold_past_12_000(body, headers):
+        # However slow this process is to send the kill, the run cannot finish first.
+        if receiver.records_received() >= 12_000:
+            killed.wait(60)
+        return None
+
+    receiver.intercept = hold_past_12_000
     project = users_project(rows=20_000, batch_size=batch, max_concurrency=concurrency)
     proc = project.popen("run", "users")
     wait_for(lambda: receiver.records_received() >= 8_000)
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    proc.wait(timeout=60)
+    killed.set()  # the requests held are applied, answered to no one
+    wait_for(lambda: receiver.in_flight == 0)
+    receiver.intercept = None
     got_before_rerun = receiver.records_received()
     assert 8_000 <= got_before_rerun < 20_000, "the kill landed mid-run"
 
@@ -50,17 +63,33 @@ def test_sigkill_mid_run_loses_nothing(users_project, receiver):
     assert project.cli("run", "users", "--json").json_lines()[0]["delivered"] == 0
 
 
-def test_a_second_run_of_a_running_sync_is_refused(users_project, receiver):
-    receiver.delay = 0.05
-    project = users_project(rows=2_000, batch_size=50, max_concurrency=1)
-    first = project.popen("run", "users", "--json")
-    wait_for(lambda: receiver.records_received() >= 50)
+def held_after_the_first(receiver) -> threading.Event:
+    """Requests after the first wait for the event: the run is still running, however slow the
+    commands run beside it are."""
+    release = threading.Event()
 
-    second = project.command("run", "users", "--json")
+    def hold(body, headers):
+        if receiver.records_received() > 0:
+            release.wait(60)
+        return None
+
+    receiver.intercept = hold
+    return release
+
+
+def test_a_second_run_of_a_running_sync_is_refused(users_project, receiver):
+    project = users_project(rows=2_000, batch_size=50, max_concurrency=1)
+    release = held_after_the_first(receiver)
+    first = project.popen("run", "users", "--json")
+    try:
+        wait_for(lambda: receiver.records_received() >= 50)
+        second = project.command("run", "users", "--json")
+        plan = project.command("plan", "users")
+    finally:
+        release.set()
     assert second.exit_code == 2
     assert "already running" in second.stderr and "Traceback" not in second.stderr
     assert second.json_lines()[0]["status"] == "error"
-    plan = project.command("plan", "users")
     assert plan.exit_code == 2 and "already running" in plan.stderr
 
     out, err = first.communicate(timeout=120)
@@ -70,15 +99,19 @@ def test_a_second_run_of_a_running_sync_is_refused(users_project, receiver):
 
 
 def test_runs_can_be_read_while_a_sync_runs(users_project, receiver):
-    receiver.delay = 0.05
-    project = users_project(rows=4000, batch_size=50, max_concurrency=1)  # 80 requests: > 4 s
+    project = users_project(rows=4000, batch_size=50, max_concurrency=1)
+    release = held_after_the_first(receiver)
     first = project.popen("run", "users")
-    wait_for(lambda: receiver.records_received() >= 50)
-    runs = project.command("runs", "--json")
+    try:
+        wait_for(lambda: receiver.records_received() >= 50)
+        runs = project.command("runs", "--json")
+        rejected = project.command("rejected", "users")
+    finally:
+        release.set()
     assert runs.exit_code == 0
     assert runs.json_lines()[0]["status"] == "running"
     assert runs.json_lines()[0]["finished_at"] is None
-    assert project.command("rejected", "users").exit_code == 0
+    assert rejected.exit_code == 0
     first.communicate(timeout=60)
     assert project.cli("runs", "--json").json_lines()[0]["status"] == "success"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -279,6 +280,16 @@ def test_repeated_sigkills_lose_nothing(project, faulty):
 
     for kill in range(5):
         target = faulty.records_received() + rng.randint(100, 1_000)
+        killed = threading.Event()
+
+        def hold(request: Request, body: dict[str, Any]) -> None:
+            # Requests 2,000 records past the target wait for the kill: however slow this
+            # process is to send it, the run cannot end first (the kill lands mid-run).
+            if faulty.records_received() >= target + 2_000:  # noqa: B023
+                killed.wait(60)  # noqa: B023
+            return None
+
+        faulty.rules = [hold]
         proc = project.popen("run", "users")
         wait_for(
             lambda: faulty.records_received() >= target or proc.poll() is not None,  # noqa: B023
@@ -287,7 +298,8 @@ def test_repeated_sigkills_lose_nothing(project, faulty):
         time.sleep(rng.uniform(0, 0.05))  # anywhere in the request/acknowledgement cycle
         assert proc.poll() is None, f"seed={SEED}: kill {kill}: the run ended before the kill"
         proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)
+        proc.communicate(timeout=60)
+        killed.set()
         wait_for(settled(faulty), what="the killed run's requests")  # answered to no one
         [killed] = history(project)[:1]
         assert killed["status"] == "error" and "ended before the run finished" in killed["error"]
@@ -306,6 +318,7 @@ def test_repeated_sigkills_lose_nothing(project, faulty):
         )
         left_in_flight += in_flight
         acknowledged, before = now_acknowledged, Counter(faulty.received)
+    faulty.rules = []
 
     clean = project.command("run", "users", "--json")
     assert clean.exit_code == 0, f"seed={SEED}: {clean.stderr}"
@@ -321,33 +334,36 @@ def test_repeated_sigkills_lose_nothing(project, faulty):
 def test_sigterm_stops_gracefully_and_the_next_run_sends_the_rest(project, faulty):
     """SIGTERM mid-run: no new batch goes out, the requests in flight finish and what they
     delivered is recorded; one of them never answers, and is given up at timeout_seconds; the
-    run ends `error` ("... SIGTERM") with exit 2 within timeout_seconds and a margin. The next
-    run sends exactly the rest: only keys in flight at the signal arrive twice."""
+    run ends `error` ("... SIGTERM") with exit 2 while that request is still unanswered. The
+    next run sends exactly the rest: only keys in flight at the signal arrive twice."""
     rng = random.Random(f"{SEED}:sigterm")
-    rows, batch, timeout = 3_000, 50, 2.0
+    rows, batch, timeout, concurrency = 3_000, 50, 2.0, 4
     faulty.delay = 0.4  # slow answers: requests are in flight when the signal comes
     hung = rng.randint(8, 20)  # this request is applied but never answered
-    faulty.faults = Faults(hang_seconds=timeout + 3)
+    faulty.faults = Faults(hang_seconds=timeout + 60)  # the run must not wait for it
     faulty.rules = [lambda request, body: "hang" if request.number == hung else None]
-    users(project, faulty.url, rows, batch_size=batch, max_concurrency=4, timeout_seconds=timeout)
+    users(
+        project,
+        faulty.url,
+        rows,
+        batch_size=batch,
+        max_concurrency=concurrency,
+        timeout_seconds=timeout,
+    )
     proc = project.popen("run", "users", "--json")
     wait_for(lambda: len(faulty.requests) > hung, what=f"request {hung}")
     time.sleep(rng.uniform(0, faulty.delay / 2))
     signalled = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=timeout + 10)
-    took = time.monotonic() - signalled
+    out, err = proc.communicate(timeout=60)
 
     assert proc.returncode == 2, f"seed={SEED}: exit {proc.returncode}: {err}"
-    assert took < timeout + 1.5, f"seed={SEED}: {took:.2f}s to stop"
-    late = [r for r in faulty.requests if r.arrived > signalled + 0.1]
-    assert not late, f"seed={SEED}: {len(late)} requests sent after SIGTERM"
-    in_flight = {
-        k
-        for r in faulty.requests
-        if r.answered is None or r.answered >= signalled  # answered after it, or never
-        for k in r.keys
-    }
+    assert faulty.requests[hung].answered is None, f"seed={SEED}: the hung request was awaited"
+    # Requests unanswered at the signal, or arriving after it, were all started before it if no
+    # new batch went out: at most the max_concurrency in flight, however late they arrived.
+    after = [r for r in faulty.requests if r.answered is None or r.answered >= signalled]
+    assert len(after) <= concurrency, f"seed={SEED}: {len(after)} requests after SIGTERM"
+    in_flight = {k for r in after for k in r.keys}  # answered after the signal, or never
     hung_keys = set(faulty.requests[hung].keys)
     assert hung_keys < in_flight, f"seed={SEED}: the signal came while requests were in flight"
     recorded = history(project)[0]

@@ -54,6 +54,25 @@ def most_in_any_window(times: list[float], seconds: float) -> int:
     return most
 
 
+def assert_paced(arrivals: list[float], per_second: int, in_flight: int) -> None:
+    """A server's arrival times (`time.monotonic()`) of an engine limited to `per_second` with
+    at most `in_flight` requests started and not yet answered. Whatever the delay between the
+    engine starting a request and the server stamping it (a loaded machine delays some more
+    than others), a request stamped within an interval was started in it or was in flight when
+    it began. So no second holds more than per_second + in_flight, and of n requests stamped
+    over L seconds at least n - in_flight were started within those L seconds, which the
+    engine's even pace (README: rate limits) allows only if n - in_flight <= per_second * L + 1."""
+    times = sorted(arrivals)
+    busiest = most_in_any_window(times, 1.0)
+    assert busiest <= per_second + in_flight, (
+        f"{busiest} requests in one second: more than {per_second} + {in_flight} in flight"
+    )
+    span = times[-1] - times[0]
+    assert len(times) - in_flight <= per_second * span + 1, (
+        f"{len(times)} requests in {span:.2f} s: faster than {per_second} per second"
+    )
+
+
 @pytest.mark.parametrize("jitter", [0.0, 0.003])
 def test_no_rolling_window_is_ever_exceeded(jitter):
     clock = Clock()
@@ -297,16 +316,27 @@ def test_a_reset_far_away_pauses_no_longer_than_max_pause():
 # -- against a receiver that enforces its own limit ------------------------------------------
 
 
-def test_configured_limit_equal_to_the_servers_is_never_exceeded(users_project, receiver):
-    limit = RollingLimit(20, retry_after="1")
+def test_a_configured_limit_is_kept_as_the_server_counts(users_project, receiver):
+    """Configured for 20 requests per second with 4 in flight, against a server refusing past
+    20 + 4 in any rolling second: no 429. A request the server counts in a second was started
+    in it (at most 20) or was in flight when it began (at most 4), so this holds however late
+    a loaded machine stamps some requests; at exactly 20 a request stamped a few milliseconds
+    late made a 429. The pace itself is read from the arrivals (assert_paced)."""
+    per_second, in_flight = 20, 4
+    limit = RollingLimit(per_second + in_flight, retry_after="1")
     receiver.intercept = limit
-    project = users_project(rows=1200, batch_size=20, requests_per_second=20, max_concurrency=4)
+    project = users_project(
+        rows=1200, batch_size=20, requests_per_second=per_second, max_concurrency=in_flight
+    )
     assert project.cli("run", "users").exit_code == 0
     assert limit.throttled == 0
     assert len(receiver.data) == 1200
+    assert_paced(receiver.arrivals, per_second, in_flight)
     arrivals = sorted(receiver.arrivals)
     rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
-    assert rate >= 0.9 * 20, f"{rate:.1f} requests/s of 20 allowed"
+    # Most of the budget is used (it paces at 19 per second, 5% under the limit); the margin
+    # leaves a loaded machine a third of the run's three seconds to spare.
+    assert rate >= 0.7 * per_second, f"{rate:.1f} requests/s of {per_second} allowed"
 
 
 def test_without_a_configured_limit_the_engine_settles_near_the_servers(users_project, receiver):
@@ -324,10 +354,16 @@ def test_without_a_configured_limit_the_engine_settles_near_the_servers(users_pr
 
 
 def test_two_syncs_share_one_destination_budget(project, receiver):
-    limit = RollingLimit(20, retry_after="1")
+    """Two syncs of one destination at 20 per second (4 in flight each) make 20 per second
+    together, not 40: no 429 from a server allowing 20 + 8 in flight in any second, and the
+    arrivals are paced at 20 (see test_a_configured_limit_is_kept_as_the_server_counts)."""
+    per_second, in_flight = 20, 2 * 4
+    limit = RollingLimit(per_second + in_flight, retry_after="1")
     receiver.intercept = limit
     project.warehouse("create table a as select range as id from range(400)")
-    project.webhook("hook", receiver.url, batch_size=10, requests_per_second=20)
+    project.webhook(
+        "hook", receiver.url, batch_size=10, requests_per_second=per_second, max_concurrency=4
+    )
     for name in ("one", "two"):
         project.sync(
             name, {"destination": "hook", "primary_key": "id", "object": name}, "select id from a"
@@ -335,6 +371,7 @@ def test_two_syncs_share_one_destination_budget(project, receiver):
     assert project.cli("run", "--all").exit_code == 0
     assert limit.throttled == 0, "two syncs split the budget, they do not double it"
     assert len(receiver.requests) == 80
+    assert_paced(receiver.arrivals, per_second, in_flight)
 
 
 def test_rate_headers_from_a_real_answer_pause_the_next_request(users_project, receiver):
@@ -385,15 +422,17 @@ def test_a_daily_limit_holds_across_parallel_cli_runs(project, receiver):
 
 
 def test_a_minute_limit_holds_across_cli_runs_in_a_row(project, receiver):
-    """8 runs in a row against 10 per minute: the receiver's arrival times never hold more
-    than 10 in any 60 s (before: 15 runs made 15 requests in 9.8 s)."""
+    """8 runs in a row against 4 per minute: the receiver's arrival times never hold more than
+    4 in any 60 s (before: 15 runs made 15 requests in 9.8 s). Paced evenly, a request goes
+    every 16 s, so a run that would wait more than max_retry_after_seconds = 3 sends nothing
+    (only runs each slower than 12 s would all have sent)."""
     names = one_row_syncs(
-        project, receiver.url, 8, requests_per_minute=10, max_retry_after_seconds=3
+        project, receiver.url, 8, requests_per_minute=4, max_retry_after_seconds=3
     )
     for name in names:
         assert project.command("run", name).exit_code in (0, 1)
     arrivals = sorted(receiver.arrivals)
-    assert arrivals and most_in_any_window(arrivals, 60.0) <= 10
+    assert arrivals and most_in_any_window(arrivals, 60.0) <= 4
     assert len(arrivals) < len(names), "some runs waited beyond max_retry_after_seconds"
 
 
@@ -403,14 +442,16 @@ def test_a_minute_limit_holds_across_cli_runs_in_a_row(project, receiver):
 def test_hubspots_stated_window_is_obeyed_from_the_first_answer(project):
     """The destination keeps HubSpot's default (100 per 10 s) but the app is limited to 20 per
     4 s (the issue's 20 per 10 s, faster): X-HubSpot-RateLimit-Max and -Interval-Milliseconds
-    of the first answer set the pace (before: 4 429s in 29 requests)."""
+    of the first answer set the pace (before: 4 429s in 29 requests). One request in flight:
+    a 4 s window then holds the 19 the engine starts in it (5% under 20) and at most the one
+    already in flight, so no 429 however late a loaded machine stamps a request."""
     from fakes.base import running
     from fakes.hubspot import Fake
     from fakes.project import people, write_destination
 
     for fake in running(Fake(window_limit=20, window_ms=4000)):
         people(project, 30)
-        write_destination(project, "crm", fake.destination(), batch_size=1)
+        write_destination(project, "crm", fake.destination(), batch_size=1, max_concurrency=1)
         project.sync(
             "people",
             {"destination": "crm", "primary_key": "warehouse_id", "object": "contacts"},
@@ -419,13 +460,15 @@ def test_hubspots_stated_window_is_obeyed_from_the_first_answer(project):
         outcome = project.cli("run", "people", "--json")
         assert outcome.exit_code == 0, outcome.stderr
         assert len(fake.stored()) == 30
-        assert fake.throttled() <= 1, f"{fake.throttled()} 429s"
+        assert fake.throttled() == 0, f"{fake.throttled()} 429s"
 
 
 def test_an_ietf_ratelimit_policy_is_obeyed_from_the_first_answer(users_project, receiver):
     """No limit configured; the server allows 5 per second and says so in every answer
-    (`RateLimit-Policy: "default";q=5;w=1`, draft-ietf-httpapi-ratelimit-headers): at most
-    one 429 (before: the engine learned the limit from a stream of them)."""
+    (`RateLimit-Policy: "default";q=5;w=1`, draft-ietf-httpapi-ratelimit-headers): no 429
+    (before: the engine learned the limit from a stream of them). One request in flight: a
+    second then holds the 4 the engine starts in it (5% under 5) and at most the one already
+    in flight, however late a loaded machine stamps a request."""
     limit = RollingLimit(5)
 
     def stated(body, headers):
@@ -434,10 +477,10 @@ def test_an_ietf_ratelimit_policy_is_obeyed_from_the_first_answer(users_project,
         return 200, {"RateLimit-Policy": '"default";q=5;w=1'}, b""
 
     receiver.intercept = stated
-    project = users_project(rows=30, batch_size=1, max_concurrency=4)
+    project = users_project(rows=30, batch_size=1, max_concurrency=1)
     assert project.cli("run", "users").exit_code == 0
-    assert len(receiver.requests) - limit.throttled == 30
-    assert limit.throttled <= 1, f"{limit.throttled} 429s"
+    assert len(receiver.requests) == 30
+    assert limit.throttled == 0, f"{limit.throttled} 429s"
 
 
 # -- waits too long to wait ------------------------------------------------------------------

@@ -132,8 +132,9 @@ def test_a_dripping_answer_is_cut_at_timeout_seconds(project, drip_head):
         assert len(server.connections) == 2, "one attempt and one retry"
         for connection in server.connections:
             assert connection["cut"] and not connection["done"]
-            # cut at 1 s: about 5 bytes (15 allows a loaded machine 3 s), of 60 or more
-            assert connection["dripped"] <= 15 < server.dripped_bytes(), connection
+            # cut at 1 s: about 5 bytes; at most half of the 60 or more (6 s, time to spare
+            # for a loaded machine), where an attempt not cut would take them all
+            assert connection["dripped"] <= server.dripped_bytes() // 2, connection
     finally:
         server.close()
 
@@ -168,7 +169,11 @@ SEED = 20261130
 
 def storm(request: Request, body: dict[str, Any]) -> str:
     """12% 429 with Retry-After 1, 10% 5xx, 2% no answer within the timeout, 3% dropped
-    connections: drawn per batch and attempt, the same whatever the order of threads."""
+    connections: drawn per batch and attempt, the same whatever the order of threads and in
+    every test run; and three requests spread over the run are 429 for sure, so the storm
+    happens whatever the draws."""
+    if request.number in (5, 15, 25):
+        return "throttle:1"
     draw = random.Random(f"{SEED}:{request.batch}:{request.attempt}").random()
     for outcome, share in (("throttle:1", 0.12), ("error", 0.10), ("hang", 0.02), ("drop", 0.03)):
         if draw < share:

@@ -29,7 +29,6 @@ class Receiver:
         self.records: dict[str, dict[str, Any]] = {}  # identity -> fields
         self.keys: dict[str, str] = {}  # identity -> the key text last written
         self.writes: Counter[str] = Counter()  # identity -> writes
-        self.deleted_live: list[str] = []  # deletes of an identity some row still owned
         self.batches: list[dict[str, Any]] = []
         self.answer: Callable[[dict[str, Any]], Answer] = lambda body: None
         self.lose_answer: Callable[[dict[str, Any]], bool] = lambda body: False

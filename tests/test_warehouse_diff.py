@@ -4,6 +4,7 @@ runs there, only the rows to send leave it, and a kill loses nothing."""
 from __future__ import annotations
 
 import signal
+import threading
 
 import pytest
 from conftest import ProjectFixture
@@ -126,18 +127,28 @@ def test_a_kill_mid_run_loses_nothing(pg, rows_of, receiver):  # noqa: F811
     project, sql = pg
     users_table(sql, 3000)
     warehouse_sync(project, sql, receiver, batch_size=50, max_concurrency=2)
-    receiver.delay = 0.01
+    killed = threading.Event()
+
+    def hold_past_2000(body, headers):
+        # However slow this process is to send the kill, the run cannot finish first.
+        if receiver.records_received() >= 2000:
+            killed.wait(60)
+        return None
+
+    receiver.intercept = hold_past_2000
     proc = project.popen("run", "users")
     wait_for(lambda: receiver.records_received() >= 1000)
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    proc.wait(timeout=60)
+    killed.set()  # the requests held are applied, answered to no one
+    wait_for(lambda: receiver.in_flight == 0)
+    receiver.intercept = None
     got = receiver.records_received()
     assert 1000 <= got < 3000, "the kill landed mid-run"
     assert not snapshot_keys(rows_of, sql), "nothing was folded into the warehouse yet"
     [plan] = project.cli("plan", "users", "--json").json_lines()
     assert plan["unchanged"] >= got - 100, "plan counts what the killed run had delivered"
     assert plan["added"] == 3000 - plan["unchanged"]
-    receiver.delay = 0
     [rerun] = project.cli("run", "users", "--json").json_lines()
     assert rerun["status"] == "success", rerun
     assert rerun["unchanged"] >= got - 100, "what was acknowledged is folded, not sent again"

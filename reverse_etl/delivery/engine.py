@@ -79,6 +79,19 @@ class _Sent:
     maybe_created: set[str] = field(default_factory=set)
 
 
+@dataclass
+class _Tries:
+    """How often some records were tried: failures worth retrying (`attempts`, bounded by
+    max_retries) and 429s (`throttled`, which do not count against it)."""
+
+    attempts: int = 0
+    throttled: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.attempts + self.throttled
+
+
 class Delivery:
     def __init__(
         self,
@@ -311,11 +324,10 @@ class Delivery:
         """Send records until each has a final result; split batches refused as a whole.
         `unknown`: why the outcome of an earlier request of these records is unknown (they
         are then looked up first, when the operation is not safe to repeat)."""
-        attempts = 0  # requests for these records that failed in a retryable way
-        throttled = 0
+        tries = _Tries()
         while records:
             if (halted := self._halted(operation, unknown)) is not None:
-                sent.failed += _all(records, halted, attempts + throttled)
+                sent.failed += _all(records, halted, tries.total)
                 return
             batch = Batch(
                 self.sync, self.object_name, operation, records, self.primary_key, self.run_id
@@ -325,122 +337,157 @@ class Delivery:
                     await self.pace()
                 if unknown is not None:  # look the records up before anything is sent again
                     records = self._reconciled(
-                        records, await self._reconcile(batch), sent, attempts + throttled
+                        records, await self._reconcile(batch), sent, tries.total
                     )
                     unknown = None
                     continue
                 results = await signalled(self.adapter.send(batch))
             except Halted as exc:  # stopped while waiting for a slot: nothing more goes out
                 why = self._halted(operation, unknown) or str(exc)
-                sent.failed += _all(records, why, attempts + throttled)
+                sent.failed += _all(records, why, tries.total)
                 return
             except Throttled as exc:
-                throttled += 1
-                if (too_long := self._too_long(exc.retry_after)) is not None:
-                    sent.failed += _all(records, too_long, attempts + throttled)
-                    return
-                self.limiter.throttled(exc.retry_after)
-                log.info(
-                    "%s: throttled (%s); retry after %ss; limit now %s at %.0f%%",
-                    self.sync,
-                    exc,
-                    exc.retry_after,
-                    self.limiter.describe(),
-                    self.limiter.scale * 100,
-                )
-                if throttled > MAX_THROTTLED:
-                    sent.failed += _all(
-                        records, f"throttled {throttled} times: {exc}", attempts + throttled
-                    )
-                    return
-                if exc.retry_after is None:
-                    await self._pause(self._backoff(throttled))
-                continue
+                if await self._throttled(exc, records, sent, tries):
+                    continue
+                return
             except Retryable as exc:
-                attempts += 1
-                error = str(exc)
-                if unknown is None and _may_have_landed(exc, operation, self.adapter):
-                    # Not safe to repeat: never sent again before the vendor is asked.
-                    sent.maybe_created.update(key for key, _ in records)
-                    if operation not in self.adapter.reconcilable_operations:
-                        why = _unknown_outcome(operation, error)
-                        log.warning("%s: %d records: %s", self.sync, len(records), why)
-                        sent.failed += _all(records, why, attempts + throttled)
-                        return
-                    unknown = error
-                if attempts > self.settings.max_retries:
-                    if isinstance(exc, Unreachable):
-                        raise DestinationError(
-                            f"destination {self.adapter.name!r} is unreachable: {error}"
-                        ) from None
-                    why = f"{error} (after {attempts} attempts)"
-                    if unknown is not None:
-                        why = f"{_unknown_outcome(operation, unknown)}; looking them up: {why}"
-                    sent.failed += _all(records, why, attempts + throttled)
-                    return
-                delay = self._backoff(attempts)
-                if exc.retry_after:
-                    if (too_long := self._too_long(exc.retry_after)) is not None:
-                        sent.failed += _all(records, too_long, attempts + throttled)
-                        return
-                    delay = max(delay, exc.retry_after)
-                log.info(
-                    "%s: %d records: %s; attempt %d, retrying in %.2fs",
-                    self.sync,
-                    len(records),
-                    error,
-                    attempts,
-                    delay,
-                )
-                await self._pause(delay)
-                continue
+                go_on, unknown = await self._failed(exc, operation, records, sent, tries, unknown)
+                if go_on:
+                    continue
+                return
             except SplitBatch as exc:
-                if len(records) == 1:
-                    sent.rejected.append((records[0][0], str(exc), attempts + throttled + 1))
-                    return
-                log.info("%s: batch of %d refused (%s); splitting", self.sync, len(records), exc)
-                middle = len(records) // 2
-                await self._send(operation, records[:middle], sent)
-                await self._send(operation, records[middle:], sent)
+                await self._split(exc, operation, records, sent, tries)
                 return
             except BatchFailed as exc:
-                sent.failed += _all(records, str(exc), attempts + throttled + 1)
+                sent.failed += _all(records, str(exc), tries.total + 1)
                 return
             self.limiter.succeeded()
-            if len(results) != len(records):
-                raise RuntimeError(
-                    f"adapter {self.adapter.type!r} returned {len(results)} results "
-                    f"for {len(records)} records"
-                )
-            if results.count(DELIVERED) == len(results):  # the usual answer: all accepted
-                sent.delivered += [key for key, _ in records]
-                return
-            again: list[Record] = []
-            retry_after = None
-            for record, result in zip(records, results, strict=True):
-                if isinstance(result, Delivered):
-                    sent.delivered.append(record[0])
-                elif (
-                    isinstance(result, Rejected)
-                    and result.exists
-                    and record[0] in sent.maybe_created
-                ):
-                    sent.delivered.append(record[0])  # this run's own create, its answer lost
-                elif isinstance(result, Rejected):
-                    sent.rejected.append((record[0], result.error, attempts + throttled + 1))
-                elif isinstance(result, Retry):
-                    again.append(record)
-                    retry_after = max(retry_after or 0.0, result.after or 0.0)
-                    if attempts + 1 > self.settings.max_retries:
-                        sent.failed.append((record[0], result.error, attempts + throttled + 1))
-                        again.pop()
-            records = again
+            records, retry_after = self._sort(records, results, sent, tries)
             if records and (too_long := self._too_long(retry_after)) is not None:
-                sent.failed += _all(records, too_long, attempts + throttled + 1)
+                sent.failed += _all(records, too_long, tries.total + 1)
                 return
             if records:
-                attempts += 1
-                await self._pause(max(retry_after or 0.0, self._backoff(attempts)))
+                tries.attempts += 1
+                await self._pause(max(retry_after or 0.0, self._backoff(tries.attempts)))
+
+    async def _throttled(
+        self, exc: Throttled, records: list[Record], sent: _Sent, tries: _Tries
+    ) -> bool:
+        """A 429 for these records: the limiter slows down, and they wait for their turn;
+        whether they are sent again (else they failed for this run: waited too long, or too
+        often)."""
+        tries.throttled += 1
+        if (too_long := self._too_long(exc.retry_after)) is not None:
+            sent.failed += _all(records, too_long, tries.total)
+            return False
+        self.limiter.throttled(exc.retry_after)
+        log.info(
+            "%s: throttled (%s); retry after %ss; limit now %s at %.0f%%",
+            self.sync,
+            exc,
+            exc.retry_after,
+            self.limiter.describe(),
+            self.limiter.scale * 100,
+        )
+        if tries.throttled > MAX_THROTTLED:
+            sent.failed += _all(records, f"throttled {tries.throttled} times: {exc}", tries.total)
+            return False
+        if exc.retry_after is None:
+            await self._pause(self._backoff(tries.throttled))
+        return True
+
+    async def _failed(
+        self,
+        exc: Retryable,
+        operation: str,
+        records: list[Record],
+        sent: _Sent,
+        tries: _Tries,
+        unknown: str | None,
+    ) -> tuple[bool, str | None]:
+        """A failure worth retrying: whether the records are tried again (after a backoff),
+        and why their outcome is unknown now (a request that may have landed, for an
+        operation not safe to repeat: looked up before it is sent again)."""
+        tries.attempts += 1
+        error = str(exc)
+        if unknown is None and _may_have_landed(exc, operation, self.adapter):
+            # Not safe to repeat: never sent again before the vendor is asked.
+            sent.maybe_created.update(key for key, _ in records)
+            if operation not in self.adapter.reconcilable_operations:
+                why = _unknown_outcome(operation, error)
+                log.warning("%s: %d records: %s", self.sync, len(records), why)
+                sent.failed += _all(records, why, tries.total)
+                return False, unknown
+            unknown = error
+        if tries.attempts > self.settings.max_retries:
+            if isinstance(exc, Unreachable):
+                raise DestinationError(
+                    f"destination {self.adapter.name!r} is unreachable: {error}"
+                ) from None
+            why = f"{error} (after {tries.attempts} attempts)"
+            if unknown is not None:
+                why = f"{_unknown_outcome(operation, unknown)}; looking them up: {why}"
+            sent.failed += _all(records, why, tries.total)
+            return False, unknown
+        delay = self._backoff(tries.attempts)
+        if exc.retry_after:
+            if (too_long := self._too_long(exc.retry_after)) is not None:
+                sent.failed += _all(records, too_long, tries.total)
+                return False, unknown
+            delay = max(delay, exc.retry_after)
+        log.info(
+            "%s: %d records: %s; attempt %d, retrying in %.2fs",
+            self.sync,
+            len(records),
+            error,
+            tries.attempts,
+            delay,
+        )
+        await self._pause(delay)
+        return True, unknown
+
+    async def _split(
+        self, exc: SplitBatch, operation: str, records: list[Record], sent: _Sent, tries: _Tries
+    ) -> None:
+        """A batch refused as a whole: its halves are sent on their own, until the record at
+        fault is alone (and rejected)."""
+        if len(records) == 1:
+            sent.rejected.append((records[0][0], str(exc), tries.total + 1))
+            return
+        log.info("%s: batch of %d refused (%s); splitting", self.sync, len(records), exc)
+        middle = len(records) // 2
+        await self._send(operation, records[:middle], sent)
+        await self._send(operation, records[middle:], sent)
+
+    def _sort(
+        self, records: list[Record], results: list[Result], sent: _Sent, tries: _Tries
+    ) -> tuple[list[Record], float | None]:
+        """An answer, record by record: delivered, rejected, or to retry (those, with the
+        longest wait asked)."""
+        if len(results) != len(records):
+            raise RuntimeError(
+                f"adapter {self.adapter.type!r} returned {len(results)} results "
+                f"for {len(records)} records"
+            )
+        if results.count(DELIVERED) == len(results):  # the usual answer: all accepted
+            sent.delivered += [key for key, _ in records]
+            return [], None
+        again: list[Record] = []
+        retry_after = None
+        for record, result in zip(records, results, strict=True):
+            if isinstance(result, Delivered):
+                sent.delivered.append(record[0])
+            elif isinstance(result, Rejected) and result.exists and record[0] in sent.maybe_created:
+                sent.delivered.append(record[0])  # this run's own create, its answer lost
+            elif isinstance(result, Rejected):
+                sent.rejected.append((record[0], result.error, tries.total + 1))
+            elif isinstance(result, Retry):
+                if tries.attempts + 1 > self.settings.max_retries:
+                    sent.failed.append((record[0], result.error, tries.total + 1))
+                    continue
+                again.append(record)
+                retry_after = max(retry_after or 0.0, result.after or 0.0)
+        return again, retry_after
 
     async def _reconcile(self, batch: Batch) -> list[Result | None]:
         """The adapter's lookup of records whose create has an unknown outcome: one entry per

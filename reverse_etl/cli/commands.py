@@ -452,7 +452,7 @@ def destinations_command(ctx: Context) -> int:
 @click.argument("destinations", nargs=-1, required=True)
 def check_command(ctx: Context, destinations: tuple[str, ...]) -> int:
     """Test destinations' connections and credentials, without sending any data."""
-    from ..delivery.adapters import try_connection
+    from ..delivery.check import try_connection
     from ..delivery.ratelimit import limiter_for
     from ..errors import ReverseEtlError
 

@@ -8,8 +8,6 @@ import)."""
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -21,20 +19,16 @@ import httpx
 from ..destinations.base import (
     ANSWER_LIMIT_BYTES,
     AnswerTooLarge,
-    BatchFailed,
     Destination,
     DestinationSettings,
     NotSent,
     Retryable,
-    SplitBatch,
-    Throttled,
     Unreachable,
 )
-from ..errors import CredentialsError, DestinationError
+from ..errors import DestinationError
 
 if TYPE_CHECKING:
     from ..project.loader import DestinationSpec
-    from .ratelimit import RateLimiter
 
 T = TypeVar("T")
 
@@ -199,98 +193,3 @@ def _plain_http_only(spec: DestinationSpec) -> Callable[[httpx.Request], Awaitab
             )
 
     return refuse_https
-
-
-def try_connection(spec: DestinationSpec, limiter: RateLimiter | None = None) -> str:
-    """`reverse-etl check DEST`: the connection and credentials, without sending data; each
-    request takes a slot of `limiter` (the destination's, shared with its runs), waiting at
-    most max_retry_after_seconds for it.
-
-    Only an answer of the API passes: any status the adapter does not take as its API's
-    answer (a 404, a 5xx, a redirect, a 429) and any 2xx whose body is not JSON (a proxy's or
-    a login page's HTML) is a DestinationError saying which answer came from where."""
-
-    answers: list[httpx.Response] = []
-
-    async def keep(response: httpx.Response) -> None:
-        await response.aread()
-        answers.append(response)
-
-    def failed(detail: str) -> DestinationError:
-        last = answers[-1] if answers else None
-        if last is None:
-            return DestinationError(f"destination {spec.name!r} failed the check: {detail}")
-        url = last.request.url.copy_with(userinfo=b"", query=None)  # no secret in the line
-        if last.is_redirect:
-            detail = f"a redirect to {last.headers.get('Location')}: set the URL it points to"
-        elif last.is_success and not _json_or_empty(last.content):
-            kind = last.headers.get("Content-Type", "no content type")
-            detail = f"the answer is not JSON ({kind}): is this the API's URL?"
-        detail = detail.removeprefix(f"HTTP {last.status_code}: ").replace("\n", " ")
-        return DestinationError(
-            f"destination {spec.name!r} failed the check: HTTP {last.status_code} from {url}: "
-            f"{detail}"
-        )
-
-    async def take_slot() -> None:
-        assert limiter is not None
-        longest = spec.settings.max_retry_after_seconds
-        while (wait := limiter.try_acquire()) > 0:
-            if wait > longest:
-                raise DestinationError(
-                    f"destination {spec.name!r} cannot be checked now: the rate limit "
-                    f"({limiter.describe()}) allows the next request in {wait:.0f} s, more "
-                    f"than max_retry_after_seconds = {longest:g}"
-                )
-            await asyncio.sleep(wait)
-
-    async def check() -> str:
-        if limiter is not None:
-            pacing.set(take_slot)  # (this task's context: the check's requests)
-        async with open_adapter(spec, keep) as adapter:
-            try:
-                if limiter is not None and not adapter.speaks_http:
-                    await take_slot()  # one slot for the check of another protocol
-                detail = await adapter.check()
-            except CredentialsError as exc:
-                raise CredentialsError(
-                    f"destination {spec.name!r} refused the credentials: {exc}"
-                ) from None
-            except httpx.InvalidURL as exc:  # (its text is blanked by the caller)
-                raise DestinationError(
-                    f"destination {spec.name!r}: its url is not a valid URL ({exc}); "
-                    "percent-encode what a password holds of / : @ ? # (/ is %2F)"
-                ) from None
-            except httpx.TransportError as exc:
-                signal = transport_signal(exc)
-                if isinstance(signal, DestinationError):  # no request could be written
-                    raise DestinationError(f"destination {spec.name!r}: {signal}") from None
-                raise DestinationError(
-                    f"destination {spec.name!r} is unreachable: {exc!r}"
-                ) from None
-            except (Throttled, Retryable, SplitBatch, BatchFailed, ValueError) as exc:
-                # an answer that is not the API's (too large, untrusted, an error status):
-                # the URL is wrong, or the service is down
-                raise failed(str(exc) or type(exc).__name__) from None
-            if any(a.is_success and not _json_or_empty(a.content) for a in answers):
-                raise failed("")
-            return detail
-
-    # An answer the adapter cannot trust is logged for runs; here the error says it once.
-    adapters_log = logging.getLogger("reverse_etl.destinations")
-    level = adapters_log.level
-    adapters_log.setLevel(max(level, logging.ERROR))
-    try:
-        return run_coroutine(check())
-    finally:
-        adapters_log.setLevel(level)
-
-
-def _json_or_empty(content: bytes) -> bool:
-    if not content.strip():
-        return True
-    try:
-        json.loads(content)
-    except ValueError:
-        return False
-    return True

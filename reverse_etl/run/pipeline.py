@@ -46,7 +46,7 @@ from ..project.settings import where_set
 from ..project.validate import column_problem, model_problem
 from ..secrets import blank, blanker
 from ..state.history import History
-from ..state.ledger import Ledger
+from ..state.ledger import Ledger, Undelivered
 from ..state.locks import SyncLock
 from ..warehouses import open_snapshot_warehouse, open_warehouse
 from .rails import (
@@ -418,8 +418,7 @@ def _send(run: _Run, state: DiffState, pending: _Pending) -> Outcome | None:
         pending.total,
         run.on_progress,
     )
-    outcome: Outcome = run_coroutine(delivering)
-    return outcome
+    return run_coroutine(delivering)
 
 
 def _fold_delivered(run: _Run, state: DiffState) -> None:
@@ -494,10 +493,13 @@ async def _deliver(
     state: DiffState,
     ledger: Ledger,
     run_id: str,
-    batches: list[Any],
+    batches: list[PendingBatch],
     total: int,
     on_progress: ProgressCallback | None,
-) -> Any:
+) -> Outcome:
+    """The delivery stage: the pending batches sent through the destination's adapter, within
+    the rate limit its runs share across processes; the records not delivered go to the
+    ledger as each batch ends (their errors blanked); the outcome."""
     import httpx
 
     from ..delivery.adapters import open_adapter
@@ -513,23 +515,6 @@ async def _deliver(
         project.state_dir,
         settings.max_retry_after_seconds,
     )
-    done = 0
-
-    def progress(records: int) -> None:
-        nonlocal done
-        done += records
-        if on_progress:
-            on_progress(sync.name, done, total)
-
-    hide = blanker(project.secrets())  # a destination may echo a token back in its errors
-
-    def bookkeeping(rejected: list[Any], failed: list[Any]) -> None:
-        rejected = [(key, hide(error), n) for key, error, n in rejected]
-        failed = [(key, hide(error), n) for key, error, n in failed]
-        if rejected:
-            ledger.record_undelivered(run_id, "rejected", rejected)
-        if failed:
-            ledger.record_undelivered(run_id, "failed", failed)
 
     async def observe(response: httpx.Response) -> None:  # rate-limit headers, any adapter
         limiter.observe(spec.adapter.requests_left(response.headers))
@@ -542,17 +527,55 @@ async def _deliver(
             adapter=adapter,
             limiter=limiter,
             state=state,
-            on_batch=bookkeeping,
-            on_progress=progress,
+            on_batch=_to_ledger(ledger, run_id, blanker(project.secrets())),
+            on_progress=_progress(sync.name, total, on_progress),
             run_id=run_id,
         )
-        with _active_lock:
-            _active.add(delivery)
-            stopping = _shutdown
-        if stopping is not None:
-            delivery.stop(stopping)
-        try:
+        with _stoppable(delivery):
             return await delivery.run(batches)
-        finally:
-            with _active_lock:
-                _active.discard(delivery)
+
+
+def _to_ledger(
+    ledger: Ledger, run_id: str, hide: Callable[[str], str]
+) -> Callable[[list[Undelivered], list[Undelivered]], None]:
+    """Where a batch's records rejected and failed go: the ledger, their errors blanked (a
+    destination may echo a token back in its errors)."""
+
+    def record(rejected: list[Undelivered], failed: list[Undelivered]) -> None:
+        for reason, records in (("rejected", rejected), ("failed", failed)):
+            if records:
+                blanked = [(key, hide(error), n) for key, error, n in records]
+                ledger.record_undelivered(run_id, reason, blanked)
+
+    return record
+
+
+def _progress(
+    sync: str, total: int, on_progress: ProgressCallback | None
+) -> Callable[[int], None]:
+    """The delivery's count of records done, told to `on_progress` as a running total."""
+    done = 0
+
+    def progress(records: int) -> None:
+        nonlocal done
+        done += records
+        if on_progress:
+            on_progress(sync, done, total)
+
+    return progress
+
+
+@contextmanager
+def _stoppable(delivery: Delivery) -> Iterator[None]:
+    """The delivery, while it runs, among those shutdown() stops (stopped at once when a
+    shutdown is under way)."""
+    with _active_lock:
+        _active.add(delivery)
+        stopping = _shutdown
+    if stopping is not None:
+        delivery.stop(stopping)
+    try:
+        yield
+    finally:
+        with _active_lock:
+            _active.discard(delivery)

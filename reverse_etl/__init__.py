@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # at run time imported on first use, below: --help must not p
 
 _keep_moved_paths()
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 __all__ = [
     "CredentialsError",
     "DestinationError",

@@ -39,7 +39,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     root = tmp_path_factory.mktemp("plugin")
     source = root / "source"
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("__pycache__", ".*cache"))
-    target = root / "site-packages"
+    return install(source, root / "site-packages")
+
+
+def install(source: Path, target: Path) -> Installed:
+    """The plugin at `source` installed into `target`, for processes that have it on their
+    PYTHONPATH."""
     pip = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-input"]
         + ["--disable-pip-version-check", "--target", str(target), str(source)],
@@ -147,3 +152,35 @@ def test_the_engine_never_imports_the_test_kit():
     )
     assert outcome.returncode == 0, outcome.stderr
     assert len(modules) > 50 and outcome.stdout.strip() == "[]", outcome.stdout
+
+
+
+BROKEN = {  # a fault its author could miss: (the adapter's line, the broken one, the failure)
+    "forgets the batch limit": (
+        "max_batch_size = MAX_CONTACTS",
+        "max_batch_size = None",
+        "must declare max_batch_size = 20",
+    ),
+    "takes a refused record as delivered": (
+        'return Rejected(str(result.get("message") or "refused"))',
+        "return DELIVERED",
+        "test_a_bad_record_is_rejected_alone_with_the_vendors_message FAILED",
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(BROKEN))
+def test_the_shipped_suite_fails_an_adapter_that_breaks_the_contract(tmp_path, fault):
+    """The suite is an oracle a plugin can trust: the example plugin, broken in a way its
+    author could miss and installed as such, fails its own test run, which says why."""
+    line, broken, expected = BROKEN[fault]
+    source = tmp_path / "source"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("__pycache__", ".*cache"))
+    adapter = source / "src" / "acme_reverse_etl" / "adapter.py"
+    text = adapter.read_text()
+    assert text.count(line) == 1, f"the example adapter no longer has {line!r}"
+    adapter.write_text(text.replace(line, broken))
+    plugin = install(source, tmp_path / "site-packages")
+    outcome = run(plugin, "-m", "pytest", "-p", "no:cacheprovider", "-v")
+    report = outcome.stdout + outcome.stderr
+    assert outcome.returncode == 1 and expected in report, report

@@ -85,9 +85,15 @@ class DestinationContract:
         """Proves one result per record and the vendor's batch limit kept: 2.5 batches' worth
         of rows, asking for 10 times the limit, all arrive, each once, no request larger than
         the vendor accepts, with the values the warehouse holds. The adapter's max_batch_size
-        must be the vendor's limit (or None, for a destination without one)."""
+        must be the vendor's limit (`batch_limit`); None only for a destination without one."""
         cap = adapter.max_batch_size
-        assert cap in (None, fake.max_batch_size), "the adapter declares the vendor's batch limit"
+        if fake.batch_limit:
+            assert cap == fake.max_batch_size, (
+                f"the vendor takes at most {fake.max_batch_size} records a request: the adapter "
+                f"must declare max_batch_size = {fake.max_batch_size} (it declares {cap})"
+            )
+        else:
+            assert cap in (None, fake.max_batch_size), "the adapter's cap is the fake's"
         rows = 2 * fake.max_batch_size + fake.max_batch_size // 2
         # Asking for more than the vendor allows: the adapter's cap must win. (Without a cap,
         # as for the webhook, the batch size asked for is the limit.)
@@ -156,7 +162,10 @@ class DestinationContract:
     ) -> None:
         """Proves a record the vendor refuses is answered Rejected with the vendor's message,
         alone: the others of its batch are delivered, the run is "partial" (exit 1), and
-        `reverse-etl rejected` lists the record with that message."""
+        `reverse-etl rejected` lists the record with that message. Skipped for a vendor that
+        refuses no record on its own (`invalid_email_error = None`)."""
+        if fake.invalid_email_error is None:
+            pytest.skip(f"{fake.type} refuses no record on its own")
         self.prepare(reverse_etl_project, fake, rows=25)
         reverse_etl_project.warehouse("update people set email = 'not-an-email' where id = 13")
         outcome = reverse_etl_project.cli("run", "people", "--json")

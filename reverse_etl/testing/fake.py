@@ -1,8 +1,9 @@
 """What the destination contract suite needs of a destination's fake.
 
 A fake keeps what the destination would hold and answers as the vendor's documentation says.
-It refuses, per record, an `email` without an "@" (vendors validate email addresses), with
-the vendor's own error message: the suite's check of a bad record rejected alone relies on it.
+Where the vendor validates email addresses, it refuses, per record, an `email` without an "@",
+with the vendor's own error message: the suite's check of a bad record rejected alone relies
+on it (a vendor that refuses no record on its own sets `invalid_email_error = None`).
 Write the fake from the vendor's documentation, not from your adapter: the suite then proves
 that the adapter speaks the vendor's API, not that it agrees with itself."""
 
@@ -20,15 +21,20 @@ class Fake(ABC):
     `url`, `start` and `stop`. The class attributes describe the vendor:
         type                 the adapter's `type` name, as in destination files
         max_batch_size       records per request the vendor's API accepts
+        batch_limit          whether the vendor refuses more than that in a request (the
+                             adapter must then declare the same max_batch_size); False for
+                             a destination without a limit, whose fake picks a size to test
         supports_delete      whether the destination deletes records (mode "mirror")
-        invalid_email_error  a fragment of the vendor's message refusing an invalid email
+        invalid_email_error  a fragment of the vendor's message refusing an invalid email;
+                             None for a vendor that refuses no record on its own
         rate_limited         whether the vendor has a "too many requests" answer (throttle)
     """
 
     type: str
     max_batch_size: int
+    batch_limit: bool = True
     supports_delete: bool
-    invalid_email_error: str
+    invalid_email_error: str | None
     rate_limited: bool = True
 
     @abstractmethod

@@ -60,6 +60,7 @@ CREATE TRIGGER log_delete AFTER DELETE ON {schema}.people
 class Fake(BaseFake):
     type = "postgres"
     max_batch_size = 5000  # the adapter's cap (PostgresDestination.max_batch_size)
+    batch_limit = False  # PostgreSQL has none; 5000 is the adapter's own cap
     supports_delete = True
     invalid_email_error = 'violates check constraint "people_email_has_at"'
     rate_limited = False  # a database answers as fast as it can; there is no 429

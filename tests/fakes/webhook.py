@@ -41,6 +41,7 @@ Reply = tuple[int, dict[str, str], Any]
 class Fake(JsonHTTPServer, BaseFake):
     type = "webhook"
     max_batch_size = 1000  # the webhook has no limit of its own: the suite's batches
+    batch_limit = False
     supports_delete = True
     invalid_email_error = "invalid email"
 

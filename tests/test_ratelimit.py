@@ -4,8 +4,10 @@ enforces its own limit (a real HTTP server on 127.0.0.1)."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import random
+import statistics
 import time
 from collections import deque
 
@@ -332,11 +334,11 @@ def test_a_configured_limit_is_kept_as_the_server_counts(users_project, receiver
     assert limit.throttled == 0
     assert len(receiver.data) == 1200
     assert_paced(receiver.arrivals, per_second, in_flight)
+    # Most of the budget is used: it paces at 19 per second (5% under the limit), a request
+    # every 53 ms. A stall of a loaded machine lengthens a few gaps, not the median one.
     arrivals = sorted(receiver.arrivals)
-    rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
-    # Most of the budget is used (it paces at 19 per second, 5% under the limit); the margin
-    # leaves a loaded machine a third of the run's three seconds to spare.
-    assert rate >= 0.7 * per_second, f"{rate:.1f} requests/s of {per_second} allowed"
+    gap = statistics.median(b - a for a, b in itertools.pairwise(arrivals))
+    assert gap <= 1 / (0.7 * per_second), f"a request every {gap * 1000:.0f} ms"
 
 
 def test_without_a_configured_limit_the_engine_settles_near_the_servers(users_project, receiver):

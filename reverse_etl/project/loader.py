@@ -468,7 +468,8 @@ class Project:
                     line_of(text, "type"),
                     f"unknown destination type {type_name!r}"
                     f"{did_you_mean(type_name, registry.known_types())} "
-                    f"(known types: {known})",
+                    f"(known types: {known}; a plugin's type is known once its package is "
+                    "installed in this Python environment)",
                 )
             ]
         except registry.IncompatibleAdapter as exc:  # its message says what to do

@@ -382,7 +382,7 @@ def _broken_model(run: _Run, counts: DiffCounts) -> str | None:
     if run.force:
         return None
     header = run.sync.header
-    return hold_reason(header.mode, header.max_delete_fraction, counts)
+    return hold_reason(run.sync.name, header.mode, header.max_delete_fraction, counts)
 
 
 def _pending(run: _Run, state: DiffState, counts: DiffCounts) -> _Pending:

@@ -22,14 +22,18 @@ from ..state.history import History
 DEFAULT_MAX_DELETE_FRACTION = 0.5  # mirror mode
 
 
-def hold_reason(mode: str, max_delete_fraction: float | None, counts: DiffCounts) -> str | None:
+def hold_reason(
+    sync: str, mode: str, max_delete_fraction: float | None, counts: DiffCounts
+) -> str | None:
+    """Why a run of `sync` that diffed to `counts` looks like a broken model and is held, with
+    the command that approves it; None when it does not."""
     delivered = counts.changed + counts.unchanged + counts.removed
     if not delivered:
         return None
     if counts.rows == 0:
         return (
             f"the model returned no rows, where {delivered:,} records were delivered before; "
-            "if that is right, run `reverse-etl approve` (or `run --force`)"
+            f"if that is right, run `reverse-etl approve {sync}` (or `run --force`)"
         )
     if mode != "mirror":
         return None
@@ -39,7 +43,7 @@ def hold_reason(mode: str, max_delete_fraction: float | None, counts: DiffCounts
         return (
             f"mirror would delete {counts.removed:,} of {delivered:,} delivered records "
             f"({fraction:.0%}), more than max_delete_fraction {limit:g}; if that is right, "
-            "run `reverse-etl approve` (or `run --force`)"
+            f"run `reverse-etl approve {sync}` (or `run --force`)"
         )
     return None
 
@@ -82,7 +86,8 @@ def would_hold(project: Project, sync: Sync, counts: DiffCounts, state: DiffStat
             orphan = orphaned_deletes(project, sync, history)
         finally:
             history.close()
-    return orphan or hold_reason(sync.header.mode, sync.header.max_delete_fraction, counts)
+    header = sync.header
+    return orphan or hold_reason(sync.name, header.mode, header.max_delete_fraction, counts)
 
 
 def new_target_note(previous: str, current: str) -> str:

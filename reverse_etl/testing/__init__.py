@@ -42,7 +42,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
+try:
+    import pytest
+except ImportError as missing:  # the engine alone was installed
+    raise ImportError(
+        "reverse_etl.testing needs pytest: install reverse-etl[testing] (or pytest)"
+    ) from missing
 
 from .fake import Fake, running
 from .project import Outcome, ProjectFolder, new_project

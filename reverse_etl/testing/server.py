@@ -23,6 +23,10 @@ from urllib.parse import urlsplit
 # with lower-cased names, raw body) → (HTTP status, extra headers, the JSON value to answer or
 # None for an empty body). Called from the server's threads: guard shared state with a lock.
 Answer = Callable[[str, str, dict[str, str], bytes], tuple[int, dict[str, str], Any]]
+"""A fake's answer to one request: called as answer(method, target, headers, body) with the
+method ("POST"), the request target as sent (the path with its query string, "/v1/x?a=1"), the
+headers with lower-cased names, and the raw body; returns (status, extra headers, reply), the
+reply sent as JSON (None: no body), with the server's content type."""
 
 # A realistic answer time, seconds (low, high): each answer takes a random time in this range.
 REALISTIC_LATENCY = (0.1, 0.3)

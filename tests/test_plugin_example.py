@@ -161,6 +161,18 @@ BROKEN = {  # a fault its author could miss: (the adapter's line, the broken one
         "max_batch_size = None",
         "must declare max_batch_size = 20",
     ),
+    "returns its results in reverse order": (
+        "for key, result in zip(keys, results, strict=True)]",
+        "for key, result in zip(keys, results, strict=True)][::-1]",
+        "test_a_bad_record_is_rejected_alone_with_the_vendors_message FAILED",
+    ),
+    "raises a 429 as a failure to retry": (
+        "raise_for_batch_status(response)  # 429",
+        "if response.status_code == 429:\n"
+        "            raise __import__('reverse_etl.destinations').destinations.Retryable('429')\n"
+        "        raise_for_batch_status(response)  # 429",
+        "test_too_many_requests_is_waited_out FAILED",
+    ),
     "takes a refused record as delivered": (
         'return Rejected(str(result.get("message") or "refused"))',
         "return DELIVERED",

@@ -18,11 +18,12 @@ tomlfile.interpolate). The PostgreSQL destination blanks its dsn's secrets (blan
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, quote_plus, unquote
 
 from pydantic import BaseModel, SecretStr
 
@@ -31,6 +32,9 @@ from .errors import Problem
 REDACTED = "***"
 MIN_LENGTH = 3  # shorter values would blank too much that is not secret
 TOKEN_LIKE = 20  # a URL's user name alone is a secret only when this long (not `postgres`)
+# A longer secret is matched in its whole spellings, not one character at a time: a pattern of
+# every escape of every character compiles in time that grows faster than its length (64 KB: 24 s)
+LONG = 256
 
 # scheme://userinfo@ : the userinfo, whatever it holds, where a URL is written
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#\"'<>]+@")
@@ -58,8 +62,19 @@ def _spellings(char: str) -> str:
 
 def _pattern(value: str) -> str:
     encoded = value.encode()
+    if len(value) > LONG:  # a key file, a long JWT: its usual spellings, each as it is
+        escaped = json.dumps(value)[1:-1]
+        char_by_char = {
+            re.escape(value),
+            re.escape(escaped),
+            re.escape(escaped.replace("/", "\\/")),
+            re.escape(quote(value, safe="")),
+            re.escape(quote_plus(value, safe="")),
+        }
+    else:
+        char_by_char = {"".join(_spellings(c) for c in value)}
     spellings = {
-        "".join(_spellings(c) for c in value),
+        *char_by_char,
         re.escape(base64.b64encode(encoded).decode()),
         re.escape(base64.urlsafe_b64encode(encoded).decode()),
         re.escape(base64.b64encode(encoded).decode().rstrip("=")),

@@ -334,6 +334,16 @@ def test_missing_environment_variable_names_variable_and_line(base, receiver):
             "destinations/crm.toml:3",
             "access_token: is empty",
         ),
+        (  # a zero-width space pasted in the middle of a token
+            'type = "hubspot"\naccess_token = "pat-na1-\u200babc"',
+            "destinations/crm.toml:2",
+            "a character an HTTP header cannot carry",
+        ),
+        (
+            'type = "braze"\nrest_endpoint = "{url}"\napi_key = "k-1\\nk-2"',
+            "destinations/crm.toml:3",
+            "a character an HTTP header cannot carry",
+        ),
     ],
 )
 def test_a_header_or_token_no_request_can_carry_is_named(

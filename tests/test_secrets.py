@@ -141,6 +141,23 @@ def test_every_spelling_of_a_secret_is_blanked():
     )
 
 
+def test_a_long_secret_is_blanked_in_its_whole_spellings():
+    """A key file or a long JWT (64 KB here) is matched in its usual spellings, each as a
+    whole (a pattern of every escape of every character took 24 s to build at this length,
+    and a run builds several)."""
+    key = "-----BEGIN KEY-----/" + "Ab3+/x=" * 9362  # 64 KB, with the characters that escape
+    hide = blanker({key: "***"})
+    spellings = [
+        key,
+        json.dumps(key)[1:-1],
+        json.dumps(key)[1:-1].replace("/", "\\/"),
+        quote(key, safe=""),
+        base64.b64encode(key.encode()).decode(),
+    ]
+    for spelling in spellings:
+        assert hide(f"<{spelling}>") == "<***>", spelling[:40]
+
+
 def test_a_user_name_alone_is_not_a_secret():
     """`postgresql://postgres@host/db` (no password) must not blank the word postgres
     everywhere; the URL's userinfo is blanked wherever the URL is written."""

@@ -54,10 +54,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -133,6 +134,26 @@ ERROR_TEXT_LIMIT = 500
 # What is read of any answer (bytes, decoded): a bigger one fails its batch unread (a 200 MB
 # answer held in memory took 736 MB).
 ANSWER_LIMIT_BYTES = 8 * 1024 * 1024
+
+
+def _header_safe(value: SecretStr) -> SecretStr:
+    text = value.get_secret_value()
+    if not text.strip():
+        raise ValueError("is empty (is the ${VAR} it names set?)")
+    if text != text.strip():
+        raise ValueError("starts or ends with a space or a line break")
+    if not all(" " <= char <= "~" for char in text):
+        raise ValueError(
+            "holds a character an HTTP header cannot carry (only printable ASCII: a line "
+            "break, a zero-width space or a non-ASCII letter was pasted in?)"
+        )
+    return value
+
+
+HeaderSecret = Annotated[SecretStr, AfterValidator(_header_safe)]
+"""A secret sent in an HTTP header (a token, an API key): set, without spaces at either end,
+printable ASCII only (RFC 9110, section 5.5), or a validation error on its line; a value no
+request could carry is never found out at the first request."""
 
 
 class DestinationSettings(BaseModel):

@@ -27,7 +27,7 @@ from json.encoder import encode_basestring as encode_string
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 
 from ...errors import CredentialsError, DestinationError
 from ..base import (
@@ -36,6 +36,7 @@ from ..base import (
     BatchFailed,
     Destination,
     DestinationSettings,
+    HeaderSecret,
     Rejected,
     Result,
     Retry,
@@ -86,7 +87,7 @@ class BrazeSettings(DestinationSettings):
         description="your instance's REST endpoint, e.g. https://rest.iad-01.braze.com "
         "(Settings > APIs and Identifiers in the dashboard)"
     )
-    api_key: SecretStr = Field(
+    api_key: HeaderSecret = Field(
         description="a REST API key with the users.track permission (and users.delete for "
         "mirror syncs), sent as a bearer token"
     )

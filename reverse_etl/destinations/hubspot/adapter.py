@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 
 from ...delivery.ratelimit import RateHeaders, Window, requests_left
 from ...errors import CredentialsError, DestinationError
@@ -38,6 +38,7 @@ from ..base import (
     BatchFailed,
     Destination,
     DestinationSettings,
+    HeaderSecret,
     KeyMatch,
     Rejected,
     Result,
@@ -66,7 +67,7 @@ SCHEMA_ERRORS = {"PROPERTY_DOESNT_EXIST", "READ_ONLY_VALUE"}
 
 
 class HubSpotSettings(DestinationSettings):
-    access_token: SecretStr = Field(
+    access_token: HeaderSecret = Field(
         description="a private app's access token, sent as `Authorization: Bearer`; it needs "
         "the read and write scopes of the objects synced (e.g. crm.objects.contacts.write)"
     )

@@ -23,7 +23,7 @@ from decimal import Decimal
 from json.encoder import encode_basestring as encode_string
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 
 from ...errors import CredentialsError, DestinationError
 from ..base import (
@@ -32,6 +32,7 @@ from ..base import (
     BatchFailed,
     Destination,
     DestinationSettings,
+    HeaderSecret,
     KeyIdentity,
     Rejected,
     Result,
@@ -67,7 +68,7 @@ class SalesforceSettings(DestinationSettings):
     instance_url: str = Field(
         description="the org's URL, e.g. https://mycompany.my.salesforce.com (no /services path)"
     )
-    access_token: SecretStr = Field(
+    access_token: HeaderSecret = Field(
         description="an OAuth access token (session ID), sent as Authorization: Bearer"
     )
     api_version: str = Field(default="v61.0", description="REST API version, v46.0 or later")

@@ -233,3 +233,15 @@ def test_a_client_without_tls_refuses_an_https_request():
         asyncio.run(go("http://127.0.0.1:9/in", "https://127.0.0.1:9/in"))
     with pytest.raises(httpx.ConnectError):  # with TLS: sent (to a port nobody listens on)
         asyncio.run(go("https://127.0.0.1:9/in", "https://127.0.0.1:9/in"))
+
+
+def test_a_client_of_https_urls_refuses_a_request_in_clear_text():
+    """An address of https:// URLs only: a plain http:// request (to that host or another)
+    would carry the credentials unencrypted; it is refused before it goes."""
+
+    async def go(target: str) -> None:
+        async with open_adapter(hook_spec("https://127.0.0.1:9/in")) as adapter:
+            await adapter.client.post(target, headers={"Authorization": "Bearer s3cret"})
+
+    with pytest.raises(DestinationError, match="in clear text"):
+        asyncio.run(go("http://127.0.0.1:9/cleartext"))

@@ -633,3 +633,59 @@ def test_an_adapter_without_http_takes_one_slot_per_statement(project):
         assert outcome.exit_code == 0 and outcome.json_lines()[0]["delivered"] == 7, outcome
         assert sorted(fake.batch_sizes()) == [1, 2, 2, 2]  # (concurrent: any order)
         assert len(_slots(project)) == 4
+
+
+CHATTY = '''
+import asyncio
+
+from reverse_etl.destinations import Batch
+from reverse_etl.destinations.webhook.adapter import WebhookDestination, encode_batch
+
+
+class Chatty(WebhookDestination):
+    """A webhook that also talks while it opens (a task started in __init__) and closes."""
+
+    contract_version = 1
+    type = "chatty"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._warming = asyncio.get_running_loop().create_task(self._hello())
+
+    async def _hello(self):
+        await self._post(encode_batch(Batch("hello", None, "upsert", [])))
+
+    async def aclose(self):
+        await self._warming
+        await self._hello()
+'''
+
+
+def test_requests_made_while_an_adapter_opens_and_closes_take_slots_too(
+    project, receiver, tmp_path
+):
+    """Every request on the wire takes a slot, not only those of send: one from a task the
+    adapter starts when it is made, one from aclose (after the delivery ended)."""
+    from test_plugin_example import install, run
+
+    source = tmp_path / "chatty"
+    source.mkdir()
+    (source / "chatty.py").write_text(CHATTY)
+    (source / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
+        '[project]\nname = "chatty"\nversion = "0.1"\n'
+        '[project.entry-points."reverse_etl.destinations"]\nchatty = "chatty:Chatty"\n'
+        '[tool.hatch.build.targets.wheel]\nonly-include = ["chatty.py"]\n'
+    )
+    plugin = install(source, tmp_path / "site-packages")
+    project.warehouse("create table people as select range as id from range(1, 7)")
+    project.destination(
+        "crm",
+        f'type = "chatty"\nurl = "{receiver.url}"\nbatch_size = 2\nrequests_per_second = 1000',
+    )
+    project.sync("people", {"destination": "crm", "primary_key": "id"}, "select id from people")
+    outcome = run(plugin, "-m", "reverse_etl", "run", "people", "--project", str(project.root))
+    assert outcome.returncode == 0, outcome.stderr
+    sizes = sorted(request["records"] for request in receiver.requests)
+    assert sizes == [0, 0, 2, 2, 2], receiver.requests  # hello twice, three batches
+    assert len(_slots(project)) == len(receiver.requests) == 5

@@ -11,7 +11,6 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -24,19 +23,33 @@ from ..destinations.base import (
     NotSent,
     Retryable,
     Unreachable,
+    pacing,
 )
 from ..errors import DestinationError
 
 if TYPE_CHECKING:
     from ..project.loader import DestinationSpec
+    from .ratelimit import RateLimiter
 
 T = TypeVar("T")
 
-# What takes the rate-limit slot of each request: set by what drives the adapter (the engine
-# for a run's batches, try_connection for a check) in the task that calls it, and awaited
-# by the request hook of the client built here. Being the task's context, it reaches every
-# request the adapter makes, in that task or in tasks it starts, with nothing to pass along.
-pacing: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar("pacing", default=None)
+def limiter_pace(spec: DestinationSpec, limiter: RateLimiter) -> Callable[[], Awaitable[None]]:
+    """A slot of the destination's rate limit for one request, waited for up to
+    max_retry_after_seconds (else DestinationError): the pacing of an adapter outside a
+    delivery (its check; while it is opened and closed)."""
+
+    async def take() -> None:
+        longest = spec.settings.max_retry_after_seconds
+        while (wait := limiter.try_acquire()) > 0:
+            if wait > longest:
+                raise DestinationError(
+                    f"destination {spec.name!r}: the rate limit ({limiter.describe()}) allows "
+                    f"the next request in {wait:.0f} s, more than max_retry_after_seconds = "
+                    f"{longest:g}"
+                )
+            await asyncio.sleep(wait)
+
+    return take
 
 
 async def signalled(call: Awaitable[T]) -> T:
@@ -164,7 +177,8 @@ async def open_adapter(
 
     tls = _speaks_tls(spec.adapter, settings)
     transport = httpx.AsyncHTTPTransport(limits=limits, verify=tls)
-    on_request = [] if tls else [_plain_http_only(spec)]  # (refused before it takes a slot)
+    # (refused before it takes a slot)
+    on_request = [_tls_only(spec)] if _https_only(spec) else [] if tls else [_plain_http_only(spec)]
     if spec.adapter.speaks_http:
         on_request.append(_take_slot)
     async with BoundedClient(
@@ -177,6 +191,28 @@ async def open_adapter(
             yield adapter
         finally:
             await adapter.aclose()
+
+
+def _https_only(spec: DestinationSpec) -> bool:
+    """Whether the adapter's address names https:// URLs only."""
+    places = spec.adapter.address(spec.settings).split()
+    return bool(places) and all(place.lower().startswith("https://") for place in places)
+
+
+def _tls_only(spec: DestinationSpec) -> Callable[[httpx.Request], Awaitable[None]]:
+    """A request hook for an adapter whose address names https:// URLs only: a plain http://
+    request would carry its credentials in clear text, so it is refused instead."""
+
+    async def refuse_http(request: httpx.Request) -> None:
+        if request.url.scheme != "https":
+            where = request.url.copy_with(userinfo=b"", query=None)
+            raise DestinationError(
+                f"destination {spec.name!r} (type {spec.adapter.type!r}) sent a request to "
+                f"{where} in clear text, while its address names only https:// URLs: refused, "
+                "so that its credentials are not sent unencrypted"
+            )
+
+    return refuse_http
 
 
 def _plain_http_only(spec: DestinationSpec) -> Callable[[httpx.Request], Awaitable[None]]:

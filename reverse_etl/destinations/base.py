@@ -51,7 +51,8 @@ import math
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
@@ -134,6 +135,13 @@ ERROR_TEXT_LIMIT = 500
 # What is read of any answer (bytes, decoded): a bigger one fails its batch unread (a 200 MB
 # answer held in memory took 736 MB).
 ANSWER_LIMIT_BYTES = 8 * 1024 * 1024
+
+
+# What takes the rate-limit slot of one request: set by what drives an adapter (a run's
+# delivery, a check) for the adapter's whole life, and awaited by the request hook of the client
+# the engine builds, and by request_slot(). Being a context variable, it reaches every request
+# the adapter makes, in the task that drives it or in tasks it starts, with nothing passed along.
+pacing: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar("pacing", default=None)
 
 
 def _header_safe(value: SecretStr) -> SecretStr:
@@ -328,8 +336,9 @@ class Destination(ABC):
     # vendor's documentation; where the settings decide it, override key_identity_for.
     key_identity: ClassVar[KeyIdentity] = "exact"
     # Whether requests go through `self.client`, each paced by the engine. An adapter of
-    # another protocol (a database driver) sets False: the engine then takes one rate-limit
-    # slot before each call of send, reconcile and check instead.
+    # another protocol (a database driver, a vendor's SDK) sets False: the engine then takes
+    # one rate-limit slot before each call of send, reconcile and check, and the adapter
+    # awaits request_slot() before each further request of that call.
     speaks_http: ClassVar[bool] = True
 
     def __init__(self, name: str, settings: DestinationSettings, client: httpx.AsyncClient) -> None:
@@ -385,6 +394,16 @@ class Destination(ABC):
         a transport failure is reported as "unreachable", any other signal as a failed
         check naming the answer."""
         raise DestinationError(f"destination type {self.type!r} has no connection check")
+
+    async def request_slot(self) -> None:
+        """For a request that does not go through `self.client` (a vendor's SDK, a second
+        statement): wait for its slot of the destination's rate limit. Requests through
+        `self.client` take theirs by themselves, and must not call this. Raises what the
+        engine raises to stop sending (the run stopped; the wait would exceed
+        max_retry_after_seconds): let it propagate."""
+        take = pacing.get()
+        if take is not None:
+            await take()
 
     async def aclose(self) -> None:  # noqa: B027 (optional: most adapters hold nothing)
         """Release what the adapter holds (a connection pool); called once, when its run has

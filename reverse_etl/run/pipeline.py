@@ -502,9 +502,10 @@ async def _deliver(
     ledger as each batch ends (their errors blanked); the outcome."""
     import httpx
 
-    from ..delivery.adapters import open_adapter
+    from ..delivery.adapters import limiter_pace, open_adapter
     from ..delivery.engine import Delivery
     from ..delivery.ratelimit import limiter_for
+    from ..destinations.base import pacing
 
     spec = sync.destination
     settings = spec.settings
@@ -519,20 +520,26 @@ async def _deliver(
     async def observe(response: httpx.Response) -> None:  # rate-limit headers, any adapter
         limiter.observe(spec.adapter.requests_left(response.headers))
 
-    async with open_adapter(spec, observe) as adapter:
-        delivery = Delivery(
-            sync=sync.name,
-            object_name=sync.header.object,
-            primary_key=sync.primary_key,
-            adapter=adapter,
-            limiter=limiter,
-            state=state,
-            on_batch=_to_ledger(ledger, run_id, blanker(project.secrets())),
-            on_progress=_progress(sync.name, total, on_progress),
-            run_id=run_id,
-        )
-        with _stoppable(delivery):
-            return await delivery.run(batches)
+    # Requests made while the adapter opens and closes, or by tasks it starts, are paced too
+    # (the delivery paces its own while it runs).
+    opened = pacing.set(limiter_pace(spec, limiter))
+    try:
+        async with open_adapter(spec, observe) as adapter:
+            delivery = Delivery(
+                sync=sync.name,
+                object_name=sync.header.object,
+                primary_key=sync.primary_key,
+                adapter=adapter,
+                limiter=limiter,
+                state=state,
+                on_batch=_to_ledger(ledger, run_id, blanker(project.secrets())),
+                on_progress=_progress(sync.name, total, on_progress),
+                run_id=run_id,
+            )
+            with _stoppable(delivery):
+                return await delivery.run(batches)
+    finally:
+        pacing.reset(opened)
 
 
 def _to_ledger(

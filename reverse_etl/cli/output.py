@@ -127,7 +127,9 @@ def runs_table(runs: list[dict[str, Any]]) -> None:
 
 def rejected_table(sync: str, records: list[dict[str, Any]]) -> None:
     if not records:
-        stdout.print(f"{sync}: every record was delivered")
+        # (of the runs that finished: one killed mid-run leaves its records owed, which
+        # `plan` counts and the next run sends)
+        stdout.print(f"{sync}: no record rejected, failed or invalid in its last finished run")
         return
     columns = ["key", "reason", "attempts", "first seen", "last seen", "error"]
     table = _table(f"{sync}: records not delivered", columns)

@@ -77,9 +77,6 @@ _HASH_CANARY = """SELECT hash(42::INTEGER, 'reverse-etl', 12.50::DECIMAL(10, 2),
 
 _WRITABLE = "the state folder must be writable by this user ([state] path)"
 
-KEY_IDENTITIES = ("exact", "case_insensitive")
-
-
 # Case folding (Python's str.casefold, Unicode's CaseFolding.txt) puts together letters that
 # lower case leaves apart (casefold.py), and some vendors' lower case takes a dotted capital I
 # for a plain i: folded alike here, so that keys a destination might take for one record are

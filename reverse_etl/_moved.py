@@ -1,5 +1,8 @@
 """Import paths of 0.3 that moved in 0.4 (docs: changelog, "What moved in 0.4"): for one release
-each still imports, as the module at its new path, with a DeprecationWarning naming that path."""
+each still imports, as the module at its new path, with a DeprecationWarning naming that path;
+and each 0.3 module that is now a package of the same name (reverse_etl.project, cli, daemon,
+destinations.<type>) still gives every name the module had, from the module beside it that
+holds it now, with a DeprecationWarning naming that module (`forward`)."""
 
 from __future__ import annotations
 
@@ -8,8 +11,9 @@ import importlib.abc
 import importlib.machinery
 import sys
 import warnings
-from collections.abc import Sequence
-from types import ModuleType
+from collections.abc import Callable, Sequence
+from types import FunctionType, ModuleType
+from typing import Any
 
 MOVED = {
     "reverse_etl.casefold": "reverse_etl.diff.casefold",
@@ -82,3 +86,35 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 def install() -> None:
     if not any(isinstance(finder, _Alias) for finder in sys.meta_path):
         sys.meta_path.append(_Alias())
+
+
+def forward(package: str, implementation: str) -> Callable[[str], Any]:
+    """The module-level `__getattr__` of `package`, a 0.3 module that is a package in 0.4: a
+    name it does not import itself (its __all__ is the public API) is looked up in
+    `implementation`, the module that holds 0.3's code now, with a DeprecationWarning naming
+    where the name lives. Its submodules, dunder names and what neither has are not found."""
+
+    def __getattr__(name: str) -> Any:
+        if not (name.startswith("__") and name.endswith("__")):
+            found = vars(importlib.import_module(implementation)).get(name, _NOTHING)
+            if found is not _NOTHING and not isinstance(found, ModuleType):
+                home = implementation
+                if isinstance(found, type | FunctionType) and found.__module__.startswith(
+                    "reverse_etl."
+                ):
+                    home = found.__module__  # a name the implementation imports: its own home
+                # `from package import name` asks twice: the import system's probe first
+                if sys._getframe(1).f_globals.get("__name__") != "importlib._bootstrap":
+                    warnings.warn(
+                        f"{package}.{name} is {home}.{name} since reverse-etl 0.4; the old "
+                        "path goes in 0.5",
+                        DeprecationWarning,
+                        stacklevel=2,
+                    )
+                return found
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
+_NOTHING = object()

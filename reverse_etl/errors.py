@@ -17,6 +17,7 @@ DestinationSignal               what an adapter raises to tell the engine what t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ class ProjectError(ReverseEtlError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # made again from its problems, not from its message (pickled: a process pool's)
+        return type(self), (self.problems,), self.__dict__
 
 
 class StateError(ReverseEtlError):

@@ -49,15 +49,14 @@ def _setting(name: str, field: FieldInfo) -> dict[str, Any]:
 
 
 def catalog() -> tuple[list[dict[str, Any]], list[str]]:
-    """Every type that loads, described; and a line for each that does not (a broken plugin)."""
+    """Every type that loads, described; and a line for each that does not (a broken plugin:
+    one that fails to import, even by sys.exit(), or breaks the contract)."""
     described, broken = [], []
     for name in registry.known_types():
         try:
             described.append(describe(registry.adapter_class(name)))
-        except registry.IncompatibleAdapter as exc:  # its message names the type
+        except registry.RegistryError as exc:  # its message names the type and the package
             broken.append(str(exc))
-        except Exception as exc:
-            broken.append(f"destination type {name!r} cannot be loaded: {exc!r}")
     return described, broken
 
 

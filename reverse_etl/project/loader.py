@@ -383,7 +383,13 @@ class Project:
                 )
             )
         target = SyncTarget(header.object, header.mode, tuple(_key_list(header.primary_key)))
-        asked = destination.adapter.sync_problems(destination.settings, target)
+        adapter, settings = destination.adapter, destination.settings
+        try:
+            asked = registry.sync_problems_of(adapter, settings, target)
+            registry.key_identity_of(adapter, settings, target)  # the diff's, at each run
+        except registry.RegistryError as exc:  # the adapter's fault, said for this sync
+            line = line_of(header_text, "destination")
+            return problems + [Problem(file, line, f"{exc} ({destination.file})")]
         for key, message in asked:
             problems.append(
                 Problem(file, line_of(header_text, key), f"{message} ({destination.file})")
@@ -459,34 +465,31 @@ class Project:
                     f"'type' must be a string naming the adapter ({known})",
                 )
             ]
+        type_line = line_of(text, "type")
         try:
             adapter = registry.adapter_class(type_name)
-        except KeyError:
+        except registry.UnknownDestinationType:
             return [
                 Problem(
                     file,
-                    line_of(text, "type"),
+                    type_line,
                     f"unknown destination type {type_name!r}"
                     f"{did_you_mean(type_name, registry.known_types())} "
                     f"(known types: {known}; a plugin's type is known once its package is "
                     "installed in this Python environment)",
                 )
             ]
-        except registry.IncompatibleAdapter as exc:  # its message says what to do
-            return [Problem(file, line_of(text, "type"), str(exc))]
-        except Exception as exc:  # a plugin that fails to import
-            return [
-                Problem(
-                    file,
-                    line_of(text, "type"),
-                    f"the adapter for destination type {type_name!r} cannot be loaded: {exc!r}",
-                )
-            ]
-        model: type[DestinationSettings] = adapter.settings_model
+        except registry.RegistryError as exc:  # its message names the package, what to do
+            return [Problem(file, type_line, str(exc))]
         try:
-            settings = model(**data)
+            settings = registry.settings_of(adapter, data)
+            # part of each sync's target: an answer that is not one is said here, not by a run
+            registry.address_of(adapter, settings)
         except ValidationError as exc:
-            return [_field_problem(file, text, e, model.model_fields) for e in exc.errors()]
+            fields = adapter.settings_model.model_fields
+            return [_field_problem(file, text, e, fields) for e in exc.errors()]
+        except registry.RegistryError as exc:
+            return [Problem(file, type_line, str(exc))]
         return DestinationSpec(name, file, settings, adapter)
 
     @property

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from ..destinations.base import BatchFailed, Retryable, SplitBatch, Throttled
+from ..destinations.base import BatchFailed, Destination, Retryable, SplitBatch, Throttled
 from ..errors import CredentialsError, DestinationError
+from .adapter_bugs import adapter_bug, interrupts_run, shown
 from .adapters import open_adapter, pacing, run_coroutine, transport_signal
 
 if TYPE_CHECKING:
@@ -27,7 +28,8 @@ def try_connection(spec: DestinationSpec, limiter: RateLimiter | None = None) ->
     Only an answer of the API passes: any status the adapter does not take as its API's
     answer (a 404, a 5xx, a redirect, a 429) and any 2xx whose body is not JSON (a proxy's or
     a login page's HTML) is a DestinationError saying which answer came from where; refused
-    credentials are a CredentialsError."""
+    credentials are a CredentialsError. What the adapter does outside its contract (raises
+    anything else, answers anything but a line of text) is a DestinationError naming the bug."""
     # An answer the adapter cannot trust is logged for runs; here the error says it once.
     adapters_log = logging.getLogger("reverse_etl.destinations")
     level = adapters_log.level
@@ -74,6 +76,16 @@ async def _check(spec: DestinationSpec, limiter: RateLimiter | None) -> str:
             # an answer that is not the API's (too large, untrusted, an error status):
             # the URL is wrong, or the service is down
             raise _failed(spec, answers, str(exc) or type(exc).__name__) from None
+        except DestinationError:  # the adapter's own words
+            raise
+        except Exception as exc:
+            raise _broken(spec, adapter, f"raised {shown(exc)}") from None
+        except BaseException as exc:
+            if interrupts_run(exc):  # the check itself cancelled (Ctrl-C): not the adapter's
+                raise
+            raise _broken(spec, adapter, f"raised {shown(exc)}") from None
+        if not isinstance(detail, str):
+            raise _broken(spec, adapter, f"returned {shown(detail)}, not a line of text")
         if any(a.is_success and not _json_or_empty(a.content) for a in answers):
             raise _failed(spec, answers, "")
         return detail
@@ -91,6 +103,12 @@ async def _slot(spec: DestinationSpec, limiter: RateLimiter) -> None:
                 f"than max_retry_after_seconds = {longest:g}"
             )
         await asyncio.sleep(wait)
+
+
+def _broken(spec: DestinationSpec, adapter: Destination, what: str) -> DestinationError:
+    """The check failed on a bug in the adapter (adapter_bugs.py)."""
+    bug = adapter_bug(adapter, "check", what)
+    return DestinationError(f"destination {spec.name!r} failed the check: {bug}")
 
 
 def _failed(spec: DestinationSpec, answers: list[httpx.Response], detail: str) -> DestinationError:

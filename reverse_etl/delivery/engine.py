@@ -38,7 +38,8 @@ from ..destinations.base import (
 from ..diff.base import DiffState
 from ..diff.local import PendingBatch
 from ..errors import CredentialsError, DestinationError, ReverseEtlError
-from .adapters import pacing, signalled
+from .adapter_bugs import AdapterBug, check_lookup, check_results, guarded
+from .adapters import pacing
 from .ratelimit import RateLimiter
 
 log = logging.getLogger("reverse_etl.delivery")
@@ -274,7 +275,11 @@ class Delivery:
             self._give_up(CredentialsError(message), records, sent)
         except DestinationError as exc:
             self._give_up(exc, records, sent)
-        except Exception as exc:  # a bug in an adapter must not lose the batch's bookkeeping
+        except AdapterBug as exc:  # its records stay owed; the run stops, naming the bug
+            log.debug("%s: %s", self.sync, exc, exc_info=exc)  # (the traceback, with -vv)
+            message = f"destination {self.adapter.name!r}: {exc}"
+            self._give_up(DestinationError(message), records, sent)
+        except Exception as exc:  # nor may the engine's own: the batch's bookkeeping is kept
             message = f"unexpected error sending to {self.adapter.name!r}: {exc!r}"
             self._give_up(DestinationError(message), records, sent)
         try:
@@ -341,7 +346,8 @@ class Delivery:
                     )
                     unknown = None
                     continue
-                results = await signalled(self.adapter.send(batch))
+                results = await guarded(self.adapter, "send", self.adapter.send, batch)
+                check_results(self.adapter, results, len(records))  # before any is acted on
             except Halted as exc:  # stopped while waiting for a slot: nothing more goes out
                 why = self._halted(operation, unknown) or str(exc)
                 sent.failed += _all(records, why, tries.total)
@@ -462,13 +468,8 @@ class Delivery:
     def _sort(
         self, records: list[Record], results: list[Result], sent: _Sent, tries: _Tries
     ) -> tuple[list[Record], float | None]:
-        """An answer, record by record: delivered, rejected, or to retry (those, with the
-        longest wait asked)."""
-        if len(results) != len(records):
-            raise RuntimeError(
-                f"adapter {self.adapter.type!r} returned {len(results)} results "
-                f"for {len(records)} records"
-            )
+        """An answer (checked: one result per record), record by record: delivered,
+        rejected, or to retry (those, with the longest wait asked)."""
         if results.count(DELIVERED) == len(results):  # the usual answer: all accepted
             sent.delivered += [key for key, _ in records]
             return [], None
@@ -491,20 +492,16 @@ class Delivery:
 
     async def _reconcile(self, batch: Batch) -> list[Result | None]:
         """The adapter's lookup of records whose create has an unknown outcome: one entry per
-        record; a Retry, or any answer that is not one, is raised to be asked again."""
+        record (checked); a Retry is raised to be asked again."""
         try:
-            found = await signalled(self.adapter.reconcile(batch))
+            found = await guarded(self.adapter, "reconcile", self.adapter.reconcile, batch)
         except SplitBatch as exc:  # a lookup is not split: the records fail for this run
             raise BatchFailed(str(exc)) from None
-        if len(found) != len(batch.records):
-            raise RuntimeError(
-                f"adapter {self.adapter.type!r} looked up {len(found)} of "
-                f"{len(batch.records)} records"
-            )
+        check_lookup(self.adapter, found, len(batch.records))
         for result in found:
             if isinstance(result, Retry):
                 raise Retryable(result.error, result.after)
-        return found
+        return list(found)
 
     def _reconciled(
         self, records: list[Record], found: list[Result | None], sent: _Sent, attempts: int

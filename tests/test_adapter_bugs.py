@@ -103,11 +103,21 @@ class BuggySettings(WebhookSettings):
 
 
 class Buggy(WebhookDestination):
+    contract_version = 1
     type = "buggy"
     description = "the webhook, spoiled on purpose"
     settings_model = BuggySettings
     idempotent_operations = frozenset()  # an upsert of unknown outcome is looked up first
     reconcilable_operations = frozenset({"upsert"})
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.settings.behavior == "init:keyerror":
+            {}["token"]
+
+    async def aclose(self):
+        if self.settings.behavior == "aclose:keyerror":
+            {}["pool"]
 
     async def send(self, batch):
         behavior = self.settings.behavior
@@ -268,6 +278,19 @@ def test_a_run_stops_on_the_adapters_bug_and_its_records_stay_owed(
     assert {key: receiver.received[key] - received.get(key, 0) for key in KEYS} == dict.fromkeys(
         KEYS, 1
     )
+
+
+@pytest.mark.parametrize("call", ["__init__", "aclose"])
+def test_an_adapter_failing_to_open_or_close_is_named_without_a_traceback(
+    buggy, plugin_env, call
+):
+    """Opening the adapter, or closing it after the run sent: a bug said as one, exit 2."""
+    project = buggy(f"{call.strip('_')}:keyerror")
+    outcome = project.command("run", "s", "--json", env=plugin_env)
+    assert outcome.exit_code == 2 and "Traceback" not in outcome.stderr, outcome
+    [result] = outcome.json_lines()
+    assert result["status"] == "error", result
+    assert f"{bug(call, 'raised KeyError')}" in result["error"], result
 
 
 CHECK_CASES = {

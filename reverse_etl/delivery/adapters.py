@@ -8,9 +8,9 @@ import)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -25,7 +25,7 @@ from ..destinations.base import (
     Unreachable,
     pacing,
 )
-from ..errors import DestinationError
+from ..errors import CredentialsError, DestinationError
 
 if TYPE_CHECKING:
     from ..project.loader import DestinationSpec
@@ -186,11 +186,29 @@ async def open_adapter(
         transport=DeadlineTransport(transport, settings.timeout_seconds),  # a whole request
         event_hooks={"request": on_request, "response": [on_response] if on_response else []},
     ) as client:
-        adapter = spec.adapter(spec.name, settings, client)
+        with _bugs_named(spec, "__init__"):
+            adapter = spec.adapter(spec.name, settings, client)
         try:
             yield adapter
         finally:
-            await adapter.aclose()
+            with _bugs_named(spec, "aclose"):
+                await adapter.aclose()
+
+
+@contextmanager
+def _bugs_named(spec: DestinationSpec, call: str) -> Iterator[None]:
+    """Opening or closing the adapter: an exception that is not a DestinationError (the
+    adapter's own words) is a bug in the adapter, said as one, not a traceback."""
+    try:
+        yield
+    except (DestinationError, CredentialsError, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        kind = spec.adapter
+        raise DestinationError(
+            f"destination {spec.name!r}: bug in adapter {kind.type!r} ({kind.__module__}."
+            f"{kind.__qualname__}): {call}() raised {exc!r} (docs/writing-a-destination.md)"
+        ) from exc
 
 
 def _https_only(spec: DestinationSpec) -> bool:

@@ -3,7 +3,6 @@ any data, through the same client and pacing as a run (adapters.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import TYPE_CHECKING
@@ -13,7 +12,7 @@ import httpx
 from ..destinations.base import BatchFailed, Destination, Retryable, SplitBatch, Throttled
 from ..errors import CredentialsError, DestinationError
 from .adapter_bugs import adapter_bug, interrupts_run, shown
-from .adapters import open_adapter, pacing, run_coroutine, transport_signal
+from .adapters import limiter_pace, open_adapter, pacing, run_coroutine, transport_signal
 
 if TYPE_CHECKING:
     from ..project.loader import DestinationSpec
@@ -47,15 +46,11 @@ async def _check(spec: DestinationSpec, limiter: RateLimiter | None) -> str:
         await response.aread()
         answers.append(response)
 
-    async def take_slot() -> None:
-        assert limiter is not None
-        await _slot(spec, limiter)
-
-    if limiter is not None:
-        pacing.set(take_slot)  # (this task's context: the check's requests)
+    take_slot = limiter_pace(spec, limiter) if limiter is not None else None
+    pacing.set(take_slot)  # (this task's context: the check's requests)
     async with open_adapter(spec, keep) as adapter:
         try:
-            if limiter is not None and not adapter.speaks_http:
+            if take_slot is not None and not adapter.speaks_http:
                 await take_slot()  # one slot for the check of another protocol
             detail = await adapter.check()
         except CredentialsError as exc:
@@ -89,20 +84,6 @@ async def _check(spec: DestinationSpec, limiter: RateLimiter | None) -> str:
         if any(a.is_success and not _json_or_empty(a.content) for a in answers):
             raise _failed(spec, answers, "")
         return detail
-
-
-async def _slot(spec: DestinationSpec, limiter: RateLimiter) -> None:
-    """A slot of the destination's rate limit for one request of the check, waited for up to
-    max_retry_after_seconds."""
-    longest = spec.settings.max_retry_after_seconds
-    while (wait := limiter.try_acquire()) > 0:
-        if wait > longest:
-            raise DestinationError(
-                f"destination {spec.name!r} cannot be checked now: the rate limit "
-                f"({limiter.describe()}) allows the next request in {wait:.0f} s, more "
-                f"than max_retry_after_seconds = {longest:g}"
-            )
-        await asyncio.sleep(wait)
 
 
 def _broken(spec: DestinationSpec, adapter: Destination, what: str) -> DestinationError:

@@ -35,6 +35,7 @@ TOKEN_LIKE = 20  # a URL's user name alone is a secret only when this long (not 
 # A longer secret is matched in its whole spellings, not one character at a time: a pattern of
 # every escape of every character compiles in time that grows faster than its length (64 KB: 24 s)
 LONG = 256
+CUT_PREFIX = 6  # a cut that leaves this much of a secret before its "..." is blanked
 
 # scheme://userinfo@ : the userinfo, whatever it holds, where a URL is written
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#\"'<>]+@")
@@ -82,12 +83,14 @@ def _pattern(value: str) -> str:
     return "|".join(sorted(spellings, key=len, reverse=True))
 
 
-def _prefilter(values: list[str]) -> Callable[[str], bool]:
+def _prefilter(values: list[str], cuts: bool = False) -> Callable[[str], bool]:
     """A cheap test that every text holding a secret, in any spelling, or a URL's userinfo or
     credentials passes: letters and digits are written as they are by JSON and URL encoders,
     so each secret's longest run of them is in every spelling but the escaped ones (which
     `\\u` and `%` catch) and base64 (tested by its start). Compared in lower case."""
     anchors = {"://", "\\u", "%", "bearer", "authorization"}
+    if cuts:  # a secret cut short may have lost its longest run: its start is searched too
+        anchors |= {value[:CUT_PREFIX] for value in values if len(value) > CUT_PREFIX}
     for value in values:
         longest = max(re.findall(r"[A-Za-z0-9]+", value), key=len, default="")
         if len(longest) < 3:  # nothing to anchor on: every text is searched in full
@@ -159,17 +162,41 @@ def blanker(secrets: Mapping[str, str]) -> Callable[[str], str]:
         else None
     )
 
-    suspect = _prefilter(values)
+    cut = _cut_pattern(values)
+    suspect = _prefilter(values, cut is not None)
 
     def hide(text: str) -> str:
         if not text or not suspect(text):
             return text
         if known is not None:
             text = known.sub(lambda m: shown[groups[m.lastgroup or ""]], text)
+        if cut is not None:
+            text = cut.sub(REDACTED, text)
         text = _USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", text)
         return _CREDENTIALS.sub(lambda m: m.group(1) + REDACTED, text)
 
     return hide
+
+
+def _cut_pattern(values: list[str]) -> re.Pattern[str] | None:
+    """The start of a secret where a text was cut short (an answer or a value shown up to a
+    length, then "..."): its first CUT_PREFIX characters or more, up to the mark, blanked
+    whole, since the cut fell inside it."""
+    starts = []
+    for value in values:
+        if len(value) <= CUT_PREFIX:
+            continue
+        if len(value) > LONG:  # its start, then whatever of it the text kept
+            starts.append(re.escape(value[:CUT_PREFIX]) + r"[^\s'\"]*?")
+            continue
+        rest = value[CUT_PREFIX:]
+        nested = ""  # the rest of the value, each further character optional
+        for char in reversed(rest):
+            nested = f"(?:{re.escape(char)}{nested})?"
+        starts.append(re.escape(value[:CUT_PREFIX]) + nested)
+    if not starts:
+        return None
+    return re.compile(f"(?:{'|'.join(starts)})(?=\\.\\.\\.|\u2026)")
 
 
 def blank(text: str, secrets: Mapping[str, str]) -> str:

@@ -57,6 +57,25 @@ def test_a_401_echoing_the_authorization_header_is_blanked(crm, receiver):
     assert TOKEN not in shown and escaped(TOKEN) not in shown
 
 
+@pytest.mark.parametrize("pad", [478, 483, 488])  # 17, 12 and 7 of its 18 characters kept
+def test_an_answer_cut_inside_an_echoed_token_shows_none_of_it(crm, receiver, pad):
+    """An answer is shown up to 500 characters, then "...": where the cut falls inside the
+    token it echoes, what is left of the token is blanked too (a cut text no longer holds
+    the whole secret that blanking looks for)."""
+    crm.webhook("crm", receiver.url, headers={"Authorization": "${CRM_TOKEN}"})
+    receiver.intercept = lambda body, headers: (
+        401,
+        {},
+        ("x" * pad + " got " + headers["authorization"]).encode(),
+    )
+    env = {"CRM_TOKEN": TOKEN}
+    outcomes = [crm.command(*args, env=env) for args in (["run", "users"], ["check", "crm"])]
+    assert all(o.exit_code == 2 for o in outcomes), outcomes
+    shown = everything_shown(crm, *outcomes, env=env)
+    assert " got ***..." in shown, shown[-2000:]
+    assert TOKEN[:6] not in shown
+
+
 def test_a_token_in_the_url_is_not_printed_by_check_or_run_verbose(crm, receiver):
     crm.webhook("crm", receiver.url + "/hooks/${HOOK_TOKEN}", retry_backoff_seconds=0.05)
     env = {"HOOK_TOKEN": TOKEN}

@@ -360,6 +360,35 @@ def test_a_header_or_token_no_request_can_carry_is_named(
     assert receiver.requests == []
 
 
+@pytest.mark.parametrize(
+    "destination, key",
+    [
+        ('type = "webhook"\nurl = "{url}{bad}"', "url"),
+        ('type = "hubspot"\naccess_token = "t-1"\nbase_url = "{url}{bad}"', "base_url"),
+        ('type = "salesforce"\naccess_token = "t-1"\ninstance_url = "{url}{bad}"', "instance_url"),
+        ('type = "braze"\napi_key = "k-1"\nrest_endpoint = "{url}{bad}"', "rest_endpoint"),
+    ],
+)
+@pytest.mark.parametrize("bad", ["\\u007f", "\\u00e9", " x"])
+def test_a_url_no_request_can_carry_is_named_on_its_line(base, receiver, destination, key, bad):
+    """A URL with a control character, a non-ASCII letter or a space: every type's URL setting
+    says so at validation (it was found out at the first request, as a bug in the adapter)."""
+    text = destination.format(url=receiver.url.rsplit("/", 1)[0], bad=bad)
+    base.destination("crm", text)
+    base.sync("to_crm", {"destination": "crm", "primary_key": "id"}, GOOD_SQL)
+    line = text.splitlines().index(next(x for x in text.splitlines() if x.startswith(key))) + 1
+    assert_refused(base.cli("validate"), f"destinations/crm.toml:{line}", key, "percent-encode")
+    assert receiver.requests == []
+
+
+def test_a_url_scheme_in_capitals_is_a_url(base, receiver):
+    base.destination("crm", f'type = "webhook"\nurl = "{receiver.url.replace("http", "HTTP")}"')
+    base.sync("to_crm", {"destination": "crm", "primary_key": "id"}, GOOD_SQL)
+    outcome = base.cli("run", "to_crm", "--json")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert len(receiver.requests) == 1
+
+
 def test_variable_default_and_escape(base, receiver, monkeypatch):
     base.destination(
         "crm",

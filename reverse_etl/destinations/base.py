@@ -144,6 +144,33 @@ ANSWER_LIMIT_BYTES = 8 * 1024 * 1024
 pacing: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar("pacing", default=None)
 
 
+def http_url(url: str) -> str:
+    """The rule every destination's URL setting keeps: http:// or https:// (in any letter
+    case), a host, a port from 1 to 65535, and printable ASCII without spaces (what an HTTP
+    client can send: anything else is percent-encoded). The URL as given, or ValueError saying
+    what is wrong without repeating it (it may hold a token)."""
+    from urllib.parse import urlsplit  # (not httpx: plan and validate never import it)
+
+    if not url.lower().startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    if not all("!" <= char <= "~" for char in url):
+        raise ValueError(
+            "holds a space, a control character or a non-ASCII letter: percent-encode it"
+        )
+    try:
+        parsed = urlsplit(url)
+        if parsed.port == 0:  # urlsplit refuses a port beyond 65535 itself
+            raise ValueError
+    except ValueError:
+        raise ValueError(
+            "is not a valid URL (a port from 1 to 65535; percent-encode what a password "
+            "holds of / : @ ? #)"
+        ) from None
+    if not parsed.hostname:
+        raise ValueError("has no host")
+    return url
+
+
 def _header_safe(value: SecretStr) -> SecretStr:
     text = value.get_secret_value()
     if not text.strip():

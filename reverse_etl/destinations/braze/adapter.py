@@ -43,6 +43,7 @@ from ..base import (
     SyncTarget,
     Throttled,
     excerpt,
+    http_url,
     json_object,
     raise_for_batch_status,
     response_text,
@@ -101,9 +102,10 @@ class BrazeSettings(DestinationSettings):
     @field_validator("rest_endpoint")
     @classmethod
     def _endpoint(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be a URL such as https://rest.iad-01.braze.com")
+        try:
+            parts = urlsplit(http_url(url))
+        except ValueError as exc:
+            raise ValueError(f"{exc} (a URL such as https://rest.iad-01.braze.com)") from None
         if parts.path.strip("/") or parts.query:
             raise ValueError("must be the REST endpoint alone, e.g. https://rest.iad-01.braze.com")
         if parts.hostname and parts.hostname.startswith("dashboard"):

@@ -47,6 +47,7 @@ from ..base import (
     SyncTarget,
     Throttled,
     excerpt,
+    http_url,
     json_object,
     raise_for_batch_status,
     response_text,
@@ -93,9 +94,7 @@ class HubSpotSettings(DestinationSettings):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return url.rstrip("/")
+        return http_url(url).rstrip("/")
 
 
 class HubSpotDestination(Destination):

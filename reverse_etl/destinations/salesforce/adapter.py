@@ -41,6 +41,7 @@ from ..base import (
     SyncTarget,
     Throttled,
     excerpt,
+    http_url,
     json_object,
     raise_for_batch_status,
     response_text,
@@ -85,8 +86,9 @@ class SalesforceSettings(DestinationSettings):
     @classmethod
     def _base_url(cls, url: str) -> str:
         url = url.strip().rstrip("/")
-        if not url.startswith(("https://", "http://")):
+        if not url.lower().startswith(("https://", "http://")):
             raise ValueError("must start with https:// (e.g. https://mycompany.my.salesforce.com)")
+        http_url(url)
         if "/services/" in url + "/":
             raise ValueError("give the org's base URL, without /services/...")
         return url

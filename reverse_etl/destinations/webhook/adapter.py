@@ -32,6 +32,7 @@ from ..base import (
     Result,
     SyncTarget,
     excerpt,
+    http_url,
     json_object,
     raise_for_batch_status,
     untrusted,
@@ -58,23 +59,7 @@ class WebhookSettings(DestinationSettings):
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        # (the URL may hold a token: no message repeats it)
-        if not url.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        from urllib.parse import urlsplit  # (not httpx: plan and validate never import it)
-
-        try:
-            parsed = urlsplit(url)
-            if parsed.port == 0:  # urlsplit refuses a port beyond 65535 itself
-                raise ValueError
-        except ValueError:
-            raise ValueError(
-                "is not a valid URL (a port from 1 to 65535; percent-encode what a password "
-                "holds of / : @ ? #)"
-            ) from None
-        if not parsed.hostname:
-            raise ValueError("has no host")
-        return url
+        return http_url(url)
 
     @field_validator("headers")
     @classmethod

@@ -125,14 +125,6 @@ class UsesTls(_Base):
         return False
 
 
-class Paces(_Base):
-    type = "paces"
-
-    async def send(self, batch):
-        await self.pace()
-        return [DELIVERED] * len(batch.records)
-
-
 class BadAddress(_Base):
     type = "badaddress"
 
@@ -193,7 +185,6 @@ BROKEN = {  # type: (entry point, what its error says)
         "reverse_etl.destinations.webhook.adapter.WebhookDestination",
     ),
     "usestls": ("hostile_destinations.cases:UsesTls", "defines uses_tls, which 0.4 no longer"),
-    "paces": ("hostile_destinations.cases:Paces", "calls self.pace(), which 0.4 no longer has"),
     "badaddress": (
         "hostile_destinations.cases:BadAddress",
         "address(settings) answered None, where the contract asks for a str",
@@ -519,7 +510,6 @@ def test_a_legacy_subclass_is_told_what_0_4_calls_each_thing_it_still_uses(regis
     assert "declares no contract_version of its own: it inherits 1 from" in message
     assert "name the method key_identity_for(settings, sync)" in message
     assert "the engine derives TLS from address(settings)" in message
-    assert "the engine paces every request sent through self.client itself" in message
     assert "What moved in 0.4" in message
 
 

@@ -383,3 +383,31 @@ def test_sigterm_stops_gracefully_and_the_next_run_sends_the_rest(project, fault
     twice = {k for k, n in faulty.received.items() if n > 1}
     assert hung_keys <= twice <= in_flight, f"seed={SEED}: {sorted(twice - in_flight)[:5]}"
     assert ledger(project) == []
+
+
+def test_a_second_signal_exits_at_once_and_loses_nothing(project, faulty):
+    """SIGINT while a request hangs (timeout_seconds 60): the run waits for it, as a graceful
+    stop does; a second SIGINT exits at once, exit 2, saying so, while the request is still
+    unanswered; the next run sends what was not acknowledged."""
+    rows = 40
+    faulty.faults = Faults(hang_seconds=120)
+    faulty.rules = [lambda request, body: "hang" if request.number == 1 else None]
+    users(project, faulty.url, rows, batch_size=10, max_concurrency=1, timeout_seconds=60)
+    proc = project.popen("run", "users", "--json")
+    wait_for(lambda: len(faulty.requests) > 1, what="the hung request")
+    proc.send_signal(signal.SIGINT)
+    assert proc.stderr is not None
+    told = proc.stderr.readline()  # the first signal handled: the run waits for the request
+    assert "SIGINT: stopping once the requests in flight are answered" in told, told
+    assert proc.poll() is None and len(faulty.requests) == 2  # no new batch meanwhile
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    assert "SIGINT again: exiting now" in err, err
+    assert faulty.requests[1].answered is None  # it exited without waiting for the answer
+
+    faulty.rules = []
+    rerun = project.command("run", "users", "--json")
+    assert rerun.exit_code == 0, rerun.stderr
+    assert_matches_model(project, faulty)
+    assert history(project)[1]["status"] == "error"  # the abandoned run, closed as killed

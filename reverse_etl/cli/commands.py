@@ -6,6 +6,7 @@ so `reverse-etl --help` answers at once."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -335,11 +336,25 @@ def _run_syncs(
 @contextmanager
 def _stopped_by_signals(stopped: list[str]) -> Iterator[None]:
     """Meanwhile SIGTERM and SIGINT stop the runs gracefully: no new batch, what was delivered
-    is acknowledged, then the command exits (code 2). Why is appended to `stopped`."""
+    is acknowledged, then the command exits (code 2). Why is appended to `stopped`. A second
+    signal, while a request that hangs is awaited, exits at once (code 2): what was
+    acknowledged is kept and the rest is sent by the next run, as after a kill."""
     from ..run.pipeline import shutdown
 
     def interrupted(signum: int, frame: Any) -> None:
-        stopped.append(f"interrupted by {signal.Signals(signum).name}")
+        name = signal.Signals(signum).name
+        if stopped:  # the user insists
+            sys.stderr.write(
+                f"error: {name} again: exiting now; what was acknowledged is kept, the rest "
+                "is sent by the next run\n"
+            )
+            sys.stderr.flush()
+            os._exit(EXIT_FAILED)  # the runs' threads cannot be stopped; the state survives
+        stopped.append(f"interrupted by {name}")
+        sys.stderr.write(
+            f"{name}: stopping once the requests in flight are answered (again: exit now)\n"
+        )
+        sys.stderr.flush()
         shutdown(stopped[0])
 
     previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}

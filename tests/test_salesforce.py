@@ -202,6 +202,27 @@ def test_update_splits_long_lookups_and_follows_query_pages(project, org):
     assert {r["LastName"] for r in org.stored().values()} == {"New"}
 
 
+def test_a_next_page_that_is_no_path_on_the_instance_is_not_followed(project, org):
+    """A query's nextRecordsUrl is appended to the instance's URL: one that is not a path
+    (`@evil.example/steal`) would send the token to another host. It is refused as untrusted,
+    and nothing is written."""
+    first = org.add("Contact", Warehouse_Id__c="1", LastName="Old")
+    page = {
+        "totalSize": 2,
+        "done": False,
+        "nextRecordsUrl": "@evil.example/steal",
+        "records": [{"Id": first, "Warehouse_Id__c": "1"}],
+    }
+    org.inject("status", status=200, body=page, where=lambda m, path: path.endswith("/query"))
+    setup(project, org, [("1", None, "New"), ("2", None, "New")], mode="update", max_retries=0)
+    code, result = run(project)
+    assert result["delivered"] == 0 and result["failed"] == 2, result
+    assert not any("evil" in r["target"] for r in org.requests)
+    assert {r["LastName"] for r in org.stored().values()} == {"Old"}
+    errors = {e["error"] for e in project.cli("rejected", "contacts", "--json").json_lines()}
+    assert any("nextRecordsUrl '@evil.example/steal' is no path" in e for e in errors), errors
+
+
 def test_update_and_delete_refuse_an_ambiguous_external_id(project, org):
     org.add("Contact", Warehouse_Id__c="7", LastName="A")
     org.add("Contact", Warehouse_Id__c="7", LastName="B")

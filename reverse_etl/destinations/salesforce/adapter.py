@@ -106,6 +106,9 @@ class SalesforceSettings(DestinationSettings):
         return version
 
 
+_NEXT = re.compile(r"/services/[^@\s]*")  # a query's next page: a path on the instance
+
+
 class SalesforceDestination(Destination):
     contract_version = 1
     type = "salesforce"
@@ -313,6 +316,10 @@ class SalesforceDestination(Destination):
                 following = answer.get("nextRecordsUrl")
                 if answer.get("done", True) or not following:
                     break
+                # A path on the instance (/services/data/...): anything else would send the
+                # token to another host (`@evil.example/x` after the instance's URL).
+                if not isinstance(following, str) or not _NEXT.fullmatch(following):
+                    raise untrusted(self.name, f"nextRecordsUrl {following!r} is no path")
                 response = await self._request("GET", f"{self.sf.instance_url}{following}")
         return matches
 

@@ -156,7 +156,8 @@ def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     target = root / "site-packages"
     pip = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-input"]
-        + ["--disable-pip-version-check", "--target", str(target), str(source)],
+        + ["--no-build-isolation", "--disable-pip-version-check"]  # hatchling: the dev extras'
+        + ["--target", str(target), str(source)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -34,7 +34,7 @@ import duckdb
 
 from . import casefold
 from .encoding import BARE_JSON as _BARE_JSON
-from .encoding import fields_json, key_text, quote_literal, row_hash
+from .encoding import fields_json, key_text, quote_identifier, quote_literal, row_hash
 from .errors import Problem, ProjectError, StateError, state_advice
 from .names import check_name
 from .outbox import Outbox
@@ -97,6 +97,11 @@ def identity_sql(expr: str, key_identity: str) -> str:
     # strlen counts bytes, length characters: equal only for ASCII, which lower() folds fully
     return f"CASE WHEN strlen({expr}) = length({expr}) THEN lower({expr}) ELSE {folded} END"
 
+
+# Integer key types whose every value BIGINT holds; and the most bits of the bitmap in which
+# a first diff checks that such keys are distinct (2^27 bits: 16 MiB).
+_NUMBERED_KEYS = {"tinyint", "smallint", "integer", "bigint", "utinyint", "usmallint", "uinteger"}
+_KEY_BITMAP = 1 << 27
 
 # What each mode sends for rows of each status (README: Syncs).
 _OPERATION = {"upsert": "upsert", "mirror": "upsert", "update": "update", "insert": "insert"}
@@ -397,39 +402,35 @@ class SyncState:
         send (with its fields) into the outbox.
 
         One pass hashes each row and full-outer-joins the (key, hash) pairs with the snapshot,
-        on the key's identity at the destination, into a narrow table; everything else is read
-        from that table. The rows to send are then read from the model a second time, only
-        for the keys that need it, and hashed again there: what is recorded as delivered is
-        always the hash of what was sent."""
+        on the key's identity at the destination, counting the rows of each status as they
+        stream by: a `plan` keeps nothing else. A run keeps the joined pairs in a narrow table
+        (DIFF), which its later steps read. The rows to send are then read from the model a
+        second time, only for the keys that need it, and hashed again there: what is recorded
+        as delivered is always the hash of what was sent."""
         con = self.con
         self._scheme, trusted = self._hash_scheme()
         if self.previous_target is not None:
             trusted = True  # nothing delivered to this target: nothing to compare
+        delivered: int = con.execute(f"SELECT count(*) FROM {DELIVERED}").fetchone()[0]  # type: ignore[index]
+        self._bitmap = 0 if delivered else self._key_bitmap()  # see _distinct_new_sql
+        kept = build_pending or not trusted  # a run's later steps read the DIFF table
         self._read()
-        # The identity is a column of its own only where it is not the key itself (exact
-        # keys, the usual case, keep the narrow table one string narrower).
-        folded = self.key_identity != "exact"
-        ident = f", {self.ident('key')} AS ident" if folded else ""
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE {DIFF} AS
-            SELECT m.*, d.key AS prev_key, d.hash AS prev_hash, d.owed AS prev_owed
-            FROM (SELECT *{ident} FROM (
-                    SELECT {self.key_sql} AS key, {self.hash_sql} AS hash, true AS present
-                    FROM {self.relation})) m
-            FULL OUTER JOIN {DELIVERED} d ON {self.ident("d.key")} = m.{self._ident}"""
-        )
-        self._find_duplicates()
-        status = self._status_sql()
-        counts = con.execute(
-            f"""SELECT
-                count(*) FILTER (s = 'added'), count(*) FILTER (s = 'changed'),
-                count(*) FILTER (s = 'removed'), count(*) FILTER (s = 'unchanged'),
-                count(*) FILTER (s = 'invalid')
-            FROM (SELECT {status} AS s FROM {DIFF} x
-                  LEFT JOIN {DUPLICATES} dup ON dup.ident = x.{self._ident})"""
-        ).fetchone()
-        assert counts is not None
-        added, changed, removed, unchanged, invalid = counts
+        if kept:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {DIFF} AS {self._joined_sql()}")
+        tally = self._tally(DIFF if kept else f"({self._joined_sql()})")
+        scope = self._repeats_scope(tally, delivered)
+        if scope is None:  # no identity repeats: the tally's counts are the statuses
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {DUPLICATES} "
+                "(ident VARCHAR, rows BIGINT, keys VARCHAR[])"
+            )
+        else:  # some may: find them (a plan reads the model again), then count with them
+            if not kept:
+                self._read()
+                con.execute(f"CREATE OR REPLACE TEMP TABLE {DIFF} AS {self._joined_sql()}")
+            self._find_duplicates(scope)
+            tally = self._tally(DIFF, duplicates=True)
+        added, changed, removed, unchanged, invalid = tally[:5]
         self._rehashed = 0
         to_send = (
             added + (changed if mode != "insert" else 0) + (removed if mode == "mirror" else 0)
@@ -455,28 +456,107 @@ class SyncState:
             added + changed + unchanged + invalid, added, changed, removed, unchanged, invalid
         )
 
-    def _find_duplicates(self) -> None:
-        """Identities that more than one row of the model has (the same key, or keys the
-        destination takes for one record). A matched snapshot record counts once, so when the
-        matched rows are as many as the matched records, only new keys can repeat: the
-        grouping then runs over the added rows alone (none, in a steady state)."""
-        delivered = self.con.execute(f"SELECT count(*) FROM {DELIVERED}").fetchone()[0]  # type: ignore[index]
-        matched_rows, removed = self.con.execute(
-            f"""SELECT count(*) FILTER (present), count(*) FILTER (present IS NULL)
-            FROM {DIFF} WHERE prev_key IS NOT NULL"""
+    def _joined_sql(self) -> str:
+        """Each row's key, hash (and identity, where it is not the key; and the key's number,
+        see _distinct_new_sql) full-outer-joined with what was delivered: DIFF's rows."""
+        # The identity is a column of its own only where it is not the key itself (exact
+        # keys, the usual case, keep the narrow table one string narrower).
+        folded = self.key_identity != "exact"
+        ident = f", {self.ident('key')} AS ident" if folded else ""
+        number = f", {quote_identifier(self.primary_key[0])} AS number" if self._bitmap else ""
+        return f"""SELECT m.*, d.key AS prev_key, d.hash AS prev_hash, d.owed AS prev_owed
+            FROM (SELECT *{ident} FROM (
+                    SELECT {self.key_sql} AS key, {self.hash_sql} AS hash, true AS present{number}
+                    FROM {self.relation})) m
+            FULL OUTER JOIN {DELIVERED} d ON {self.ident("d.key")} = m.{self._ident}"""
+
+    def _key_bitmap(self) -> int:
+        """The bits of the bitmap _distinct_new_sql may check the keys' numbers in: at most
+        2^27 (16 MiB), fewer where [state] memory_limit is small (DuckDB counts the bitmap
+        against it, each thread's and their merge), 0 when the key is not one integer column
+        that BIGINT holds (its text, so its identity, is then one to one with its number)."""
+        if len(self.key_types) != 1 or self.key_types[0].id not in _NUMBERED_KEYS:
+            return 0
+        limit, threads = self.con.execute(
+            "SELECT parse_formatted_bytes(current_setting('memory_limit')), "
+            "current_setting('threads')"
         ).fetchone()  # type: ignore[misc]
-        scope = "" if matched_rows > delivered - removed else "AND prev_key IS NULL"
+        # DuckDB takes about two bitmaps' worth for each thread, and two more to merge them:
+        # keep that within a quarter of the limit
+        budget = limit // (8 * (threads + 2))  # bytes
+        bits = _KEY_BITMAP
+        while bits // 8 > budget:
+            bits //= 2
+        return bits if bits >= 1 << 16 else 0
+
+    def _tally(self, source: str, duplicates: bool = False) -> tuple[int, ...]:
+        """One pass over the joined rows of `source`: the rows of each status (added, changed,
+        removed, unchanged, invalid). Without `duplicates`, then what tells whether identities
+        can repeat (see _repeats_scope): the rows matched with a delivered record, the new
+        rows (no record), and how many distinct identities those have. With `duplicates`,
+        the rows of an identity DUPLICATES lists are invalid."""
+        new = "x.present AND x.key IS NOT NULL AND x.prev_key IS NULL"
+        signals = (
+            ""
+            if duplicates
+            else f""", count(*) FILTER (x.present AND x.prev_key IS NOT NULL),
+                count(*) FILTER ({new}), {self._distinct_new_sql(new)}"""
+        )
+        repeats = f"LEFT JOIN {DUPLICATES} dup ON dup.ident = x.{self._ident}" if duplicates else ""
+        counts = self.con.execute(
+            f"""SELECT
+                count(*) FILTER (s = 'added'), count(*) FILTER (s = 'changed'),
+                count(*) FILTER (s = 'removed'), count(*) FILTER (s = 'unchanged'),
+                count(*) FILTER (s = 'invalid'){signals}
+            FROM (SELECT {self._status_sql(duplicates)} AS s, x.* FROM {source} x {repeats}) x"""
+        ).fetchone()
+        assert counts is not None
+        return tuple(counts)
+
+    def _distinct_new_sql(self, new: str) -> str:
+        """How many distinct identities the `new` rows have, or fewer when two 64-bit hashes
+        collide (then _find_duplicates looks closer). New rows are few once a sync has run,
+        so this costs little but in a first diff, where every row is new: there an integer
+        key (the usual id) within the bitmap (see _key_bitmap: ids below 134,217,728 under the
+        default memory_limit) sets its bit instead, far cheaper than a hash table of every key.
+        """
+        hashed = f"hash(x.{self._ident})"
+        if not self._bitmap:
+            return f"count(DISTINCT CASE WHEN {new} THEN {hashed} END)"
+        mapped = f"x.number BETWEEN 0 AND {self._bitmap - 1}"
+        return f"""coalesce(bit_count(bitstring_agg(x.number::BIGINT, 0, {self._bitmap - 1})
+                    FILTER ({new} AND {mapped})), 0)
+            + count(DISTINCT CASE WHEN {new} AND NOT {mapped} THEN {hashed} END)"""
+
+    def _repeats_scope(self, tally: tuple[int, ...], delivered: int) -> str | None:
+        """Where identities that more than one row has (the same key, or keys the destination
+        takes for one record) can be, from the tally: None when nowhere. A matched delivered
+        record counts once, so when the matched rows are as many as the matched records, only
+        new keys can repeat; and they do not when they have as many identities as rows."""
+        removed, matched, new, identities = tally[2], tally[5], tally[6], tally[7]
+        if matched > delivered - removed:
+            return ""
+        return "AND prev_key IS NULL" if identities < new else None
+
+    def _find_duplicates(self, scope: str) -> None:
+        """The DUPLICATES table: identities that more than one row of the model has (among
+        the rows `scope` selects), with how many rows and their distinct keys. Grouped on the
+        identity alone first: listing the keys of every group would sort them all."""
+        rows = f"FROM {DIFF} WHERE present AND key IS NOT NULL {scope}"
         self.con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {DUPLICATES} AS
+            WITH repeated AS (SELECT {self._ident} AS ident {rows} GROUP BY 1 HAVING count(*) > 1)
             SELECT {self._ident} AS ident, count(*) AS rows, list(DISTINCT key ORDER BY key) AS keys
-            FROM {DIFF}
-            WHERE present AND key IS NOT NULL {scope}
-            GROUP BY 1 HAVING count(*) > 1"""
+            {rows} AND {self._ident} IN (SELECT ident FROM repeated)
+            GROUP BY 1"""
         )
 
     @staticmethod
-    def _status_sql() -> str:
-        return """CASE WHEN x.present AND (x.key IS NULL OR dup.ident IS NOT NULL) THEN 'invalid'
+    def _status_sql(duplicates: bool = True) -> str:
+        """A row's status; `duplicates`: joined with DUPLICATES as `dup`, whose rows are
+        invalid (without, only rows with a NULL key are)."""
+        repeated = " OR dup.ident IS NOT NULL" if duplicates else ""
+        return f"""CASE WHEN x.present AND (x.key IS NULL{repeated}) THEN 'invalid'
             WHEN x.present IS NULL THEN 'removed'
             WHEN x.prev_hash IS NULL THEN 'added'
             WHEN x.hash <> x.prev_hash OR x.prev_owed THEN 'changed'

@@ -412,7 +412,7 @@ class SyncState:
         if self.previous_target is not None:
             trusted = True  # nothing delivered to this target: nothing to compare
         delivered: int = con.execute(f"SELECT count(*) FROM {DELIVERED}").fetchone()[0]  # type: ignore[index]
-        self._bitmap = 0 if delivered else self._key_bitmap()  # see _distinct_new_sql
+        self._bitmap = 0 if delivered else self._key_bitmap()  # see _tally
         kept = build_pending or not trusted  # a run's later steps read the DIFF table
         self._read()
         if kept:
@@ -458,7 +458,7 @@ class SyncState:
 
     def _joined_sql(self) -> str:
         """Each row's key, hash (and identity, where it is not the key; and the key's number,
-        see _distinct_new_sql) full-outer-joined with what was delivered: DIFF's rows."""
+        see _tally) full-outer-joined with what was delivered: DIFF's rows."""
         # The identity is a column of its own only where it is not the key itself (exact
         # keys, the usual case, keep the narrow table one string narrower).
         folded = self.key_identity != "exact"
@@ -471,7 +471,7 @@ class SyncState:
             FULL OUTER JOIN {DELIVERED} d ON {self.ident("d.key")} = m.{self._ident}"""
 
     def _key_bitmap(self) -> int:
-        """The bits of the bitmap _distinct_new_sql may check the keys' numbers in: at most
+        """The bits of the bitmap _tally may check the keys' numbers in: at most
         2^27 (16 MiB), fewer where [state] memory_limit is small (DuckDB counts the bitmap
         against it, each thread's and their merge), 0 when the key is not one integer column
         that BIGINT holds (its text, so its identity, is then one to one with its number)."""
@@ -491,42 +491,42 @@ class SyncState:
 
     def _tally(self, source: str, duplicates: bool = False) -> tuple[int, ...]:
         """One pass over the joined rows of `source`: the rows of each status (added, changed,
-        removed, unchanged, invalid). Without `duplicates`, then what tells whether identities
-        can repeat (see _repeats_scope): the rows matched with a delivered record, the new
-        rows (no record), and how many distinct identities those have. With `duplicates`,
-        the rows of an identity DUPLICATES lists are invalid."""
+        removed, unchanged, invalid); the rows matched with a delivered record; the new rows
+        (no record); and how many distinct identities those have, or fewer when two 64-bit
+        hashes collide (then _find_duplicates looks closer). With `duplicates`, the rows of an
+        identity DUPLICATES lists are invalid (and the last count is not made).
+
+        The rows are grouped by status and, for the new rows, their identity's hash: new
+        rows are few once a sync has run, so the groups are few; in a first diff, where every
+        row is new, DuckDB's hash aggregate holds every key (spilling under memory_limit), or
+        an integer key within the bitmap (see _key_bitmap: ids below 134,217,728 under the
+        default memory_limit) sets its bit instead, far cheaper than a hash table."""
         new = "x.present AND x.key IS NOT NULL AND x.prev_key IS NULL"
-        signals = (
-            ""
-            if duplicates
-            else f""", count(*) FILTER (x.present AND x.prev_key IS NOT NULL),
-                count(*) FILTER ({new}), {self._distinct_new_sql(new)}"""
-        )
+        hashed = f"{new} AND NOT x.number BETWEEN 0 AND {self._bitmap - 1}" if self._bitmap else new
+        identity = "NULL" if duplicates else f"CASE WHEN {hashed} THEN hash(x.{self._ident}) END"
         repeats = f"LEFT JOIN {DUPLICATES} dup ON dup.ident = x.{self._ident}" if duplicates else ""
+        number, bits, bitmap = "", "", "0"
+        if self._bitmap and not duplicates:
+            number = ", x.number"
+            bits = f""", bitstring_agg(number::BIGINT, 0, {self._bitmap - 1})
+                FILTER (new AND number BETWEEN 0 AND {self._bitmap - 1}) AS bits"""
+            bitmap = "coalesce(sum(bit_count(bits)), 0)"
         counts = self.con.execute(
             f"""SELECT
-                count(*) FILTER (s = 'added'), count(*) FILTER (s = 'changed'),
-                count(*) FILTER (s = 'removed'), count(*) FILTER (s = 'unchanged'),
-                count(*) FILTER (s = 'invalid'){signals}
-            FROM (SELECT {self._status_sql(duplicates)} AS s, x.* FROM {source} x {repeats}) x"""
+                sum(n) FILTER (s = 'added'), sum(n) FILTER (s = 'changed'),
+                sum(n) FILTER (s = 'removed'), sum(n) FILTER (s = 'unchanged'),
+                sum(n) FILTER (s = 'invalid'), sum(n) FILTER (matched), sum(n) FILTER (new),
+                count(identity) + {bitmap}
+            FROM (
+                SELECT s, matched, new, identity, count(*) AS n{bits} FROM (
+                    SELECT {self._status_sql(duplicates)} AS s,
+                        x.present AND x.prev_key IS NOT NULL AS matched, {new} AS new,
+                        {identity} AS identity{number}
+                    FROM {source} x {repeats})
+                GROUP BY s, matched, new, identity)"""
         ).fetchone()
         assert counts is not None
-        return tuple(counts)
-
-    def _distinct_new_sql(self, new: str) -> str:
-        """How many distinct identities the `new` rows have, or fewer when two 64-bit hashes
-        collide (then _find_duplicates looks closer). New rows are few once a sync has run,
-        so this costs little but in a first diff, where every row is new: there an integer
-        key (the usual id) within the bitmap (see _key_bitmap: ids below 134,217,728 under the
-        default memory_limit) sets its bit instead, far cheaper than a hash table of every key.
-        """
-        hashed = f"hash(x.{self._ident})"
-        if not self._bitmap:
-            return f"count(DISTINCT CASE WHEN {new} THEN {hashed} END)"
-        mapped = f"x.number BETWEEN 0 AND {self._bitmap - 1}"
-        return f"""coalesce(bit_count(bitstring_agg(x.number::BIGINT, 0, {self._bitmap - 1})
-                    FILTER ({new} AND {mapped})), 0)
-            + count(DISTINCT CASE WHEN {new} AND NOT {mapped} THEN {hashed} END)"""
+        return tuple(int(count or 0) for count in counts)
 
     def _repeats_scope(self, tally: tuple[int, ...], delivered: int) -> str | None:
         """Where identities that more than one row has (the same key, or keys the destination

@@ -11,10 +11,13 @@ For each size N (default 5M and 20M rows; `--rows 1000000` for a quick run):
          row hash uses) and full-outer-joins it against the snapshot, counting added / changed
          / removed / unchanged;
        - `reverse-etl plan model --json` with no state yet;
+       - for information, the baseline again under the engine's memory_limit (1GB): the
+         engine holds to it, spilling where the bare script (DuckDB's default, 80% of RAM)
+         does not;
   3. seed: a real first `reverse-etl run` sends every row to the fast receiver (the engine's
      snapshot is what a user's would be); the baseline's snapshot is made from the same rows;
      then 1% of the rows change;
-  4. steady state: the same two measurements, against the populated snapshots.
+  4. steady state: the same measurements, against the populated snapshots.
 Wall time of each process (spawn to exit) and its peak RSS (os.wait4's ru_maxrss of exactly that
 process), the median of --repeat runs; the ratio engine / baseline against the targets: first
 plan <= 1.5x, steady state <= 1.3x, and the plan's peak RSS within [state] memory_limit (1 GB by
@@ -33,6 +36,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,7 @@ from benchlib import (
     COLUMNS,
     PYTHON,
     SYNC,
+    BenchProject,
     FastReceiver,
     Measured,
     Row,
@@ -58,7 +63,8 @@ from benchlib import (
 
 FIRST_LIMIT = 1.5
 STEADY_LIMIT = 1.3
-MEMORY_LIMIT = 1024**3  # [state] memory_limit's default, "1GB" (DuckDB reads GB as GiB)
+STATE_MEMORY = "1GB"  # [state] memory_limit's default
+MEMORY_LIMIT = 10**9  # the same in bytes (DuckDB's GB)
 ALLOWANCE = 256 * 1024**2  # the interpreter, the imported libraries, DuckDB's untracked memory
 
 _HASHED = ", ".join(COLUMNS)
@@ -79,15 +85,17 @@ FROM m FULL OUTER JOIN snap.snapshot s ON m.key = s.key
 # The baseline's children (this script run as `bench_diff_speed.py baseline|snapshot ...`)
 
 
-def _child(mode: str, warehouse: str, snapshot: str, fill: str = "") -> None:
+def _child(mode: str, warehouse: str, snapshot: str, option: str = "") -> None:
     import duckdb
 
     con = duckdb.connect(":memory:")
+    if option.startswith("memory_limit="):  # the baseline held to the engine's memory_limit
+        con.execute(f"SET memory_limit = '{option.split('=', 1)[1]}'")
     con.execute(f"ATTACH '{warehouse}' AS wh (READ_ONLY)")
     con.execute(f"ATTACH '{snapshot}' AS snap{' (READ_ONLY)' if mode == 'baseline' else ''}")
-    if mode == "snapshot":  # (key, hash) of every row, or none
+    if mode == "snapshot":  # (key, hash) of every row with "fill", else none
         con.execute(_SNAPSHOT)
-        if fill == "fill":
+        if option == "fill":
             con.execute(_FILL)
         con.close()
         return
@@ -97,88 +105,139 @@ def _child(mode: str, warehouse: str, snapshot: str, fill: str = "") -> None:
     print(json.dumps(counts))
 
 
-def _baseline(warehouse: Path, snapshot: Path) -> list[str]:
-    return [PYTHON, __file__, "baseline", str(warehouse), str(snapshot)]
+def _baseline(warehouse: Path, snapshot: Path, memory_limit: str = "") -> list[str]:
+    limit = [f"memory_limit={memory_limit}"] if memory_limit else []
+    return [PYTHON, __file__, "baseline", str(warehouse), str(snapshot), *limit]
 
 
 # ---------------------------------------------------------------------------------------------
 # The measurements
 
 
+@dataclass
+class SideBySide:
+    """The processes of one measurement, `repeat` of each kind."""
+
+    base: list[Measured] = field(default_factory=list)  # the baseline, DuckDB's defaults
+    held: list[Measured] = field(default_factory=list)  # the baseline under memory_limit
+    plan: list[Measured] = field(default_factory=list)  # `reverse-etl plan`
+
+
 def _side_by_side(
     what: str, root: Path, warehouse: Path, snapshot: Path, repeat: int, expect: dict[str, int]
-) -> tuple[list[Measured], list[Measured]]:
-    """`plan` and the baseline, interleaved, `repeat` times; both must count `expect`."""
-    base, plan = [], []
+) -> SideBySide:
+    """`plan` and the baselines, interleaved, `repeat` times; all must count `expect`."""
+    runs = SideBySide()
     for i in range(repeat):
         b = measure(_baseline(warehouse, snapshot)).check("baseline")
         p = measure(cli("plan", SYNC, "--json", project=root)).check("plan")
-        counts, bcounts = p.json_lines()[0], b.json_lines()[0]
-        for key, value in expect.items():
-            assert counts[key] == value, (what, counts)
-            assert bcounts[key] == value, (what, bcounts)
+        h = measure(_baseline(warehouse, snapshot, STATE_MEMORY)).check("baseline, held")
+        counts = p.json_lines()[0]
+        for measured in (b.json_lines()[0], h.json_lines()[0], counts):
+            assert all(measured[key] == value for key, value in expect.items()), (what, measured)
         assert counts["invalid"] == 0, counts
-        base.append(b)
-        plan.append(p)
+        runs.base.append(b)
+        runs.plan.append(p)
+        runs.held.append(h)
         print(
             f"   {what} [{i + 1}/{repeat}]: baseline {b.wall:.2f} s ({mb(b.max_rss)}), "
-            f"plan {p.wall:.2f} s ({mb(p.max_rss)})",
+            f"plan {p.wall:.2f} s ({mb(p.max_rss)}), baseline under memory_limit "
+            f"{h.wall:.2f} s ({mb(h.max_rss)})",
             flush=True,
         )
-    return base, plan
+    return runs
 
 
-def _figures(
-    label: str, what: str, base: list[Measured], plan: list[Measured], limit: float
-) -> tuple[list[Row], dict[str, Any]]:
-    base_wall, plan_wall = median([m.wall for m in base]), median([m.wall for m in plan])
-    base_rss, plan_rss = median([m.max_rss for m in base]), median([m.max_rss for m in plan])
+def _figures(label: str, what: str, runs: SideBySide, limit: float) -> tuple[list[Row], Any]:
+    def wall(ms: list[Measured]) -> float:
+        return median([m.wall for m in ms])
+
+    def rss(ms: list[Measured]) -> float:
+        return median([m.max_rss for m in ms])
+
+    plan_rss = rss(runs.plan)
     rows = [
         ratio_row(
             f"{label}: {what}, plan wall",
-            plan_wall,
-            base_wall,
+            wall(runs.plan),
+            wall(runs.base),
             limit,
-            "baseline: the bare DuckDB script's process wall time",
+            "baseline: the bare DuckDB script's process wall time (DuckDB's defaults)",
+        ),
+        info_row(
+            f"{label}: {what}, plan wall, baseline under memory_limit",
+            wall(runs.plan),
+            wall(runs.held),
+            note=f"the same script with SET memory_limit = '{STATE_MEMORY}', the engine's",
         ),
         Row(
             f"{label}: {what}, plan peak RSS",
             plan_rss,
-            base_rss,
+            rss(runs.base),
             "MB",
             f"<= {mb(MEMORY_LIMIT + ALLOWANCE)}",
             plan_rss <= MEMORY_LIMIT + ALLOWANCE,
-            "memory_limit (1 GiB) + 256 MiB; baseline: the bare script's (DuckDB's default "
-            "memory_limit, 80% of RAM)",
+            f"memory_limit ({STATE_MEMORY}) + 256 MiB; baseline: the bare script's (DuckDB's "
+            f"default memory_limit, 80% of RAM; {mb(int(rss(runs.held)))} under "
+            f"memory_limit)",
         ),
     ]
     raw = {
-        "baseline_wall": [m.wall for m in base],
-        "baseline_rss": [m.max_rss for m in base],
-        "plan_wall": [m.wall for m in plan],
-        "plan_rss": [m.max_rss for m in plan],
-        "counts": plan[0].json_lines()[0],
+        kind: {"wall": [m.wall for m in ms], "max_rss": [m.max_rss for m in ms]}
+        for kind, ms in (("baseline", runs.base), ("held", runs.held), ("plan", runs.plan))
     }
+    raw["counts"] = runs.plan[0].json_lines()[0]
     return rows, raw
+
+
+def _label(rows: int) -> str:
+    return f"{rows / 1e6:g}M" if rows >= 1_000_000 else f"{rows / 1e3:g}k"
+
+
+def _project(rows: int, workdir: Path, receiver: FastReceiver) -> tuple[BenchProject, Path]:
+    """The project of `rows` rows, and the baseline's snapshot (empty)."""
+    root = workdir / f"diff-{rows}"
+    print(f"\n== {_label(rows)} rows: building the warehouse in {root}", flush=True)
+    started = time.perf_counter()
+    project = make_project(root, rows, receiver.url, batch_size=10_000)
+    snapshot = root / "baseline_snapshot.duckdb"
+    measure([PYTHON, __file__, "snapshot", str(project.warehouse_path), str(snapshot)]).check(
+        "the baseline's snapshot"
+    )
+    print(f"   built in {time.perf_counter() - started:.1f} s", flush=True)
+    return project, snapshot
+
+
+def start_up(workdir: Path, receiver: FastReceiver, log: dict[str, Any]) -> list[Row]:
+    """The fixed cost of each process: a first plan of 1,000 rows (5 runs of each)."""
+    rows = 1000
+    project, snapshot = _project(rows, workdir, receiver)
+    runs = _side_by_side(
+        "first plan", project.root, project.warehouse_path, snapshot, 5, {"added": rows}
+    )
+    log["start_up"] = {"baseline": [m.wall for m in runs.base], "plan": [m.wall for m in runs.plan]}
+    return [
+        info_row(
+            "1k: first plan, plan wall (the start-up)",
+            median([m.wall for m in runs.plan]),
+            median([m.wall for m in runs.base]),
+            note="each process's fixed cost: imports, the project's files, opening the state",
+        )
+    ]
 
 
 def bench_size(
     rows: int, repeat: int, workdir: Path, receiver: FastReceiver, log: dict[str, Any]
 ) -> list[Row]:
-    label = f"{rows / 1e6:g}M" if rows >= 1_000_000 else f"{rows / 1e3:g}k"
-    root = workdir / f"diff-{rows}"
-    print(f"\n== {label} rows: building the warehouse in {root}", flush=True)
-    started = time.perf_counter()
-    project = make_project(root, rows, receiver.url, batch_size=10_000)
-    warehouse, snapshot = project.warehouse_path, root / "baseline_snapshot.duckdb"
-    measure([PYTHON, __file__, "snapshot", str(warehouse), str(snapshot), "empty"]).check("empty")
-    print(f"   built in {time.perf_counter() - started:.1f} s", flush=True)
+    label = _label(rows)
+    project, snapshot = _project(rows, workdir, receiver)
+    root, warehouse = project.root, project.warehouse_path
     sizes: dict[str, Any] = log.setdefault(label, {})
     out: list[Row] = []
 
     # (a) the first plan: no state yet, an empty baseline snapshot
-    base, plan = _side_by_side("first plan", root, warehouse, snapshot, repeat, {"added": rows})
-    figures, sizes["first_plan"] = _figures(label, "first plan", base, plan, FIRST_LIMIT)
+    runs = _side_by_side("first plan", root, warehouse, snapshot, repeat, {"added": rows})
+    figures, sizes["first_plan"] = _figures(label, "first plan", runs, FIRST_LIMIT)
     out += figures
 
     # seed: a real first run sends every row; the baseline's snapshot from the same rows
@@ -202,8 +261,8 @@ def bench_size(
 
     # (c) the steady state: snapshots populated, 1% changed
     expect = {"changed": changed, "added": 0, "removed": 0}
-    base, plan = _side_by_side("steady plan", root, warehouse, snapshot, repeat, expect)
-    figures, sizes["steady_plan"] = _figures(label, "steady plan", base, plan, STEADY_LIMIT)
+    runs = _side_by_side("steady plan", root, warehouse, snapshot, repeat, expect)
+    figures, sizes["steady_plan"] = _figures(label, "steady plan", runs, STEADY_LIMIT)
     out += figures
     return out
 
@@ -227,6 +286,7 @@ def main() -> None:
     log: dict[str, Any] = {}
     try:
         with FastReceiver() as receiver:
+            rows += start_up(workdir, receiver, log)
             for size in args.rows:
                 rows += bench_size(size, args.repeat, workdir, receiver, log)
                 if not args.keep:

@@ -98,10 +98,10 @@ def identity_sql(expr: str, key_identity: str) -> str:
     return f"CASE WHEN strlen({expr}) = length({expr}) THEN lower({expr}) ELSE {folded} END"
 
 
-# Integer key types whose every value BIGINT holds; and the most bits of the bitmap in which
-# a first diff checks that such keys are distinct (2^27 bits: 16 MiB).
+# Integer key types whose every value BIGINT holds; and the most numbers of the bitmap in which
+# a first diff checks that such keys are distinct (2^26 bits: 8 MiB).
 _NUMBERED_KEYS = {"tinyint", "smallint", "integer", "bigint", "utinyint", "usmallint", "uinteger"}
-_KEY_BITMAP = 1 << 27
+_KEY_BITMAP = 1 << 26
 
 # What each mode sends for rows of each status (README: Syncs).
 _OPERATION = {"upsert": "upsert", "mirror": "upsert", "update": "update", "insert": "insert"}
@@ -471,10 +471,10 @@ class SyncState:
             FULL OUTER JOIN {DELIVERED} d ON {self.ident("d.key")} = m.{self._ident}"""
 
     def _key_bitmap(self) -> int:
-        """The bits of the bitmap _tally may check the keys' numbers in: at most
-        2^27 (16 MiB), fewer where [state] memory_limit is small (DuckDB counts the bitmap
-        against it, each thread's and their merge), 0 when the key is not one integer column
-        that BIGINT holds (its text, so its identity, is then one to one with its number)."""
+        """How many numbers a first diff's bitmap spans (see _tally): 2^26 (ids below
+        67,108,864; 8 MiB), fewer where [state] memory_limit is small, as DuckDB counts the
+        bitmap against it; 0 when the key is not one integer column that BIGINT holds (its
+        text, so its identity, is then one to one with its number)."""
         if len(self.key_types) != 1 or self.key_types[0].id not in _NUMBERED_KEYS:
             return 0
         limit, threads = self.con.execute(
@@ -497,19 +497,19 @@ class SyncState:
         identity DUPLICATES lists are invalid (and the last count is not made).
 
         The rows are grouped by status and, for the new rows, their identity's hash: new
-        rows are few once a sync has run, so the groups are few; in a first diff, where every
-        row is new, DuckDB's hash aggregate holds every key (spilling under memory_limit), or
-        an integer key within the bitmap (see _key_bitmap: ids below 134,217,728 under the
-        default memory_limit) sets its bit instead, far cheaper than a hash table."""
+        rows are few once a sync has run, so the groups are few. In a first diff every row is
+        new, and DuckDB's hash aggregate holds every key (spilling under memory_limit); but
+        an integer key (the usual id) within _key_bitmap's numbers sets its bit in a bitmap
+        instead, far cheaper (allocated whole: about 15 ms)."""
         new = "x.present AND x.key IS NOT NULL AND x.prev_key IS NULL"
-        hashed = f"{new} AND NOT x.number BETWEEN 0 AND {self._bitmap - 1}" if self._bitmap else new
+        mapped = f"x.number BETWEEN 0 AND {self._bitmap - 1}"
+        hashed = f"{new} AND NOT {mapped}" if self._bitmap else new
         identity = "NULL" if duplicates else f"CASE WHEN {hashed} THEN hash(x.{self._ident}) END"
         repeats = f"LEFT JOIN {DUPLICATES} dup ON dup.ident = x.{self._ident}" if duplicates else ""
         number, bits, bitmap = "", "", "0"
         if self._bitmap and not duplicates:
-            number = ", x.number"
-            bits = f""", bitstring_agg(number::BIGINT, 0, {self._bitmap - 1})
-                FILTER (new AND number BETWEEN 0 AND {self._bitmap - 1}) AS bits"""
+            number = f", {mapped} AS mapped, x.number::BIGINT AS number"
+            bits = f", bitstring_agg(number, 0, {self._bitmap - 1}) FILTER (new AND mapped) AS bits"
             bitmap = "coalesce(sum(bit_count(bits)), 0)"
         counts = self.con.execute(
             f"""SELECT

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-# 134217728 is 2^27, the first number beyond the bitmap under the default memory_limit
-DISTINCT = [0, 7, 42, 134217727, -3, 134217729, 1099511627776]
+# 67108864 is 2^26, the first number beyond the bitmap under the default memory_limit
+DISTINCT = [0, 7, 42, 67108863, -3, 67108865, 134217728, 1099511627776]
 REPEATED = {
-    "inside the bitmap": [5, 134217727 - 1],
+    "inside the bitmap": [5, 67108862],
     "below it": [-1],
-    "beyond it": [134217728, 1099511627777],
+    "beyond it": [67108864, 1099511627777],
 }
 
 

@@ -38,7 +38,7 @@ from ..outbox import Outbox
 from ..project.names import check_name
 from . import casefold
 from .encoding import BARE_JSON as _BARE_JSON
-from .encoding import fields_json, key_text, quote_literal, row_hash
+from .encoding import fields_json, key_text, quote_identifier, quote_literal, row_hash
 
 if TYPE_CHECKING:
     from ..project.model import Model
@@ -99,6 +99,11 @@ def identity_sql(expr: str, key_identity: str) -> str:
     # strlen counts bytes, length characters: equal only for ASCII, which lower() folds fully
     return f"CASE WHEN strlen({expr}) = length({expr}) THEN lower({expr}) ELSE {folded} END"
 
+
+# Integer key types whose every value BIGINT holds; and the most numbers of the bitmap in which
+# a first diff checks that such keys are distinct (2^26 bits: 8 MiB).
+_NUMBERED_KEYS = {"tinyint", "smallint", "integer", "bigint", "utinyint", "usmallint", "uinteger"}
+_KEY_BITMAP = 1 << 26
 
 # What each mode sends for rows of each status (docs/syncs.md, "Modes").
 _OPERATION = {"upsert": "upsert", "mirror": "upsert", "update": "update", "insert": "insert"}
@@ -415,39 +420,35 @@ class SyncState:
         send (with its fields) into the outbox.
 
         One pass hashes each row and full-outer-joins the (key, hash) pairs with the snapshot,
-        on the key's identity at the destination, into a narrow table; everything else is read
-        from that table. The rows to send are then read from the model a second time, only
-        for the keys that need it, and hashed again there: what is recorded as delivered is
-        always the hash of what was sent."""
+        on the key's identity at the destination, counting the rows of each status as they
+        stream by: a `plan` keeps nothing else. A run keeps the joined pairs in a narrow table
+        (DIFF), which its later steps read. The rows to send are then read from the model a
+        second time, only for the keys that need it, and hashed again there: what is recorded
+        as delivered is always the hash of what was sent."""
         con = self.con
         self._scheme, trusted = self._hash_scheme()
         if self.previous_target is not None:
             trusted = True  # nothing delivered to this target: nothing to compare
+        delivered: int = con.execute(f"SELECT count(*) FROM {DELIVERED}").fetchone()[0]  # type: ignore[index]
+        self._bitmap = 0 if delivered else self._key_bitmap()  # see _tally
+        kept = build_pending or not trusted  # a run's later steps read the DIFF table
         self._read()
-        # The identity is a column of its own only where it is not the key itself (exact
-        # keys, the usual case, keep the narrow table one string narrower).
-        folded = self.key_identity != "exact"
-        ident = f", {self.ident('key')} AS ident" if folded else ""
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE {DIFF} AS
-            SELECT m.*, d.key AS prev_key, d.hash AS prev_hash, d.owed AS prev_owed
-            FROM (SELECT *{ident} FROM (
-                    SELECT {self.key_sql} AS key, {self.hash_sql} AS hash, true AS present
-                    FROM {self.relation})) m
-            FULL OUTER JOIN {DELIVERED} d ON {self.ident("d.key")} = m.{self._ident}"""
-        )
-        self._find_duplicates()
-        status = self._status_sql()
-        counts = con.execute(
-            f"""SELECT
-                count(*) FILTER (s = 'added'), count(*) FILTER (s = 'changed'),
-                count(*) FILTER (s = 'removed'), count(*) FILTER (s = 'unchanged'),
-                count(*) FILTER (s = 'invalid')
-            FROM (SELECT {status} AS s FROM {DIFF} x
-                  LEFT JOIN {DUPLICATES} dup ON dup.ident = x.{self._ident})"""
-        ).fetchone()
-        assert counts is not None
-        added, changed, removed, unchanged, invalid = counts
+        if kept:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {DIFF} AS {self._joined_sql()}")
+        tally = self._tally(DIFF if kept else f"({self._joined_sql()})")
+        scope = self._repeats_scope(tally, delivered)
+        if scope is None:  # no identity repeats: the tally's counts are the statuses
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {DUPLICATES} "
+                "(ident VARCHAR, rows BIGINT, keys VARCHAR[])"
+            )
+        else:  # some may: find them (a plan reads the model again), then count with them
+            if not kept:
+                self._read()
+                con.execute(f"CREATE OR REPLACE TEMP TABLE {DIFF} AS {self._joined_sql()}")
+            self._find_duplicates(scope)
+            tally = self._tally(DIFF, duplicates=True)
+        added, changed, removed, unchanged, invalid = tally[:5]
         self._rehashed = 0
         to_send = (
             added + (changed if mode != "insert" else 0) + (removed if mode == "mirror" else 0)
@@ -473,28 +474,107 @@ class SyncState:
             added + changed + unchanged + invalid, added, changed, removed, unchanged, invalid
         )
 
-    def _find_duplicates(self) -> None:
-        """Identities that more than one row of the model has (the same key, or keys the
-        destination takes for one record). A matched snapshot record counts once, so when the
-        matched rows are as many as the matched records, only new keys can repeat: the
-        grouping then runs over the added rows alone (none, in a steady state)."""
-        delivered = self.con.execute(f"SELECT count(*) FROM {DELIVERED}").fetchone()[0]  # type: ignore[index]
-        matched_rows, removed = self.con.execute(
-            f"""SELECT count(*) FILTER (present), count(*) FILTER (present IS NULL)
-            FROM {DIFF} WHERE prev_key IS NOT NULL"""
+    def _joined_sql(self) -> str:
+        """Each row's key, hash (and identity, where it is not the key; and the key's number,
+        see _tally) full-outer-joined with what was delivered: DIFF's rows."""
+        # The identity is a column of its own only where it is not the key itself (exact
+        # keys, the usual case, keep the narrow table one string narrower).
+        folded = self.key_identity != "exact"
+        ident = f", {self.ident('key')} AS ident" if folded else ""
+        number = f", {quote_identifier(self.primary_key[0])} AS number" if self._bitmap else ""
+        return f"""SELECT m.*, d.key AS prev_key, d.hash AS prev_hash, d.owed AS prev_owed
+            FROM (SELECT *{ident} FROM (
+                    SELECT {self.key_sql} AS key, {self.hash_sql} AS hash, true AS present{number}
+                    FROM {self.relation})) m
+            FULL OUTER JOIN {DELIVERED} d ON {self.ident("d.key")} = m.{self._ident}"""
+
+    def _key_bitmap(self) -> int:
+        """How many numbers a first diff's bitmap spans (see _tally): 2^26 (ids below
+        67,108,864; 8 MiB), fewer where [state] memory_limit is small, as DuckDB counts the
+        bitmap against it; 0 when the key is not one integer column that BIGINT holds (its
+        text, so its identity, is then one to one with its number)."""
+        if len(self.key_types) != 1 or self.key_types[0].id not in _NUMBERED_KEYS:
+            return 0
+        limit, threads = self.con.execute(
+            "SELECT parse_formatted_bytes(current_setting('memory_limit')), "
+            "current_setting('threads')"
         ).fetchone()  # type: ignore[misc]
-        scope = "" if matched_rows > delivered - removed else "AND prev_key IS NULL"
+        # DuckDB takes about two bitmaps' worth for each thread, and two more to merge them:
+        # keep that within a quarter of the limit
+        budget = limit // (8 * (threads + 2))  # bytes
+        bits = _KEY_BITMAP
+        while bits // 8 > budget:
+            bits //= 2
+        return bits if bits >= 1 << 16 else 0
+
+    def _tally(self, source: str, duplicates: bool = False) -> tuple[int, ...]:
+        """One pass over the joined rows of `source`: the rows of each status (added, changed,
+        removed, unchanged, invalid); the rows matched with a delivered record; the new rows
+        (no record); and how many distinct identities those have, or fewer when two 64-bit
+        hashes collide (then _find_duplicates looks closer). With `duplicates`, the rows of an
+        identity DUPLICATES lists are invalid (and the last count is not made).
+
+        The rows are grouped by status and, for the new rows, their identity's hash: new
+        rows are few once a sync has run, so the groups are few. In a first diff every row is
+        new, and DuckDB's hash aggregate holds every key (spilling under memory_limit); but
+        an integer key (the usual id) within _key_bitmap's numbers sets its bit in a bitmap
+        instead, far cheaper (allocated whole: about 15 ms)."""
+        new = "x.present AND x.key IS NOT NULL AND x.prev_key IS NULL"
+        mapped = f"x.number BETWEEN 0 AND {self._bitmap - 1}"
+        hashed = f"{new} AND NOT {mapped}" if self._bitmap else new
+        identity = "NULL" if duplicates else f"CASE WHEN {hashed} THEN hash(x.{self._ident}) END"
+        repeats = f"LEFT JOIN {DUPLICATES} dup ON dup.ident = x.{self._ident}" if duplicates else ""
+        number, bits, bitmap = "", "", "0"
+        if self._bitmap and not duplicates:
+            number = f", {mapped} AS mapped, x.number::BIGINT AS number"
+            bits = f", bitstring_agg(number, 0, {self._bitmap - 1}) FILTER (new AND mapped) AS bits"
+            bitmap = "coalesce(sum(bit_count(bits)), 0)"
+        counts = self.con.execute(
+            f"""SELECT
+                sum(n) FILTER (s = 'added'), sum(n) FILTER (s = 'changed'),
+                sum(n) FILTER (s = 'removed'), sum(n) FILTER (s = 'unchanged'),
+                sum(n) FILTER (s = 'invalid'), sum(n) FILTER (matched), sum(n) FILTER (new),
+                count(identity) + {bitmap}
+            FROM (
+                SELECT s, matched, new, identity, count(*) AS n{bits} FROM (
+                    SELECT {self._status_sql(duplicates)} AS s,
+                        x.present AND x.prev_key IS NOT NULL AS matched, {new} AS new,
+                        {identity} AS identity{number}
+                    FROM {source} x {repeats})
+                GROUP BY s, matched, new, identity)"""
+        ).fetchone()
+        assert counts is not None
+        return tuple(int(count or 0) for count in counts)
+
+    def _repeats_scope(self, tally: tuple[int, ...], delivered: int) -> str | None:
+        """Where identities that more than one row has (the same key, or keys the destination
+        takes for one record) can be, from the tally: None when nowhere. A matched delivered
+        record counts once, so when the matched rows are as many as the matched records, only
+        new keys can repeat; and they do not when they have as many identities as rows."""
+        removed, matched, new, identities = tally[2], tally[5], tally[6], tally[7]
+        if matched > delivered - removed:
+            return ""
+        return "AND prev_key IS NULL" if identities < new else None
+
+    def _find_duplicates(self, scope: str) -> None:
+        """The DUPLICATES table: identities that more than one row of the model has (among
+        the rows `scope` selects), with how many rows and their distinct keys. Grouped on the
+        identity alone first: listing the keys of every group would sort them all."""
+        rows = f"FROM {DIFF} WHERE present AND key IS NOT NULL {scope}"
         self.con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {DUPLICATES} AS
+            WITH repeated AS (SELECT {self._ident} AS ident {rows} GROUP BY 1 HAVING count(*) > 1)
             SELECT {self._ident} AS ident, count(*) AS rows, list(DISTINCT key ORDER BY key) AS keys
-            FROM {DIFF}
-            WHERE present AND key IS NOT NULL {scope}
-            GROUP BY 1 HAVING count(*) > 1"""
+            {rows} AND {self._ident} IN (SELECT ident FROM repeated)
+            GROUP BY 1"""
         )
 
     @staticmethod
-    def _status_sql() -> str:
-        return """CASE WHEN x.present AND (x.key IS NULL OR dup.ident IS NOT NULL) THEN 'invalid'
+    def _status_sql(duplicates: bool = True) -> str:
+        """A row's status; `duplicates`: joined with DUPLICATES as `dup`, whose rows are
+        invalid (without, only rows with a NULL key are)."""
+        repeated = " OR dup.ident IS NOT NULL" if duplicates else ""
+        return f"""CASE WHEN x.present AND (x.key IS NULL{repeated}) THEN 'invalid'
             WHEN x.present IS NULL THEN 'removed'
             WHEN x.prev_hash IS NULL THEN 'added'
             WHEN x.hash <> x.prev_hash OR x.prev_owed THEN 'changed'

@@ -517,7 +517,7 @@ def test_a_retry_after_beyond_the_maximum_fails_the_records_for_this_run(
     assert outcome.exit_code == 0 and len(receiver.data) == 50, outcome.stdout
 
 
-@pytest.mark.parametrize("retry_after", ["nan", "-5", "soon", "1e999x"])
+@pytest.mark.parametrize("retry_after", ["-5", "soon"])  # (every odd value: the test below)
 def test_a_retry_after_that_is_no_number_of_seconds_is_a_plain_retry(
     users_project, receiver, retry_after
 ):

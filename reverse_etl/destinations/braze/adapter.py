@@ -105,7 +105,8 @@ class BrazeSettings(DestinationSettings):
         try:
             parts = urlsplit(http_url(url))
         except ValueError as exc:
-            raise ValueError(f"{exc} (a URL such as https://rest.iad-01.braze.com)") from None
+            example = "https://rest.iad-01.braze.com"
+            raise ValueError(f"must be a URL such as {example}: it {exc}") from None
         if parts.path.strip("/") or parts.query:
             raise ValueError("must be the REST endpoint alone, e.g. https://rest.iad-01.braze.com")
         if parts.hostname and parts.hostname.startswith("dashboard"):

@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -153,18 +151,9 @@ def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (source / "buggy_reverse_etl").mkdir(parents=True)
     (source / "pyproject.toml").write_text(textwrap.dedent(PYPROJECT))
     (source / "buggy_reverse_etl" / "__init__.py").write_text(textwrap.dedent(ADAPTER))
-    target = root / "site-packages"
-    pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-input"]
-        + ["--no-build-isolation", "--disable-pip-version-check"]  # hatchling: the dev extras'
-        + ["--target", str(target), str(source)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert pip.returncode == 0, pip.stdout + pip.stderr
-    path = os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))
-    return {"PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1"}
+    from test_plugin_example import install
+
+    return install(source, root / "site-packages").env
 
 
 @pytest.fixture

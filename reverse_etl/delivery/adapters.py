@@ -19,7 +19,6 @@ from ..destinations.base import (
     ANSWER_LIMIT_BYTES,
     AnswerTooLarge,
     Destination,
-    DestinationSettings,
     NotSent,
     Retryable,
     Unreachable,
@@ -90,14 +89,12 @@ async def _take_slot(request: httpx.Request) -> None:
         await pace()
 
 
-def _speaks_tls(adapter: type[Destination], settings: DestinationSettings) -> bool:
-    """Whether the client is given TLS (loading the CA certificates costs about 0.1 s): not
-    for an adapter that speaks no HTTP, nor for one whose address names only plain http://
-    URLs (a test server, a proxy on the same host); for any other, yes."""
-    if not adapter.speaks_http:
-        return False
-    places = adapter.address(settings).split()
-    return not places or not all(place.lower().startswith("http://") for place in places)
+def _address_scheme(spec: DestinationSpec) -> str | None:
+    """"http" or "https" when every URL of the adapter's address has that scheme, else None
+    (no URL, or both)."""
+    places = spec.adapter.address(spec.settings).split()
+    schemes = {place.partition("://")[0].lower() for place in places}
+    return schemes.pop() if len(schemes) == 1 and schemes <= {"http", "https"} else None
 
 
 def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -175,10 +172,13 @@ async def open_adapter(
     )
     from .deadline import DeadlineTransport
 
-    tls = _speaks_tls(spec.adapter, settings)
+    # TLS unless the adapter speaks no HTTP or names only http:// URLs (loading the CA
+    # certificates costs about 0.1 s); a request of the other scheme is refused before it
+    # takes a slot.
+    scheme = _address_scheme(spec)
+    tls = spec.adapter.speaks_http and scheme != "http"
     transport = httpx.AsyncHTTPTransport(limits=limits, verify=tls)
-    # (refused before it takes a slot)
-    on_request = [_tls_only(spec)] if _https_only(spec) else [] if tls else [_plain_http_only(spec)]
+    on_request = [] if scheme is None else [_only(spec, scheme)]
     if spec.adapter.speaks_http:
         on_request.append(_take_slot)
     async with BoundedClient(
@@ -211,39 +211,22 @@ def _bugs_named(spec: DestinationSpec, call: str) -> Iterator[None]:
         ) from exc
 
 
-def _https_only(spec: DestinationSpec) -> bool:
-    """Whether the adapter's address names https:// URLs only."""
-    places = spec.adapter.address(spec.settings).split()
-    return bool(places) and all(place.lower().startswith("https://") for place in places)
+def _only(spec: DestinationSpec, scheme: str) -> Callable[[httpx.Request], Awaitable[None]]:
+    """A request hook for an adapter whose address names `scheme` URLs only: an https://
+    request from a client built without TLS would go with its certificate unchecked, and a
+    plain http:// one would carry its credentials in clear text; either is refused."""
+    why = (
+        "so its client has no TLS: the adapter's address() must name the https:// URL it calls"
+        if scheme == "http"
+        else "refused, so that its credentials are not sent unencrypted (in clear text)"
+    )
 
-
-def _tls_only(spec: DestinationSpec) -> Callable[[httpx.Request], Awaitable[None]]:
-    """A request hook for an adapter whose address names https:// URLs only: a plain http://
-    request would carry its credentials in clear text, so it is refused instead."""
-
-    async def refuse_http(request: httpx.Request) -> None:
-        if request.url.scheme != "https":
+    async def refuse_other(request: httpx.Request) -> None:
+        if request.url.scheme != scheme:
             where = request.url.copy_with(userinfo=b"", query=None)
             raise DestinationError(
                 f"destination {spec.name!r} (type {spec.adapter.type!r}) sent a request to "
-                f"{where} in clear text, while its address names only https:// URLs: refused, "
-                "so that its credentials are not sent unencrypted"
+                f"{where}, while its address names only {scheme}:// URLs, {why}"
             )
 
-    return refuse_http
-
-
-def _plain_http_only(spec: DestinationSpec) -> Callable[[httpx.Request], Awaitable[None]]:
-    """A request hook for a client built without TLS: an https:// request would go without
-    its certificate checked, so it is refused instead."""
-
-    async def refuse_https(request: httpx.Request) -> None:
-        if request.url.scheme == "https":
-            where = request.url.copy_with(userinfo=b"", query=None)
-            raise DestinationError(
-                f"destination {spec.name!r} (type {spec.adapter.type!r}) sent a request to "
-                f"{where}, while its address names only http:// URLs, so its client has no "
-                "TLS: the adapter's address() must name the https:// URL it calls"
-            )
-
-    return refuse_https
+    return refuse_other
